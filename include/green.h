@@ -1,0 +1,195 @@
+/* libgreen: preemptive green threads for C.
+ *
+ * Many green threads (stackful coroutines) run on a few worker OS threads
+ * (M:N, work stealing).  This is the only header libgreen installs.
+ *
+ * Conventions, as in pthreads: a function returns 0 or an errno value and
+ * never sets errno.  Every call that may block has an `_until` variant that
+ * takes an absolute deadline in nanoseconds on green_now_ns()'s clock
+ * (CLOCK_MONOTONIC) and returns ETIMEDOUT when it passes; GREEN_FOREVER
+ * means no deadline.  A call that needs a green thread, made from any other
+ * thread, returns EPERM.
+ */
+#ifndef GREEN_H
+#define GREEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GREEN_API __attribute__((visibility("default")))
+
+#define GREEN_VERSION_MAJOR 0
+#define GREEN_VERSION_MINOR 1
+#define GREEN_VERSION_PATCH 0
+
+/* A deadline that never passes. */
+#define GREEN_FOREVER UINT64_MAX
+
+/* ---- Configuration ------------------------------------------------------ */
+
+enum green_preempt {
+    GREEN_PREEMPT_OFF    = 0,   /* cooperative only */
+    GREEN_PREEMPT_SIGNAL = 1,   /* timer signal at safe points */
+    GREEN_PREEMPT_BUDGET = 2,   /* reduction budget, no signals */
+    GREEN_PREEMPT_BOTH   = 3,
+};
+
+typedef struct green_config {
+    unsigned workers;      /* worker OS threads; 0: one per online CPU   GREEN_WORKERS */
+    unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
+    int      preempt;      /* enum green_preempt                         GREEN_PREEMPT */
+    int      signo;        /* preemption signal, default SIGALRM         GREEN_SIGNAL */
+    size_t   stack_size;   /* usable stack bytes per green thread        GREEN_STACK_SIZE */
+    unsigned budget;       /* reductions per slice                       GREEN_BUDGET */
+    uint64_t seed;         /* seed for every random choice               GREEN_SEED */
+    uint64_t reserved[8];  /* zero: room for fields to come, same ABI */
+} green_config_t;
+
+/* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
+ * Returns 0, or EINVAL when a variable is malformed or out of range (one line
+ * on stderr names it; that field keeps its default). */
+GREEN_API int green_config_init(green_config_t *cfg);
+
+/* Start the workers, run main_fn(arg) as a green thread, and return when every
+ * green thread has finished (detached ones too).  cfg may be NULL: the
+ * defaults and environment.  *ret (if ret is not NULL) receives main_fn's
+ * result.  Returns 0; EINVAL for a NULL main_fn or an absurd cfg; EBUSY when
+ * called from a green thread; EAGAIN/ENOMEM when workers or stacks cannot be
+ * had; EDEADLK when every green thread blocked with nothing left that could
+ * wake it (the threads and what each waits on are printed on stderr).
+ * green_run may be called again afterwards, and from several OS threads at
+ * once: each call is an independent runtime. */
+GREEN_API int green_run(void *(*main_fn)(void *), void *arg,
+                        const green_config_t *cfg, void **ret);
+
+/* Current time on the clock deadlines use, in nanoseconds. */
+GREEN_API uint64_t green_now_ns(void);
+
+/* ---- Green threads ------------------------------------------------------ */
+
+/* A handle.  It stays safe to pass after the thread is gone: a stale handle
+ * gets EINVAL, never a crash.  The zero handle names no thread. */
+typedef struct green_handle {
+    void    *p;
+    uint64_t id;
+} green_t;
+
+/* Start fn(arg) on a new green thread.  With t == NULL the thread starts
+ * detached.  EINVAL: fn is NULL.  EAGAIN/ENOMEM: no stack could be had. */
+GREEN_API int green_spawn(green_t *t, void *(*fn)(void *), void *arg);
+
+/* Wait for t to finish; *ret (if ret is not NULL) receives its result.
+ * EDEADLK: t is the caller.  EINVAL: t is detached, already joined, being
+ * joined by another thread, or not a thread of this run. */
+GREEN_API int green_join(green_t t, void **ret);
+GREEN_API int green_join_until(green_t t, void **ret, uint64_t deadline_ns);
+
+/* Let t's resources go when it finishes.  EINVAL as for green_join. */
+GREEN_API int green_detach(green_t t);
+
+/* The calling green thread; the zero handle on any other thread. */
+GREEN_API green_t green_self(void);
+
+/* t's id: unique in the process, never reused, 0 for the zero handle. */
+GREEN_API uint64_t green_id(green_t t);
+
+/* Index of the worker running the caller (0 .. workers-1), or -1 outside
+ * a green thread. */
+GREEN_API int green_worker_index(void);
+
+/* Let other runnable green threads run.  Does nothing outside one. */
+GREEN_API void green_yield(void);
+
+/* Park the calling green thread for ns nanoseconds / until a deadline.
+ * Returns 0 (the time passed) or EPERM. */
+GREEN_API int green_sleep_ns(uint64_t ns);
+GREEN_API int green_sleep_until(uint64_t deadline_ns);
+
+/* ---- Mutex (error-checking, no starvation) ------------------------------ */
+
+/* Zero-filled storage is an unlocked mutex; GREEN_MUTEX_INIT spells it. */
+typedef struct green_mutex { uint64_t opaque[6]; } green_mutex_t;
+#define GREEN_MUTEX_INIT {{0}}
+
+GREEN_API int green_mutex_init(green_mutex_t *m);
+GREEN_API int green_mutex_destroy(green_mutex_t *m);  /* EBUSY: held or waited on */
+GREEN_API int green_mutex_lock(green_mutex_t *m);     /* EDEADLK: caller holds it */
+GREEN_API int green_mutex_lock_until(green_mutex_t *m, uint64_t deadline_ns);
+GREEN_API int green_mutex_trylock(green_mutex_t *m);  /* EBUSY: held */
+GREEN_API int green_mutex_unlock(green_mutex_t *m);   /* EPERM: caller does not hold it */
+
+/* ---- Condition variable ------------------------------------------------- */
+
+typedef struct green_cond { uint64_t opaque[4]; } green_cond_t;
+#define GREEN_COND_INIT {{0}}
+
+GREEN_API int green_cond_init(green_cond_t *c);
+GREEN_API int green_cond_destroy(green_cond_t *c);    /* EBUSY: waited on */
+/* Both reacquire m before returning, also on ETIMEDOUT.  EPERM: m not held. */
+GREEN_API int green_cond_wait(green_cond_t *c, green_mutex_t *m);
+GREEN_API int green_cond_wait_until(green_cond_t *c, green_mutex_t *m, uint64_t deadline_ns);
+GREEN_API int green_cond_signal(green_cond_t *c);
+GREEN_API int green_cond_broadcast(green_cond_t *c);
+
+/* ---- Channels (Go's semantics) ------------------------------------------ */
+
+/* Elements are copied by value, elem_size bytes each (0 is allowed: a channel
+ * of events).  capacity 0 is unbuffered: a send waits for its receiver. */
+typedef struct green_chan green_chan_t;
+
+GREEN_API int green_chan_create(green_chan_t **c, size_t elem_size, size_t capacity);
+GREEN_API int green_chan_destroy(green_chan_t *c);    /* EBUSY: threads wait on it */
+
+/* EPIPE: the channel is closed (send), or closed and drained (recv: *elem is
+ * zero-filled).  recv's elem may be NULL to drop the value. */
+GREEN_API int green_chan_send(green_chan_t *c, const void *elem);
+GREEN_API int green_chan_send_until(green_chan_t *c, const void *elem, uint64_t deadline_ns);
+GREEN_API int green_chan_recv(green_chan_t *c, void *elem);
+GREEN_API int green_chan_recv_until(green_chan_t *c, void *elem, uint64_t deadline_ns);
+
+/* Wake every receiver (EPIPE once drained) and every blocked sender (EPIPE).
+ * Values already buffered are still received.  EPIPE: already closed. */
+GREEN_API int green_chan_close(green_chan_t *c);
+
+GREEN_API size_t green_chan_len(const green_chan_t *c);  /* values buffered now */
+GREEN_API size_t green_chan_cap(const green_chan_t *c);
+
+enum green_chan_op { GREEN_CHAN_SEND = 1, GREEN_CHAN_RECV = 2 };
+
+typedef struct green_chan_case {
+    green_chan_t *chan;   /* NULL: never ready, like a nil channel in Go */
+    int           op;     /* enum green_chan_op */
+    void         *elem;   /* send: the value; recv: where it goes (may be NULL) */
+    int           err;    /* out, for the chosen case: 0, or EPIPE (closed) */
+} green_chan_case_t;
+
+/* Wait until one case can proceed, perform it, and store its index in
+ * *chosen.  Among several ready cases one is chosen at random.  Returns 0
+ * (the case's own outcome is in its err), ETIMEDOUT, EINVAL (bad case), or
+ * for green_select_try -- Go's `default:` -- EAGAIN when no case is ready. */
+GREEN_API int green_select(green_chan_case_t *cases, size_t n, size_t *chosen);
+GREEN_API int green_select_until(green_chan_case_t *cases, size_t n, size_t *chosen,
+                                 uint64_t deadline_ns);
+GREEN_API int green_select_try(green_chan_case_t *cases, size_t n, size_t *chosen);
+
+/* ---- Wait group --------------------------------------------------------- */
+
+typedef struct green_wg { uint64_t opaque[4]; } green_wg_t;
+#define GREEN_WG_INIT {{0}}
+
+GREEN_API int green_wg_init(green_wg_t *wg);
+GREEN_API int green_wg_destroy(green_wg_t *wg);              /* EBUSY: waited on */
+GREEN_API int green_wg_add(green_wg_t *wg, int64_t delta);   /* EINVAL: counter < 0 */
+GREEN_API int green_wg_done(green_wg_t *wg);                 /* green_wg_add(wg, -1) */
+GREEN_API int green_wg_wait(green_wg_t *wg);
+GREEN_API int green_wg_wait_until(green_wg_t *wg, uint64_t deadline_ns);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GREEN_H */

@@ -1,0 +1,113 @@
+/*
+ * Condition variable: a FIFO of waiters under a spinlock.
+ *
+ * wait links the caller in before it releases the mutex, so a signal sent by
+ * anyone who takes the mutex afterwards finds it: no lost wake-up.  A signal
+ * claims the first waiter it can (a waiter whose deadline fired is skipped,
+ * see park.c), so a timed-out waiter never swallows a signal meant for
+ * another.  Both wait calls take the mutex back before returning, also on
+ * ETIMEDOUT, as pthread_cond_timedwait does.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct cond {
+    green__spin_t lock;
+    uint32_t unused;
+    struct green__wq q;
+};
+
+_Static_assert(sizeof(struct cond) <= sizeof(green_cond_t), "green_cond_t too small");
+
+static struct cond *impl(green_cond_t *c) { return (struct cond *)(void *)c; }
+
+int green_cond_init(green_cond_t *c)
+{
+    if (!c)
+        return EINVAL;
+    memset(c, 0, sizeof *c);
+    return 0;
+}
+
+int green_cond_destroy(green_cond_t *cp)
+{
+    if (!cp)
+        return EINVAL;
+    struct cond *c = impl(cp);
+    green__spin_lock(&c->lock);
+    bool busy = c->q.head != NULL;
+    green__spin_unlock(&c->lock);
+    return busy ? EBUSY : 0;
+}
+
+int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!cp || !m)
+        return EINVAL;
+    if (!green__mutex_owned(m, self))
+        return EPERM;
+    struct cond *c = impl(cp);
+    struct green__waiter wt = { .t = self };
+
+    green__spin_lock(&c->lock);
+    green__park_prepare(self, "green_cond_wait", c);
+    green__wq_push(&c->q, &wt);
+    green__spin_unlock(&c->lock);
+
+    green__assert(green_mutex_unlock(m) == 0);
+    err = green__park(&w, deadline);
+    if (err) {
+        green__spin_lock(&c->lock);
+        if (wt.linked)
+            green__wq_remove(&c->q, &wt);
+        green__spin_unlock(&c->lock);
+    }
+    green__assert(green_mutex_lock(m) == 0);
+    return err;
+}
+
+int green_cond_wait(green_cond_t *c, green_mutex_t *m)
+{
+    return green_cond_wait_until(c, m, GREEN_FOREVER);
+}
+
+static int wake(green_cond_t *cp, bool all)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!cp)
+        return EINVAL;
+    struct cond *c = impl(cp);
+    struct green__thread *list = NULL, **tail = &list;
+
+    green__spin_lock(&c->lock);
+    struct green__waiter *wt;
+    while ((wt = green__wq_claim(&c->q)) != NULL) {
+        *tail = wt->t;
+        tail = &wt->t->next;
+        *tail = NULL;
+        if (!all)
+            break;
+    }
+    green__spin_unlock(&c->lock);
+
+    while (list) {
+        struct green__thread *t = list;
+        list = t->next;
+        green__ready(w, t, !all);
+    }
+    return 0;
+}
+
+int green_cond_signal(green_cond_t *c) { return wake(c, false); }
+int green_cond_broadcast(green_cond_t *c) { return wake(c, true); }

@@ -1,0 +1,192 @@
+/*
+ * Configuration: defaults, the GREEN_* environment, and the limits a
+ * green_config_t is checked against.
+ *
+ * Every limit here is documented in the README; outside them green_run
+ * returns EINVAL.  They exist to turn typos and unit mistakes (bytes for
+ * KiB, a negative number read as huge) into errors, not to cap real use.
+ *
+ * A malformed or out-of-range variable gets one line on stderr naming it and
+ * its value, and the field keeps its default; green_config_init then returns
+ * EINVAL (and green_run with cfg == NULL refuses to start).
+ */
+#include "sched.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define GREEN_DEFAULT_STACK ((size_t)64 << 10)
+#define GREEN_MIN_STACK ((size_t)16 << 10)
+#define GREEN_MAX_STACK ((size_t)1 << 30)
+#define GREEN_MAX_WORKERS 4096u
+#define GREEN_MIN_QUANTUM_US 50u
+#define GREEN_MAX_QUANTUM_US 10000000u
+#define GREEN_DEFAULT_BUDGET 4000u
+#define GREEN_MAX_BUDGET 1000000000u
+
+static void complain(const char *name, const char *value, const char *why)
+{
+    fprintf(stderr, "libgreen: %s=\"%s\": %s\n", name, value, why);
+}
+
+/* Parse an unsigned decimal number with an optional binary suffix
+ * (k, m, g) when `suffix` is true. */
+static bool parse_u64(const char *s, bool suffix, uint64_t *out)
+{
+    if (!isdigit((unsigned char)*s))
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return false;
+    unsigned shift = 0;
+    if (suffix && *end) {
+        switch (tolower((unsigned char)*end)) {
+        case 'k': shift = 10; break;
+        case 'm': shift = 20; break;
+        case 'g': shift = 30; break;
+        default: return false;
+        }
+        end++;
+        if (tolower((unsigned char)*end) == 'i')
+            end++;
+        if (tolower((unsigned char)*end) == 'b')
+            end++;
+    }
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+static const struct { const char *name; int signo; } signals[] = {
+    { "ALRM", SIGALRM }, { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF },
+    { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "URG", SIGURG },
+};
+
+static bool parse_signal(const char *s, int *out)
+{
+    uint64_t v;
+    if (parse_u64(s, false, &v)) {
+        if (v > INT32_MAX)
+            return false;
+        *out = (int)v;
+        return true;
+    }
+    if (strncasecmp(s, "SIG", 3) == 0)
+        s += 3;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        if (strcasecmp(s, signals[i].name) == 0) {
+            *out = signals[i].signo;
+            return true;
+        }
+    if (strncasecmp(s, "RTMIN+", 6) == 0 && parse_u64(s + 6, false, &v) &&
+        v <= (uint64_t)(SIGRTMAX - SIGRTMIN)) {
+        *out = SIGRTMIN + (int)v;
+        return true;
+    }
+    return false;
+}
+
+static bool parse_preempt(const char *s, int *out)
+{
+    static const char *const names[] = { "off", "signal", "budget", "both" };
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
+static bool signo_ok(int signo)
+{
+    if (signo < 1 || signo > SIGRTMAX)
+        return false;
+    switch (signo) {
+    case SIGKILL: case SIGSTOP:            /* cannot be caught */
+    case SIGSEGV: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP:
+    case SIGABRT:                          /* faults, not timers */
+        return false;
+    default:
+        return true;
+    }
+}
+
+int green__config_check(const green_config_t *c)
+{
+    if (c->workers > GREEN_MAX_WORKERS)
+        return EINVAL;
+    if (c->stack_size && (c->stack_size < GREEN_MIN_STACK || c->stack_size > GREEN_MAX_STACK))
+        return EINVAL;
+    if (c->quantum_us < GREEN_MIN_QUANTUM_US || c->quantum_us > GREEN_MAX_QUANTUM_US)
+        return EINVAL;
+    if (c->preempt < GREEN_PREEMPT_OFF || c->preempt > GREEN_PREEMPT_BOTH)
+        return EINVAL;
+    if (!signo_ok(c->signo))
+        return EINVAL;
+    if (c->budget == 0 || c->budget > GREEN_MAX_BUDGET)
+        return EINVAL;
+    for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
+        if (c->reserved[i])
+            return EINVAL;
+    return 0;
+}
+
+/* Read one variable into *field through parse; complain and keep the
+ * default when it does not parse or check. */
+#define ENV_FIELD(name, field, parse_expr, check_expr, why)                    \
+    do {                                                                       \
+        const char *s = getenv(name);                                          \
+        if (s && *s) {                                                         \
+            __typeof__(field) saved = field;                                   \
+            if (!(parse_expr) || !(check_expr)) {                              \
+                complain(name, s, why);                                        \
+                field = saved;                                                 \
+                err = EINVAL;                                                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+int green_config_init(green_config_t *cfg)
+{
+    if (!cfg)
+        return EINVAL;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->workers = 0;
+    cfg->quantum_us = 1000;
+    cfg->preempt = GREEN_PREEMPT_OFF;
+    cfg->signo = SIGALRM;
+    cfg->stack_size = GREEN_DEFAULT_STACK;
+    cfg->budget = GREEN_DEFAULT_BUDGET;
+    cfg->seed = 0;
+
+    int err = 0;
+    uint64_t v;
+    ENV_FIELD("GREEN_WORKERS", cfg->workers, parse_u64(s, false, &v),
+              v <= GREEN_MAX_WORKERS && (cfg->workers = (unsigned)v, true),
+              "expected a number of workers from 0 (one per CPU) to 4096");
+    ENV_FIELD("GREEN_STACK_SIZE", cfg->stack_size, parse_u64(s, true, &v),
+              v >= GREEN_MIN_STACK && v <= GREEN_MAX_STACK && (cfg->stack_size = v, true),
+              "expected a size from 16k to 1g (bytes, or with a k/m/g suffix)");
+    ENV_FIELD("GREEN_QUANTUM_US", cfg->quantum_us, parse_u64(s, false, &v),
+              v >= GREEN_MIN_QUANTUM_US && v <= GREEN_MAX_QUANTUM_US &&
+                  (cfg->quantum_us = (unsigned)v, true),
+              "expected microseconds from 50 to 10000000");
+    ENV_FIELD("GREEN_PREEMPT", cfg->preempt, parse_preempt(s, &cfg->preempt), true,
+              "expected off, signal, budget or both");
+    ENV_FIELD("GREEN_SIGNAL", cfg->signo, parse_signal(s, &cfg->signo), signo_ok(cfg->signo),
+              "expected a catchable signal that is not a fault, e.g. SIGALRM or USR2");
+    ENV_FIELD("GREEN_BUDGET", cfg->budget, parse_u64(s, false, &v),
+              v >= 1 && v <= GREEN_MAX_BUDGET && (cfg->budget = (unsigned)v, true),
+              "expected reductions per slice from 1 to 1000000000");
+    ENV_FIELD("GREEN_SEED", cfg->seed, parse_u64(s, false, &v), (cfg->seed = v, true),
+              "expected an unsigned decimal number");
+    return err;
+}

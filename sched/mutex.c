@@ -1,0 +1,234 @@
+/*
+ * Mutex: error-checking, fair enough to starve nobody, fast when uncontended.
+ *
+ * The design is Go's sync.Mutex.  state holds three bits:
+ *
+ *   LOCKED    someone owns it
+ *   WAITERS   the queue may be non-empty: unlock must take the slow path
+ *   STARVING  hand the lock straight to the first waiter at the next unlock
+ *
+ * Normal mode: unlock releases the lock and wakes the first waiter, which
+ * then competes with newcomers ("barging").  Newcomers are already running,
+ * so letting them in keeps throughput high; a woken waiter that loses goes
+ * back to the head of the queue.  Starvation mode: a waiter that has waited
+ * more than GREEN_STARVE_NS sets STARVING, and from then on unlock hands
+ * ownership to the first waiter without releasing (LOCKED stays set, so
+ * nobody can barge).  Back to normal when the queue empties or a waiter got
+ * the lock quickly.  So no thread waits much more than a millisecond plus
+ * the critical sections ahead of it.
+ *
+ * Locking: the queue and every change of state made by a waiter are under
+ * m->lock (a spinlock, never held across a switch).  The fast paths are a CAS
+ * 0 -> LOCKED and LOCKED -> 0; a waiter sets WAITERS with a CAS while LOCKED
+ * is set, so an owner's fast unlock either happened before (and the waiter
+ * sees the lock free) or fails (and takes the slow path, under m->lock).
+ *
+ * owner is for the EPERM/EDEADLK checks only (error-checking semantics).
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define M_LOCKED   1u
+#define M_WAITERS  2u
+#define M_STARVING 4u
+#define GREEN_STARVE_NS 1000000u
+
+struct mutex {
+    _Atomic uint32_t state;
+    green__spin_t lock;
+    _Atomic(struct green__thread *) owner;
+    struct green__wq q;
+};
+
+_Static_assert(sizeof(struct mutex) <= sizeof(green_mutex_t), "green_mutex_t too small");
+_Static_assert(_Alignof(struct mutex) <= _Alignof(green_mutex_t), "green_mutex_t misaligned");
+
+static struct mutex *impl(green_mutex_t *m) { return (struct mutex *)(void *)m; }
+
+static struct green__thread *owner(struct mutex *m)
+{
+    return atomic_load_explicit(&m->owner, memory_order_relaxed);
+}
+
+static void set_owner(struct mutex *m, struct green__thread *t)
+{
+    atomic_store_explicit(&m->owner, t, memory_order_relaxed);
+}
+
+int green_mutex_init(green_mutex_t *m)
+{
+    if (!m)
+        return EINVAL;
+    memset(m, 0, sizeof *m);
+    return 0;
+}
+
+int green_mutex_destroy(green_mutex_t *mp)
+{
+    if (!mp)
+        return EINVAL;
+    struct mutex *m = impl(mp);
+    green__spin_lock(&m->lock);
+    bool busy = atomic_load(&m->state) != 0 || m->q.head;
+    green__spin_unlock(&m->lock);
+    return busy ? EBUSY : 0;
+}
+
+static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thread *self,
+                     uint64_t deadline)
+{
+    struct green__waiter wt = { .t = self };
+    bool requeue = false;
+    uint64_t since = 0;
+
+    for (;;) {
+        green__spin_lock(&m->lock);
+        uint32_t s = atomic_load(&m->state);
+        while (!(s & M_LOCKED)) {
+            if (atomic_compare_exchange_weak(&m->state, &s, s | M_LOCKED)) {
+                green__spin_unlock(&m->lock);
+                set_owner(m, self);
+                return 0;
+            }
+        }
+        uint64_t now = green__clock_ns();
+        if (deadline <= now) {
+            green__spin_unlock(&m->lock);
+            return ETIMEDOUT;
+        }
+        if (!since)
+            since = now;
+        uint32_t flags = M_WAITERS | (now - since >= GREEN_STARVE_NS ? M_STARVING : 0);
+        while (!atomic_compare_exchange_weak(&m->state, &s, s | flags)) {
+            if (!(s & M_LOCKED))
+                break;
+        }
+        if (!(s & M_LOCKED)) {           /* released meanwhile: try again */
+            green__spin_unlock(&m->lock);
+            continue;
+        }
+        wt.since = since;
+        wt.handoff = false;
+        green__park_prepare(self, "green_mutex_lock", m);
+        if (requeue)
+            green__wq_push_front(&m->q, &wt);
+        else
+            green__wq_push(&m->q, &wt);
+        green__spin_unlock(&m->lock);
+
+        int err = green__park(&w, deadline);
+        if (err) {
+            green__spin_lock(&m->lock);
+            if (wt.linked)
+                green__wq_remove(&m->q, &wt);
+            if (!m->q.head)
+                atomic_fetch_and(&m->state, ~(M_WAITERS | M_STARVING));
+            green__spin_unlock(&m->lock);
+            return err;
+        }
+        if (wt.handoff) {
+            set_owner(m, self);
+            return 0;
+        }
+        requeue = true;              /* lost to a barger: back to the head */
+    }
+}
+
+int green_mutex_lock_until(green_mutex_t *mp, uint64_t deadline)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!mp)
+        return EINVAL;
+    struct mutex *m = impl(mp);
+    uint32_t zero = 0;
+    if (GREEN_LIKELY(atomic_compare_exchange_strong_explicit(
+            &m->state, &zero, M_LOCKED, memory_order_acquire, memory_order_relaxed))) {
+        set_owner(m, self);
+        return 0;
+    }
+    if (owner(m) == self)
+        return EDEADLK;
+    return lock_slow(m, w, self, deadline);
+}
+
+int green_mutex_lock(green_mutex_t *m)
+{
+    return green_mutex_lock_until(m, GREEN_FOREVER);
+}
+
+int green_mutex_trylock(green_mutex_t *mp)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!mp)
+        return EINVAL;
+    struct mutex *m = impl(mp);
+    uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
+    do {
+        if (s & M_LOCKED)
+            return EBUSY;
+    } while (!atomic_compare_exchange_weak_explicit(&m->state, &s, s | M_LOCKED,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed));
+    set_owner(m, self);
+    return 0;
+}
+
+static void unlock_slow(struct mutex *m, struct green__worker *w)
+{
+    green__spin_lock(&m->lock);
+    struct green__waiter *wt = green__wq_claim(&m->q);
+    struct green__thread *t = wt ? wt->t : NULL;
+    bool more = m->q.head != NULL;
+    uint32_t s = atomic_load(&m->state);
+    if (!wt) {
+        atomic_store(&m->state, 0);
+    } else if (s & M_STARVING) {
+        /* Hand over: LOCKED stays set, so nobody barges in between. */
+        wt->handoff = true;
+        set_owner(m, t);
+        bool still = more && green__clock_ns() - wt->since >= GREEN_STARVE_NS;
+        atomic_store(&m->state, M_LOCKED | (more ? M_WAITERS : 0) | (still ? M_STARVING : 0));
+    } else {
+        atomic_store(&m->state, more ? M_WAITERS : 0);
+    }
+    green__spin_unlock(&m->lock);
+    if (t)
+        green__ready(w, t, true);
+}
+
+int green_mutex_unlock(green_mutex_t *mp)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!mp)
+        return EINVAL;
+    struct mutex *m = impl(mp);
+    if (owner(m) != self || !(atomic_load(&m->state) & M_LOCKED))
+        return EPERM;
+    set_owner(m, NULL);
+    uint32_t locked = M_LOCKED;
+    if (GREEN_LIKELY(atomic_compare_exchange_strong_explicit(
+            &m->state, &locked, 0, memory_order_release, memory_order_relaxed)))
+        return 0;
+    unlock_slow(m, w);
+    return 0;
+}
+
+/* For green_cond_wait: does the calling thread own m? */
+bool green__mutex_owned(green_mutex_t *mp, struct green__thread *self)
+{
+    return owner(impl(mp)) == self;
+}

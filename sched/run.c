@@ -1,0 +1,195 @@
+/*
+ * green_run: one runtime, from the first worker's start to the last green
+ * thread's end.
+ *
+ * The calling OS thread becomes worker 0 (its own stack runs worker 0's
+ * scheduler loop); workers 1..n-1 are new pthreads.  All state of the run
+ * lives in one struct green__rt allocated here and freed on return, so runs
+ * do not share anything but the overflow handler (reference-counted) and the
+ * thread-id counter (ids are never reused in a process).  Several OS threads
+ * may each be inside their own green_run at once.
+ *
+ * Deadlock report.  When the runtime comes to rest with threads still parked
+ * and no timer pending (worker.c, quiescent_check), every slot is walked and
+ * each parked thread is listed with the call it blocks in.  The threads are
+ * abandoned, not resumed: their stacks are unmapped with the rest of the run.
+ * Objects they were queued on must then only be destroyed.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GREEN_REPORT_MAX 100     /* threads listed one by one; the rest counted */
+
+static unsigned online_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static void worker_init(struct green__rt *rt, struct green__worker *w, unsigned i)
+{
+    w->rt = rt;
+    w->index = i;
+    w->rng = green__rand_next(&(uint64_t){ rt->cfg.seed + i + 1 });
+    atomic_store(&w->timer_next, GREEN_FOREVER);
+    w->g0.rt = rt;
+    w->g0.state = GREEN_T_RUNNING;
+    w->g0.timer_idx = -1;
+    w->cur = &w->g0;
+}
+
+static void rt_free(struct green__rt *rt)
+{
+    if (rt->workers) {
+        for (unsigned i = 0; i < rt->nworkers; i++)
+            green__timers_free(&rt->workers[i]);
+        free(rt->workers);
+    }
+    free(rt->sysmon_seen);
+    green__stacks_destroy(&rt->stacks);
+    free(rt);
+}
+
+static int rt_new(const green_config_t *cfg, struct green__rt **out)
+{
+    struct green__rt *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return ENOMEM;
+    rt->cfg = *cfg;
+    if (!rt->cfg.seed)
+        rt->cfg.seed = green__clock_ns() ^ (uint64_t)getpid() << 32;
+    rt->nworkers = cfg->workers ? cfg->workers : online_cpus();
+    atomic_store(&rt->watch_until, GREEN_FOREVER);
+    int err = green__stacks_init(&rt->stacks, cfg->stack_size);
+    if (err) {
+        free(rt);
+        return err;
+    }
+    size_t bytes = rt->nworkers * sizeof *rt->workers;
+    rt->workers = aligned_alloc(GREEN_CACHELINE, bytes);
+    if (!rt->workers) {
+        rt_free(rt);
+        return ENOMEM;
+    }
+    memset(rt->workers, 0, bytes);
+    rt->sysmon_seen = calloc(rt->nworkers, sizeof *rt->sysmon_seen);
+    if (!rt->sysmon_seen) {
+        rt_free(rt);
+        return ENOMEM;
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        worker_init(rt, &rt->workers[i], i);
+    *out = rt;
+    return 0;
+}
+
+int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)
+{
+    if (!main_fn)
+        return EINVAL;
+    if (green__worker_self())
+        return EBUSY;
+
+    green_config_t cfg;
+    int err;
+    if (cfg_in) {
+        cfg = *cfg_in;
+    } else if ((err = green_config_init(&cfg)) != 0) {
+        return err;
+    }
+    if ((err = green__config_check(&cfg)) != 0)
+        return err;
+    if (cfg.preempt != GREEN_PREEMPT_OFF) {
+        fprintf(stderr, "libgreen: preemption (mode %d) is not available in this "
+                        "build; use GREEN_PREEMPT=off\n", cfg.preempt);
+        return ENOTSUP;
+    }
+
+    struct green__rt *rt;
+    if ((err = rt_new(&cfg, &rt)) != 0)
+        return err;
+    if ((err = green__overflow_install()) != 0) {
+        rt_free(rt);
+        return err;
+    }
+
+    struct green__worker *w0 = &rt->workers[0];
+    struct green__thread *main_t = green__thread_new(w0, main_fn, arg, true, &err);
+    if (!main_t) {
+        green__overflow_uninstall();
+        rt_free(rt);
+        return err == ENOMEM ? ENOMEM : EAGAIN;
+    }
+    main_t->is_main = true;
+    green__runq_push(w0, main_t);
+
+    if ((err = green__sysmon_start(rt)) != 0) {
+        green__overflow_uninstall();
+        rt_free(rt);
+        return err;
+    }
+    if ((err = green__workers_start(rt)) != 0) {
+        green__sysmon_stop(rt);
+        green__overflow_uninstall();
+        rt_free(rt);
+        return err;
+    }
+    green__worker_loop(w0);
+    green__workers_join(rt);
+    green__sysmon_stop(rt);
+
+    err = rt->result;
+    if (ret)
+        *ret = err == 0 ? rt->main_ret : NULL;
+    green__overflow_uninstall();
+    rt_free(rt);
+    return err;
+}
+
+/* ---- Deadlock report ---------------------------------------------------- */
+
+struct report {
+    uint64_t listed;
+};
+
+static void report_thread(struct green__thread *t, void *arg)
+{
+    struct report *r = arg;
+    if (t->state != GREEN_T_PARKED)
+        return;
+    if (r->listed++ < GREEN_REPORT_MAX) {
+        const char *what = t->wait_what ? t->wait_what : "an unknown call";
+        fprintf(stderr, "  green thread %llu%s: blocked in %s",
+                (unsigned long long)t->id, t->is_main ? " (main)" : "", what);
+        if (t->wait_obj && strcmp(what, "green_join") == 0)
+            fprintf(stderr, " on green thread %llu",
+                    (unsigned long long)((const struct green__thread *)t->wait_obj)->id);
+        else if (t->wait_obj)
+            fprintf(stderr, " on %p", t->wait_obj);
+        fputc('\n', stderr);
+    }
+}
+
+void green__deadlock_report(struct green__rt *rt)
+{
+    struct report r = { 0 };
+    uint64_t live = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        live += atomic_load(&rt->workers[i].spawned) - atomic_load(&rt->workers[i].exited);
+    fprintf(stderr, "libgreen: deadlock: all %llu remaining green threads are blocked "
+                    "and nothing can wake them:\n", (unsigned long long)live);
+    green__stacks_foreach(&rt->stacks, report_thread, &r);
+    if (r.listed > GREEN_REPORT_MAX)
+        fprintf(stderr, "  ... and %llu more\n",
+                (unsigned long long)(r.listed - GREEN_REPORT_MAX));
+    fflush(stderr);
+}

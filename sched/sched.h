@@ -1,0 +1,422 @@
+/* Private to libgreen. */
+/*
+ * The scheduler's shared vocabulary: green threads, workers, the runtime, and
+ * the cross-file entry points of sched/.
+ *
+ * Glossary
+ *   thread   a green thread: a control block (struct green__thread) at the
+ *            top of its own mmap'd stack slot.
+ *   worker   an OS thread that runs green threads (struct green__worker);
+ *            one per online CPU by default.  Its own OS stack runs the
+ *            scheduler loop, modelled as a pseudo-thread w->g0.
+ *   rt       one green_run call: its workers, queues, stacks and counters.
+ *   park     leave the CPU until some waker claims the thread and makes it
+ *            runnable again (green__park).
+ *   claim    the single winner among the wakers of one park (a send, a
+ *            close, a timer) takes the thread with a CAS on t->wake.
+ *
+ * Thread states (t->state), for reports; the scheduling protocol itself rests
+ * on t->on_cpu and t->wake:
+ *   FREE -> RUNNABLE -> RUNNING -> (RUNNABLE | PARKED) ... -> DEAD -> FREE
+ *
+ * The on_cpu protocol.  A thread is on a CPU from the moment a worker decides
+ * to switch to it until the next context has saved its registers.  A waker may
+ * make a parking thread runnable -- and another worker may pick it -- before
+ * the parking thread has finished switching out; the worker that picks it
+ * waits for on_cpu to drop (a few instructions) before switching in.  This is
+ * the Linux scheduler's p->on_cpu, and it lets every sync object release its
+ * own lock before parking instead of holding it across the switch.
+ *
+ * Dependencies point one way: sched/ knows nothing of signals; the
+ * preemption layer calls in through the functions declared here.
+ */
+#ifndef GREEN_SCHED_H
+#define GREEN_SCHED_H
+
+#include "green.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GREEN_NORETURN __attribute__((noreturn))
+#define GREEN_LIKELY(x) __builtin_expect(!!(x), 1)
+#define GREEN_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define GREEN_CACHELINE 64
+
+/* ---- util.c ------------------------------------------------------------- */
+
+/* Impossible state: print "libgreen: panic: ..." and abort. */
+GREEN_NORETURN void green__panic(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* An assertion that stays in release builds. */
+#define green__assert(cond)                                                    \
+    do {                                                                       \
+        if (GREEN_UNLIKELY(!(cond)))                                           \
+            green__panic("%s:%d: assertion failed: %s", __FILE__, __LINE__,    \
+                         #cond);                                               \
+    } while (0)
+
+uint64_t green__clock_ns(void);
+/* Has deadline passed?  Reads the clock only for a real deadline. */
+static inline bool green__expired(uint64_t deadline)
+{
+    return deadline != GREEN_FOREVER && deadline <= green__clock_ns();
+}
+/* Wait while *word == val, until deadline_ns (CLOCK_MONOTONIC; GREEN_FOREVER
+ * for none).  Spurious returns are allowed. */
+void green__futex_wait(_Atomic uint32_t *word, uint32_t val, uint64_t deadline_ns);
+void green__futex_wake(_Atomic uint32_t *word, int n);
+/* &errno of the calling OS thread, read afresh: never cached across a switch. */
+int *green__errno(void);
+/* AS-safe: write a NUL-terminated string / an unsigned number to fd. */
+void green__write_str(int fd, const char *s);
+void green__write_u64(int fd, uint64_t v);
+uint64_t green__rand_next(uint64_t *state);
+/* A uniformly random number in [0, n). */
+uint32_t green__rand_below(uint64_t *state, uint32_t n);
+
+static inline void green__cpu_relax(void) { __builtin_ia32_pause(); }
+
+/* A test-and-test-and-set lock for the runtime's short critical sections.
+ * Never held across a switch.  Zero is unlocked. */
+typedef struct green__spin { _Atomic uint32_t v; } green__spin_t;
+void green__spin_lock_slow(green__spin_t *l);
+static inline void green__spin_lock(green__spin_t *l)
+{
+    uint32_t z = 0;
+    if (GREEN_LIKELY(atomic_compare_exchange_weak_explicit(
+            &l->v, &z, 1, memory_order_acquire, memory_order_relaxed)))
+        return;
+    green__spin_lock_slow(l);
+}
+static inline void green__spin_unlock(green__spin_t *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+/* ---- switch_x86_64.S ---------------------------------------------------- */
+
+/* Save the callee-saved registers, MXCSR and the x87 control word on the
+ * current stack, store the stack pointer in *save_sp, load new_sp and restore
+ * from it.  Returns `transfer` as handed over by whoever switches back. */
+void *green__ctx_switch(void **save_sp, void *new_sp, void *transfer);
+/* First return address of a new thread: calls r12(transfer, rbx). */
+void green__ctx_entry(void);
+
+/* ---- Green threads ------------------------------------------------------ */
+
+enum green__tstate {
+    GREEN_T_FREE = 0,
+    GREEN_T_RUNNABLE,
+    GREEN_T_RUNNING,
+    GREEN_T_PARKED,
+    GREEN_T_DEAD,
+};
+
+/* t->jword: id << GREEN_JW_SHIFT | flags.  Every join/detach transition is a
+ * CAS on the whole word, so a stale handle (whose id no longer matches) can
+ * never act on a recycled control block. */
+#define GREEN_JW_DETACHED 1u
+#define GREEN_JW_JOINING  2u
+#define GREEN_JW_DONE     4u
+#define GREEN_JW_SHIFT    4
+
+struct green__worker;
+struct green__rt;
+struct green__waiter;
+
+struct green__thread {
+    /* Switch state.  Owner: the worker running it, then whoever runs it next. */
+    void *sp;                        /* saved stack pointer while switched out */
+    _Atomic uint32_t on_cpu;         /* see "The on_cpu protocol" */
+    uint8_t state;                   /* enum green__tstate; reports only */
+    bool free_on_switch;             /* dead and detached: next context frees it */
+    bool is_main;                    /* runs green_run's main_fn */
+    int err;                         /* saved errno */
+    struct green__thread *next;      /* link in the global queue / a free list */
+    struct green__rt *rt;            /* the run it belongs to; fixed */
+    struct green__worker *home;      /* last worker that ran it */
+
+    /* Identity and join.  jword: any thread, by CAS.  joiner: under jlock. */
+    _Atomic uint64_t jword;
+    uint64_t id;                     /* fixed while the slot is in use */
+    green__spin_t jlock;
+    struct green__thread *joiner;
+    void *(*fn)(void *);
+    void *arg;
+    void *ret;                       /* written before JW_DONE (release) */
+
+    /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
+     * writes wake_err / wake_from before making the thread runnable. */
+    _Atomic uint32_t wake;
+    int wake_err;                    /* 0, ETIMEDOUT, EPIPE, ... */
+    struct green__waiter *wake_from; /* the waiter that fired (select) */
+    const char *wait_what;           /* the blocking call, for reports */
+    const void *wait_obj;            /* the object waited on, for reports */
+
+    /* Deadline timer.  timer_w: set by the thread before it parks; timer_idx
+     * under timer_w->tlock (-1: not in the heap). */
+    struct green__worker *timer_w;
+    int64_t timer_idx;
+    uint64_t deadline;
+
+    void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
+
+    /* Stack slot geometry (fixed). */
+    char *stack_lo;                  /* lowest usable byte (above the guard) */
+    size_t stack_size;               /* usable bytes */
+} __attribute__((aligned(GREEN_CACHELINE)));
+
+/* ---- Run queues (runq.c) ------------------------------------------------ */
+
+#define GREEN_RUNQ_SIZE 256u
+
+/* Go's runq: single producer (the owner), many consumers (owner and
+ * stealers, by CAS on head). */
+struct green__runq {
+    _Atomic uint32_t head;
+    _Atomic uint32_t tail;
+    _Atomic(struct green__thread *) slot[GREEN_RUNQ_SIZE];
+};
+
+/* ---- Timers (timer.c) --------------------------------------------------- */
+
+struct green__timer {
+    uint64_t deadline;
+    struct green__thread *t;
+};
+
+/* ---- Workers ------------------------------------------------------------ */
+
+struct green__worker {
+    /* Fixed at start. */
+    struct green__rt *rt;
+    unsigned index;
+    pthread_t pthread;
+
+    /* Owner: this worker's OS thread. */
+    struct green__thread *cur;       /* running: a green thread or &g0 */
+    struct green__thread *prev;      /* context just left; finished by the next */
+    _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
+    uint32_t runnext_streak;         /* consecutive runnext picks */
+    uint64_t rng;
+    bool spinning;                   /* counted in rt->nspinning */
+    struct green__thread *cache;     /* free stack slots, LIFO via ->next */
+    unsigned ncache;
+    uint64_t id_next, id_end;        /* block of thread ids */
+    _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
+    void *altstack;                  /* sigaltstack for overflow reports */
+    size_t altstack_size;
+    stack_t old_altstack;
+    void *os_stack_lo;               /* g0's stack, for sanitizers */
+    size_t os_stack_size;
+
+    /* Run queue: see runq.c. */
+    _Atomic(struct green__thread *) runnext;
+    struct green__runq q;
+
+    /* Timers: heap under tlock; timer_next = earliest deadline or FOREVER. */
+    green__spin_t tlock;
+    struct green__timer *heap;
+    size_t ntimers, heapcap;
+    _Atomic uint64_t timer_next;
+
+    /* Idle parking.  wakeword: futex; idle_next/idle: under rt->idle_lock. */
+    _Atomic uint32_t wakeword;
+    struct green__worker *idle_next;
+    bool idle;
+
+    struct green__thread g0;         /* the scheduler loop's context */
+} __attribute__((aligned(GREEN_CACHELINE)));
+
+/* ---- Stacks (stack.c) --------------------------------------------------- */
+
+#define GREEN_MAX_REGIONS 48
+
+struct green__region {
+    char *base;
+    size_t size;
+    _Atomic size_t used;             /* bytes handed out, from base */
+};
+
+struct green__stacks {
+    size_t stack_size;               /* usable bytes per thread */
+    size_t guard;                    /* guard bytes below each stack */
+    size_t slot;                     /* bytes per slot: guard + stack + tcb */
+    size_t tcb_off;                  /* offset of the control block in a slot */
+    bool use_mprotect;               /* kernel lacks MADV_GUARD_INSTALL */
+    pthread_mutex_t lock;            /* regions (append), free list */
+    struct green__region regions[GREEN_MAX_REGIONS];
+    _Atomic unsigned nregions;
+    size_t next_region_size;
+    struct green__thread **free;     /* slots returned by worker caches */
+    size_t nfree, nclean, freecap;   /* [0, nclean) already released */
+};
+
+/* ---- The runtime (one green_run) ---------------------------------------- */
+
+struct green__rt {
+    green_config_t cfg;
+    unsigned nworkers;
+    struct green__worker *workers;
+
+    /* Global inject queue, under glock; glen readable without it. */
+    green__spin_t glock;
+    struct green__thread *ghead, *gtail;
+    _Atomic size_t glen;
+
+    /* Idle workers: a stack under idle_lock. */
+    green__spin_t idle_lock;
+    struct green__worker *idle_list;
+    _Atomic unsigned nidle;
+    _Atomic unsigned nspinning;
+    struct green__worker *watcher;   /* the idle worker sleeping on timers */
+    _Atomic uint64_t watch_until;    /* its deadline, FOREVER if none */
+
+    _Atomic int done;                /* all threads finished, or deadlock */
+    int result;                      /* green_run's return value */
+    void *main_ret;
+
+    struct green__stacks stacks;
+
+    /* The monitor (sysmon.c).  sysmon_seen: its own. */
+    pthread_t sysmon;
+    bool sysmon_started;
+    _Atomic uint32_t sysmon_word;    /* futex: 0 while it sleeps, all idle */
+    uint32_t *sysmon_seen;           /* w->tick at its last look */
+};
+
+/* ---- Cross-file entry points ------------------------------------------- */
+
+/* worker.c */
+struct green__worker *green__worker_self(void);
+void green__worker_set(struct green__worker *w);
+int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
+void green__worker_loop(struct green__worker *w); /* runs until rt->done */
+void green__workers_join(struct green__rt *rt);
+void green__wakep(struct green__rt *rt);
+/* Make t runnable.  w: the caller's worker (its queues are used), or NULL
+ * from a foreign thread (the global queue).  next: run t soon (LIFO slot). */
+void green__ready(struct green__worker *w, struct green__thread *t, bool next);
+/* Switch from the running thread to `to`; returns, on whatever worker
+ * resumes the caller, that worker. */
+struct green__worker *green__switch(struct green__worker *w, struct green__thread *to);
+/* The running thread leaves the CPU (already queued, parked or dead). */
+struct green__worker *green__sched_leave(struct green__worker *w);
+/* Done by every context right after it is switched to. */
+void green__switch_finish(struct green__worker *w);
+
+/* sysmon.c */
+int green__sysmon_start(struct green__rt *rt);
+void green__sysmon_stop(struct green__rt *rt);
+/* A worker left idle: make sure the monitor is awake. */
+void green__sysmon_kick(struct green__rt *rt);
+
+/* runq.c */
+void green__runq_push(struct green__worker *w, struct green__thread *t);
+struct green__thread *green__runq_pop(struct green__worker *w);
+bool green__runq_empty(struct green__worker *w);
+/* Steal about half of victim's queue into w's; returns one to run, or NULL. */
+struct green__thread *green__runq_steal(struct green__worker *w,
+                                        struct green__worker *victim,
+                                        bool take_runnext);
+void green__globq_push(struct green__rt *rt, struct green__thread *first,
+                       struct green__thread *last, size_t n);
+/* Take a fair share of the global queue: one to run, the rest into w's. */
+struct green__thread *green__globq_take(struct green__worker *w, size_t max);
+
+/* timer.c */
+int green__timer_add(struct green__worker *w, struct green__thread *t,
+                     uint64_t deadline);
+void green__timer_cancel(struct green__thread *t);
+/* Fire w's expired timers; returns how many threads became runnable. */
+unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_of,
+                           uint64_t now);
+/* Earliest deadline across all workers (FOREVER: none). */
+uint64_t green__timers_next(struct green__rt *rt);
+bool green__timers_pending(struct green__rt *rt);
+void green__timers_free(struct green__worker *w);
+
+/* park.c: wait queues and the claim protocol. */
+struct green__waiter {
+    struct green__waiter *prev, *next;  /* in the object's queue, under its lock */
+    struct green__thread *t;
+    void *elem;                          /* chan: value source or destination */
+    int err;                             /* set by the waker */
+    uint32_t index;                      /* select: the case */
+    bool linked;                         /* in a queue; under the object's lock */
+    bool handoff;                        /* mutex: ownership handed over */
+    uint64_t since;                      /* mutex: when it began waiting */
+};
+struct green__wq { struct green__waiter *head, *tail; };
+
+void green__wq_push(struct green__wq *q, struct green__waiter *wt);
+void green__wq_push_front(struct green__wq *q, struct green__waiter *wt);
+void green__wq_remove(struct green__wq *q, struct green__waiter *wt);
+/* Pop the first waiter whose thread can be claimed; NULL if none.
+ * Unclaimable waiters met on the way are unlinked (their threads were woken
+ * by someone else and will not look at them again). */
+struct green__waiter *green__wq_claim(struct green__wq *q);
+bool green__claim(struct green__thread *t);
+
+/* The running thread: get ready to park (claimable from now on). */
+void green__park_prepare(struct green__thread *self, const char *what,
+                         const void *obj);
+/* Park until claimed or deadline; returns the claimer's wake_err (ETIMEDOUT
+ * when the deadline fired).  The deadline timer is gone on return. */
+int green__park(struct green__worker **wp, uint64_t deadline);
+/* The calling green thread, and its worker, or EPERM. */
+int green__enter(struct green__worker **wp, struct green__thread **tp);
+
+/* mutex.c */
+bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);
+
+/* chan.c: a channel, and its two halves for select.c.  Under c->lock,
+ * try to send / receive without blocking: 0 (done; *wake, if set, must be
+ * made runnable once the lock is released), EPIPE (closed), or EAGAIN. */
+struct green_chan {
+    green__spin_t lock;
+    bool closed;
+    size_t esz, cap;                 /* element size, capacity: fixed */
+    size_t len, head;                /* buffered values, oldest at head */
+    struct green__wq recvq, sendq;   /* blocked receivers / senders */
+    unsigned char *buf;              /* cap * esz bytes */
+};
+int green__chan_send_locked(green_chan_t *c, const void *elem, struct green__thread **wake);
+int green__chan_recv_locked(green_chan_t *c, void *elem, struct green__thread **wake);
+
+/* thread.c */
+void green__thread_main(struct green__worker *w, struct green__thread *t);
+GREEN_NORETURN void green__thread_exit(struct green__worker *w, void *ret);
+struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
+                                        void *arg, bool detached, int *err);
+
+/* stack.c */
+int green__stacks_init(struct green__stacks *s, size_t stack_size);
+void green__stacks_destroy(struct green__stacks *s);
+struct green__thread *green__stack_alloc(struct green__worker *w, int *err);
+void green__stack_free(struct green__worker *w, struct green__thread *t);
+/* Release the memory of cached free slots to the kernel. */
+void green__stacks_scavenge(struct green__stacks *s);
+/* The control block at p if p names a slot of rt's, else NULL. */
+struct green__thread *green__stack_lookup(struct green__rt *rt, const void *p);
+/* Call fn on every slot handed out so far (quiescent runtime only). */
+void green__stacks_foreach(struct green__stacks *s,
+                           void (*fn)(struct green__thread *, void *), void *arg);
+int green__overflow_install(void);
+void green__overflow_uninstall(void);
+int green__altstack_setup(struct green__worker *w);
+void green__altstack_teardown(struct green__worker *w);
+
+/* run.c */
+void green__deadlock_report(struct green__rt *rt);
+
+/* config.c */
+int green__config_check(const green_config_t *cfg);
+
+#endif /* GREEN_SCHED_H */

@@ -1,0 +1,116 @@
+/*
+ * The monitor: one OS thread per run that watches the workers from outside,
+ * as Go's sysmon does.
+ *
+ * Why it exists.  Waking an idle worker costs a futex syscall, far more than
+ * a channel message or a spawn, so the scheduler does not wake one for every
+ * thread it makes runnable: a thread put in the LIFO slot usually runs on
+ * this worker within nanoseconds, because its waker is about to block (see
+ * worker.c).  When the waker instead keeps computing, that thread -- and
+ * anything queued behind it -- would wait while other workers sleep.  The
+ * monitor notices a worker that has not switched since its last look yet has
+ * runnable threads queued, and wakes an idle worker to steal them.
+ *
+ * Its rhythm: a tick every GREEN_SYSMON_BASE_NS while any worker is busy,
+ * stretching to GREEN_SYSMON_MAX_NS after 50 quiet ticks (nothing to do), and
+ * no tick at all while every worker is idle: it then sleeps on sysmon_word
+ * until a worker leaves idle (green__sysmon_kick, a Dekker pair with the
+ * idle count).  The preemption layer will hang its checks on the same tick.
+ *
+ * It reads w->tick (relaxed) and the run queues' ends; it writes nothing of
+ * a worker's, and wakes workers only through green__wakep.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <time.h>
+
+#define GREEN_SYSMON_BASE_NS 500000u      /* 0.5 ms */
+#define GREEN_SYSMON_MAX_NS 10000000u     /* 10 ms */
+#define GREEN_SYSMON_QUIET 50u
+
+static bool has_queued(struct green__worker *w)
+{
+    uint32_t head = atomic_load_explicit(&w->q.head, memory_order_relaxed);
+    uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+    return head != tail || atomic_load_explicit(&w->runnext, memory_order_relaxed);
+}
+
+static void nap(uint64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* One look at every worker; true if it had to act. */
+static bool sysmon_tick(struct green__rt *rt)
+{
+    bool acted = false;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct green__worker *w = &rt->workers[i];
+        uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
+        if (tick == rt->sysmon_seen[i] && has_queued(w) && atomic_load(&rt->nidle) > 0) {
+            green__wakep(rt);
+            acted = true;
+        }
+        rt->sysmon_seen[i] = tick;
+    }
+    return acted;
+}
+
+static void *sysmon_main(void *arg)
+{
+    struct green__rt *rt = arg;
+    uint64_t period = GREEN_SYSMON_BASE_NS;
+    unsigned quiet = 0;
+
+    while (!atomic_load(&rt->done)) {
+        if (atomic_load(&rt->nidle) == rt->nworkers) {
+            atomic_store(&rt->sysmon_word, 0);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load(&rt->nidle) == rt->nworkers && !atomic_load(&rt->done))
+                green__futex_wait(&rt->sysmon_word, 0, GREEN_FOREVER);
+            period = GREEN_SYSMON_BASE_NS;
+            quiet = 0;
+            continue;
+        }
+        nap(period);
+        if (sysmon_tick(rt)) {
+            period = GREEN_SYSMON_BASE_NS;
+            quiet = 0;
+        } else if (++quiet > GREEN_SYSMON_QUIET && period < GREEN_SYSMON_MAX_NS) {
+            period *= 2;
+        }
+    }
+    return NULL;
+}
+
+void green__sysmon_kick(struct green__rt *rt)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&rt->sysmon_word) == 0) {
+        atomic_store(&rt->sysmon_word, 1);
+        green__futex_wake(&rt->sysmon_word, 1);
+    }
+}
+
+int green__sysmon_start(struct green__rt *rt)
+{
+    atomic_store(&rt->sysmon_word, 1);
+    if (pthread_create(&rt->sysmon, NULL, sysmon_main, rt) != 0)
+        return EAGAIN;
+    rt->sysmon_started = true;
+    return 0;
+}
+
+void green__sysmon_stop(struct green__rt *rt)
+{
+    if (!rt->sysmon_started)
+        return;
+    atomic_store(&rt->done, 1);
+    atomic_store(&rt->sysmon_word, 1);
+    green__futex_wake(&rt->sysmon_word, 1);
+    pthread_join(rt->sysmon, NULL);
+    rt->sysmon_started = false;
+}

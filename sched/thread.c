@@ -1,0 +1,292 @@
+/*
+ * Green threads: birth, identity, join, detach, death.
+ *
+ * A thread is born RUNNABLE in its spawner's LIFO slot, with an initial frame
+ * that makes the first switch to it "return" into green__ctx_entry, which
+ * calls green__thread_main.  It inherits its spawner's MXCSR and x87 control
+ * word, as a pthread does.
+ *
+ * Join and detach.  t->jword holds the thread's id and three flags:
+ *
+ *   DETACHED  nobody will join; the thread frees its own slot at exit
+ *   JOINING   one joiner has claimed the right to join (pins the slot)
+ *   DONE      fn has returned and ret is set
+ *
+ * Every transition is a CAS on the whole word, so a handle whose id no longer
+ * matches (the slot was freed, maybe reused) fails cleanly with EINVAL, and
+ * exactly one of {joiner, detacher, exiting thread} frees the slot:
+ *
+ *   joinable:  exit sets DONE; the joiner (who set JOINING) frees.
+ *   detached:  exit sees DETACHED and is freed by the next context
+ *              (free_on_switch); or detach sees DONE and frees.
+ *
+ * The joiner and the exiting thread meet under t->jlock: the joiner publishes
+ * itself in t->joiner and parks unless DONE is already set; exit sets DONE
+ * and wakes whoever it finds there.  A slot is freed only once its thread has
+ * left the CPU (on_cpu == 0): the exiting thread still runs on that stack
+ * while it switches away.
+ */
+#include "sched.h"
+
+#include <errno.h>
+
+#define GREEN_ID_BLOCK 1024u
+
+static _Atomic uint64_t id_blocks;
+
+static uint64_t next_id(struct green__worker *w)
+{
+    if (w->id_next == w->id_end) {
+        uint64_t b = atomic_fetch_add_explicit(&id_blocks, GREEN_ID_BLOCK,
+                                               memory_order_relaxed);
+        w->id_next = b + 1;          /* ids start at 1; 0 names no thread */
+        w->id_end = b + 1 + GREEN_ID_BLOCK;
+    }
+    return w->id_next++;
+}
+
+static uint64_t fp_control(void)
+{
+    uint32_t mxcsr;
+    uint16_t fcw;
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ volatile("fnstcw %0" : "=m"(fcw));
+    return (uint64_t)mxcsr | (uint64_t)fcw << 32;
+}
+
+struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
+                                        void *arg, bool detached, int *err)
+{
+    struct green__thread *t = green__stack_alloc(w, err);
+    if (!t)
+        return NULL;
+    uint64_t id = next_id(w);
+
+    atomic_store_explicit(&t->on_cpu, 0, memory_order_relaxed);
+    t->state = GREEN_T_RUNNABLE;
+    t->free_on_switch = false;
+    t->is_main = false;
+    t->err = 0;
+    t->next = NULL;
+    t->rt = w->rt;
+    t->home = w;
+    t->id = id;
+    atomic_store_explicit(&t->jlock.v, 0, memory_order_relaxed);
+    t->joiner = NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->ret = NULL;
+    atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
+    t->wake_err = 0;
+    t->wake_from = NULL;
+    t->wait_what = NULL;
+    t->wait_obj = NULL;
+    t->timer_w = NULL;
+    t->timer_idx = -1;
+    t->deadline = 0;
+    t->asan_fake = NULL;
+
+    /* The frame green__ctx_switch restores: see switch_x86_64.S. */
+    uint64_t *sp = (uint64_t *)((uintptr_t)t & ~(uintptr_t)15);
+    sp[-1] = (uint64_t)(uintptr_t)green__ctx_entry;   /* return address */
+    sp[-2] = 0;                                        /* rbp */
+    sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
+    sp[-4] = (uint64_t)(uintptr_t)green__thread_main;  /* r12 */
+    sp[-5] = sp[-6] = sp[-7] = 0;                      /* r13 r14 r15 */
+    sp[-8] = fp_control();                             /* MXCSR, x87 CW */
+    t->sp = &sp[-8];
+
+    atomic_store_explicit(&t->jword, id << GREEN_JW_SHIFT | (detached ? GREEN_JW_DETACHED : 0),
+                          memory_order_release);
+    atomic_store_explicit(&w->spawned,
+                          atomic_load_explicit(&w->spawned, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return t;
+}
+
+void green__thread_main(struct green__worker *w, struct green__thread *t)
+{
+    green__switch_finish(w);
+    *green__errno() = 0;
+    void *ret = t->fn(t->arg);
+    green__thread_exit(green__worker_self(), ret);
+}
+
+void green__thread_exit(struct green__worker *w, void *ret)
+{
+    struct green__thread *self = w->cur;
+    self->ret = ret;
+    if (self->is_main)
+        w->rt->main_ret = ret;
+
+    green__spin_lock(&self->jlock);
+    uint64_t old = atomic_fetch_or_explicit(&self->jword, GREEN_JW_DONE,
+                                            memory_order_acq_rel);
+    struct green__thread *joiner = self->joiner;
+    green__spin_unlock(&self->jlock);
+
+    self->state = GREEN_T_DEAD;
+    if (old & GREEN_JW_DETACHED) {
+        self->free_on_switch = true;
+    } else if (joiner && green__claim(joiner)) {
+        joiner->wake_err = 0;
+        green__ready(w, joiner, true);
+    }
+    atomic_store_explicit(&w->exited,
+                          atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    green__sched_leave(w);
+    green__panic("a finished green thread was resumed");
+}
+
+int green_spawn(green_t *out, void *(*fn)(void *), void *arg)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (!fn)
+        return EINVAL;
+    struct green__thread *t = green__thread_new(w, fn, arg, out == NULL, &err);
+    if (!t)
+        return err;
+    if (out) {
+        out->p = t;
+        out->id = t->id;
+    }
+    green__ready(w, t, true);
+    return 0;
+}
+
+/* The control block h names in this run, or NULL. */
+static struct green__thread *resolve(struct green__worker *w, green_t h)
+{
+    if (h.id == 0)
+        return NULL;
+    return green__stack_lookup(w->rt, h.p);
+}
+
+static void wait_off_cpu(struct green__thread *t)
+{
+    while (atomic_load_explicit(&t->on_cpu, memory_order_acquire))
+        green__cpu_relax();
+}
+
+/* CAS jword from an unflagged state of thread `id` to one with `flag`.
+ * Returns the word it replaced, or 0 when the handle may not do that. */
+static uint64_t claim_flag(struct green__thread *t, uint64_t id, uint64_t flag)
+{
+    uint64_t cur = atomic_load_explicit(&t->jword, memory_order_acquire);
+    for (;;) {
+        if (cur >> GREEN_JW_SHIFT != id || (cur & (GREEN_JW_DETACHED | GREEN_JW_JOINING)))
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&t->jword, &cur, cur | flag,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return cur;
+    }
+}
+
+int green_join_until(green_t h, void **ret, uint64_t deadline)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    struct green__thread *t = resolve(w, h);
+    if (!t)
+        return EINVAL;
+    if (t == self && h.id == self->id)
+        return EDEADLK;
+    if (!claim_flag(t, h.id, GREEN_JW_JOINING))
+        return EINVAL;
+
+    /* JOINING pins the slot: it is ours to free. */
+    green__spin_lock(&t->jlock);
+    if (!(atomic_load(&t->jword) & GREEN_JW_DONE)) {
+        green__park_prepare(self, "green_join", t);
+        t->joiner = self;
+        green__spin_unlock(&t->jlock);
+        err = green__park(&w, deadline);
+        if (err) {
+            green__spin_lock(&t->jlock);
+            bool done = atomic_load(&t->jword) & GREEN_JW_DONE;
+            t->joiner = NULL;
+            if (!done)
+                atomic_fetch_and(&t->jword, ~(uint64_t)GREEN_JW_JOINING);
+            green__spin_unlock(&t->jlock);
+            if (!done)
+                return err;
+            /* It finished just as the deadline passed: the join stands. */
+        }
+    } else {
+        green__spin_unlock(&t->jlock);
+    }
+    wait_off_cpu(t);
+    if (ret)
+        *ret = t->ret;
+    green__stack_free(w, t);
+    return 0;
+}
+
+int green_join(green_t h, void **ret)
+{
+    return green_join_until(h, ret, GREEN_FOREVER);
+}
+
+int green_detach(green_t h)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    struct green__thread *t = resolve(w, h);
+    if (!t)
+        return EINVAL;
+    uint64_t old = claim_flag(t, h.id, GREEN_JW_DETACHED);
+    if (!old)
+        return EINVAL;
+    if (old & GREEN_JW_DONE) {
+        wait_off_cpu(t);
+        green__stack_free(w, t);
+    }
+    return 0;
+}
+
+green_t green_self(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w || w->cur == &w->g0)
+        return (green_t){ NULL, 0 };
+    return (green_t){ w->cur, w->cur->id };
+}
+
+uint64_t green_id(green_t t)
+{
+    return t.id;
+}
+
+int green_sleep_until(uint64_t deadline)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (err)
+        return err;
+    if (deadline <= green__clock_ns()) {
+        green_yield();
+        return 0;
+    }
+    green__park_prepare(self, "green_sleep", NULL);
+    err = green__park(&w, deadline);
+    return err == ETIMEDOUT ? 0 : err;
+}
+
+int green_sleep_ns(uint64_t ns)
+{
+    uint64_t now = green__clock_ns();
+    return green_sleep_until(ns > GREEN_FOREVER - now ? GREEN_FOREVER - 1 : now + ns);
+}

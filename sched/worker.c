@@ -1,0 +1,529 @@
+/*
+ * Workers: the OS threads that run green threads, and how they find work,
+ * switch, go idle and decide that a run is over.
+ *
+ * A worker runs green threads one after another.  A thread that leaves the
+ * CPU (yield, park, exit) switches straight to the next runnable thread of
+ * its worker -- one switch, not two -- and only when there is none does it
+ * switch to the worker's scheduler loop (g0, on the worker's own OS stack),
+ * which steals, fires timers, and sleeps.
+ *
+ * Finding work, in order: timers that have expired; the LIFO slot and the
+ * local queue (the global queue every 61st pick, for fairness); a batch from
+ * the global queue; stealing half of a random victim's queue (a few rounds,
+ * the victim's LIFO slot only in the last round and only after a short wait,
+ * since its owner is likely about to run it); then idle.
+ *
+ * Idle workers sleep on their own futex and are woken one at a time.  The
+ * protocol is Go's: at most one "spinning" worker hunts for work at a time;
+ * making a thread runnable wakes an idle worker only when nobody is spinning
+ * (green__wakep), and a spinner that finds work wakes the next one.  A wake
+ * for a thread put in the LIFO slot is skipped when nothing was displaced:
+ * the waker is about to block more often than not (a send then a receive),
+ * and a futex wake per message would cost more than the message.
+ *
+ * Lost wake-ups are excluded by a Dekker pair of seq_cst fences: a producer
+ * publishes work, fences, and reads nidle/nspinning; a worker going idle
+ * publishes itself in nidle (and drops spinning), fences, and re-reads every
+ * queue.  One of the two always sees the other.
+ *
+ * End of a run: the last worker to go idle (nidle == nworkers, under
+ * idle_lock) looks at the whole runtime at rest.  No thread can become
+ * runnable except by a timer.  With no timers pending, either every thread
+ * has finished (the run is done) or the remaining ones are parked for good:
+ * a deadlock, reported on stderr.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define GREEN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GREEN_ASAN 1
+#endif
+#endif
+
+#ifdef GREEN_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#define GREEN_RUNNEXT_MAX 32      /* LIFO picks in a row before the queue's turn */
+#define GREEN_STEAL_ROUNDS 4
+#define GREEN_SPIN_NS 20000       /* how long a spinner hunts before sleeping */
+#define GREEN_RUNNEXT_GRACE_NS 3000
+
+static __thread struct green__worker *tls_worker
+    __attribute__((tls_model("initial-exec")));
+
+/* AS-safe */
+__attribute__((noinline)) struct green__worker *green__worker_self(void)
+{
+    struct green__worker *w = tls_worker;
+    __asm__ volatile("" : "+r"(w) : : "memory");
+    return w;
+}
+
+void green__worker_set(struct green__worker *w) { tls_worker = w; }
+
+int green_worker_index(void)
+{
+    struct green__worker *w = green__worker_self();
+    return w && w->cur != &w->g0 ? (int)w->index : -1;
+}
+
+/* ---- Switching ---------------------------------------------------------- */
+
+#ifdef GREEN_ASAN
+static void asan_start(struct green__worker *w, struct green__thread *from,
+                       struct green__thread *to)
+{
+    const void *lo = to == &w->g0 ? w->os_stack_lo : to->stack_lo;
+    size_t size = to == &w->g0 ? w->os_stack_size : to->stack_size;
+    __sanitizer_start_switch_fiber(from->state == GREEN_T_DEAD ? NULL : &from->asan_fake,
+                                   lo, size);
+}
+static void asan_finish(struct green__thread *self)
+{
+    __sanitizer_finish_switch_fiber(self->asan_fake, NULL, NULL);
+}
+#else
+static void asan_start(struct green__worker *w, struct green__thread *from,
+                       struct green__thread *to)
+{
+    (void)w, (void)from, (void)to;
+}
+static void asan_finish(struct green__thread *self) { (void)self; }
+#endif
+
+void green__switch_finish(struct green__worker *w)
+{
+    asan_finish(w->cur);
+    struct green__thread *prev = w->prev;
+    if (prev == &w->g0)
+        return;
+    if (prev->free_on_switch) {
+        prev->free_on_switch = false;
+        atomic_store_explicit(&prev->on_cpu, 0, memory_order_relaxed);
+        green__stack_free(w, prev);
+        return;
+    }
+    /* Its registers are saved: whoever picked it may now switch to it. */
+    atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
+}
+
+struct green__worker *green__switch(struct green__worker *w, struct green__thread *to)
+{
+    struct green__thread *from = w->cur;
+    from->err = *green__errno();
+    if (to != &w->g0) {
+        while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
+            green__cpu_relax();
+        atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
+        to->home = w;
+    }
+    to->state = GREEN_T_RUNNING;
+    w->prev = from;
+    w->cur = to;
+    asan_start(w, from, to);
+    w = green__ctx_switch(&from->sp, to->sp, w);
+    green__switch_finish(w);
+    *green__errno() = from->err;
+    return w;
+}
+
+/* The next thread from w's own queues, or NULL. */
+static struct green__thread *pick(struct green__worker *w)
+{
+    struct green__thread *t;
+    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
+    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);
+    if (GREEN_UNLIKELY(tick % 61 == 0) &&
+        atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
+        (t = green__globq_take(w, 1)) != NULL)
+        return t;
+    if (w->runnext_streak < GREEN_RUNNEXT_MAX &&
+        atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
+        (t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire))) {
+        w->runnext_streak++;
+        return t;
+    }
+    w->runnext_streak = 0;
+    if ((t = green__runq_pop(w)) != NULL)
+        return t;
+    if (atomic_load_explicit(&w->runnext, memory_order_relaxed))
+        return atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire);
+    return NULL;
+}
+
+static void check_timers(struct green__worker *w)
+{
+    uint64_t next = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
+    if (next != GREEN_FOREVER) {
+        uint64_t now = green__clock_ns();
+        if (next <= now)
+            green__timers_run(w, w, now);
+    }
+}
+
+struct green__worker *green__sched_leave(struct green__worker *w)
+{
+    struct green__thread *self = w->cur;
+    if ((atomic_load_explicit(&w->tick, memory_order_relaxed) & 63) == 0)
+        check_timers(w);
+    struct green__thread *t = pick(w);
+    if (t == self) {                 /* woken before it got away */
+        self->state = GREEN_T_RUNNING;
+        return w;
+    }
+    return green__switch(w, t ? t : &w->g0);
+}
+
+void green_yield(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w || w->cur == &w->g0)
+        return;
+    if ((atomic_load_explicit(&w->tick, memory_order_relaxed) & 63) == 0)
+        check_timers(w);
+    struct green__thread *t = pick(w);
+    if (!t)
+        return;
+    struct green__thread *self = w->cur;
+    self->state = GREEN_T_RUNNABLE;
+    green__runq_push(w, self);
+    green__switch(w, t);
+}
+
+/* ---- Making threads runnable -------------------------------------------- */
+
+void green__wakep(struct green__rt *rt)
+{
+    if (atomic_load(&rt->nidle) == 0 || atomic_load(&rt->nspinning) != 0)
+        return;
+    unsigned zero = 0;
+    if (!atomic_compare_exchange_strong(&rt->nspinning, &zero, 1))
+        return;
+    green__spin_lock(&rt->idle_lock);
+    struct green__worker *v = rt->idle_list;
+    if (!v) {
+        green__spin_unlock(&rt->idle_lock);
+        atomic_fetch_sub(&rt->nspinning, 1);
+        return;
+    }
+    rt->idle_list = v->idle_next;
+    v->idle = false;
+    v->spinning = true;
+    bool was_all = atomic_fetch_sub(&rt->nidle, 1) == rt->nworkers;
+    green__spin_unlock(&rt->idle_lock);
+    if (was_all)
+        green__sysmon_kick(rt);
+    atomic_store_explicit(&v->wakeword, 1, memory_order_release);
+    green__futex_wake(&v->wakeword, 1);
+}
+
+void green__ready(struct green__worker *w, struct green__thread *t, bool next)
+{
+    struct green__rt *rt = t->rt;
+    bool wake = true;
+    t->state = GREEN_T_RUNNABLE;
+    if (w && w->rt == rt) {
+        if (next) {
+            struct green__thread *old =
+                atomic_exchange_explicit(&w->runnext, t, memory_order_release);
+            if (old)
+                green__runq_push(w, old);
+            else
+                wake = atomic_load_explicit(&w->q.head, memory_order_relaxed) !=
+                       atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+        } else {
+            green__runq_push(w, t);
+        }
+    } else {
+        green__globq_push(rt, t, t, 1);
+    }
+    if (wake) {
+        atomic_thread_fence(memory_order_seq_cst);
+        green__wakep(rt);
+    }
+}
+
+/* ---- Finding work ------------------------------------------------------- */
+
+static struct green__thread *steal_runnext(struct green__worker *w,
+                                           struct green__worker *v)
+{
+    /* Its owner is probably about to run it: give it a moment first. */
+    struct green__thread *t = atomic_load(&v->runnext);
+    if (!t)
+        return NULL;
+    uint64_t until = green__clock_ns() + GREEN_RUNNEXT_GRACE_NS;
+    while (green__clock_ns() < until)
+        for (int i = 0; i < 32; i++)
+            green__cpu_relax();
+    return green__runq_steal(w, v, true);
+}
+
+static struct green__thread *steal_work(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    unsigned n = rt->nworkers;
+    for (unsigned round = 0; round < GREEN_STEAL_ROUNDS; round++) {
+        bool last = round == GREEN_STEAL_ROUNDS - 1;
+        unsigned start = green__rand_below(&w->rng, n);
+        for (unsigned i = 0; i < n; i++) {
+            struct green__worker *v = &rt->workers[(start + i) % n];
+            if (v == w)
+                continue;
+            struct green__thread *t = green__runq_steal(w, v, false);
+            if (!t && last)
+                t = steal_runnext(w, v);
+            if (t)
+                return t;
+        }
+        struct green__thread *t = green__globq_take(w, GREEN_RUNQ_SIZE / 2);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static bool work_visible(struct green__rt *rt)
+{
+    if (atomic_load(&rt->glen))
+        return true;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (!green__runq_empty(&rt->workers[i]))
+            return true;
+    return false;
+}
+
+static void run_all_timers(struct green__worker *w, uint64_t now)
+{
+    struct green__rt *rt = w->rt;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct green__worker *v = &rt->workers[i];
+        if (atomic_load_explicit(&v->timer_next, memory_order_relaxed) <= now)
+            green__timers_run(w, v, now);
+    }
+}
+
+static void wake_all(struct green__rt *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        atomic_store_explicit(&rt->workers[i].wakeword, 1, memory_order_release);
+        green__futex_wake(&rt->workers[i].wakeword, 1);
+    }
+}
+
+/* Requires: rt->idle_lock held and every worker idle. */
+static void quiescent_check(struct green__rt *rt)
+{
+    if (green__timers_pending(rt))
+        return;
+    uint64_t spawned = 0, exited = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        spawned += atomic_load_explicit(&rt->workers[i].spawned, memory_order_relaxed);
+        exited += atomic_load_explicit(&rt->workers[i].exited, memory_order_relaxed);
+    }
+    if (spawned != exited) {
+        green__deadlock_report(rt);
+        rt->result = EDEADLK;
+    }
+    atomic_store(&rt->done, 1);
+}
+
+/* Requires: w is in the idle list or was just taken out by a waker. */
+static void unidle(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    bool kick = false;
+    green__spin_lock(&rt->idle_lock);
+    if (w->idle) {
+        struct green__worker **pp = &rt->idle_list;
+        while (*pp != w)
+            pp = &(*pp)->idle_next;
+        *pp = w->idle_next;
+        w->idle = false;
+        if (atomic_fetch_sub(&rt->nidle, 1) == rt->nworkers)
+            kick = true;
+    }
+    green__spin_unlock(&rt->idle_lock);
+    if (kick)
+        green__sysmon_kick(rt);
+}
+
+/* Publish w as idle, look once more, then sleep until woken or the next
+ * timer is due (if w is the one watching timers). */
+static void go_idle(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+
+    green__stacks_scavenge(&rt->stacks);
+    green__spin_lock(&rt->idle_lock);
+    if (atomic_load(&rt->done) || atomic_load(&rt->glen)) {
+        green__spin_unlock(&rt->idle_lock);
+        return;
+    }
+    atomic_store(&w->wakeword, 0);
+    w->idle = true;
+    w->idle_next = rt->idle_list;
+    rt->idle_list = w;
+    atomic_fetch_add(&rt->nidle, 1);
+    if (w->spinning) {
+        w->spinning = false;
+        atomic_fetch_sub(&rt->nspinning, 1);
+    }
+    if (atomic_load(&rt->nidle) == rt->nworkers)
+        quiescent_check(rt);
+    green__spin_unlock(&rt->idle_lock);
+    if (atomic_load(&rt->done)) {
+        wake_all(rt);
+        return;
+    }
+
+    atomic_thread_fence(memory_order_seq_cst);
+    if (work_visible(rt)) {
+        unidle(w);
+        return;
+    }
+
+    uint64_t deadline = green__timers_next(rt);
+    bool watching = false;
+    if (deadline != GREEN_FOREVER) {
+        green__spin_lock(&rt->idle_lock);
+        if (!rt->watcher) {
+            rt->watcher = w;
+            atomic_store(&rt->watch_until, deadline);
+            watching = true;
+        }
+        green__spin_unlock(&rt->idle_lock);
+        if (!watching)
+            deadline = GREEN_FOREVER;
+    }
+    while (atomic_load_explicit(&w->wakeword, memory_order_acquire) == 0 &&
+           !atomic_load(&rt->done)) {
+        green__futex_wait(&w->wakeword, 0, deadline);
+        if (deadline != GREEN_FOREVER && green__clock_ns() >= deadline)
+            break;
+    }
+    if (watching) {
+        green__spin_lock(&rt->idle_lock);
+        rt->watcher = NULL;
+        atomic_store(&rt->watch_until, GREEN_FOREVER);
+        green__spin_unlock(&rt->idle_lock);
+    }
+    unidle(w);
+}
+
+static struct green__thread *find_runnable(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    uint64_t spin_until = 0;
+    struct green__thread *t;
+
+    for (;;) {
+        if (atomic_load_explicit(&rt->done, memory_order_acquire))
+            return NULL;
+        uint64_t now = green__clock_ns();
+        if (green__timers_next(rt) <= now)
+            run_all_timers(w, now);
+        if ((t = pick(w)) != NULL || (t = green__globq_take(w, GREEN_RUNQ_SIZE / 2)))
+            break;
+        unsigned busy = rt->nworkers - atomic_load(&rt->nidle);
+        if (w->spinning || 2 * atomic_load(&rt->nspinning) < busy) {
+            if (!w->spinning) {
+                w->spinning = true;
+                atomic_fetch_add(&rt->nspinning, 1);
+            }
+            if ((t = steal_work(w)) != NULL)
+                break;
+            if (!spin_until)
+                spin_until = now + GREEN_SPIN_NS;
+            if (now < spin_until)
+                continue;
+        }
+        go_idle(w);
+        spin_until = 0;
+    }
+
+    if (w->spinning) {
+        /* Keep one worker hunting while work remains to be found. */
+        w->spinning = false;
+        if (atomic_fetch_sub(&rt->nspinning, 1) == 1 && work_visible(rt))
+            green__wakep(rt);
+    }
+    return t;
+}
+
+void green__worker_loop(struct green__worker *w)
+{
+    w->cur = &w->g0;
+    w->g0.state = GREEN_T_RUNNING;
+    struct green__thread *t;
+    while ((t = find_runnable(w)) != NULL)
+        w = green__switch(w, t);
+    /* Wake the others: they may be asleep without having seen `done`. */
+    wake_all(w->rt);
+}
+
+/* ---- Worker OS threads -------------------------------------------------- */
+
+static void os_stack_bounds(struct green__worker *w)
+{
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &w->os_stack_lo, &w->os_stack_size);
+        pthread_attr_destroy(&attr);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct green__worker *w = arg;
+    green__worker_set(w);
+    os_stack_bounds(w);
+    if (green__altstack_setup(w) != 0)
+        green__write_str(2, "libgreen: warning: no sigaltstack for a worker; "
+                            "stack overflows there will not be reported\n");
+    green__worker_loop(w);
+    green__altstack_teardown(w);
+    green__worker_set(NULL);
+    return NULL;
+}
+
+int green__workers_start(struct green__rt *rt)
+{
+    struct green__worker *w0 = &rt->workers[0];
+    green__worker_set(w0);
+    os_stack_bounds(w0);
+    if (green__altstack_setup(w0) != 0)
+        green__write_str(2, "libgreen: warning: no sigaltstack for a worker; "
+                            "stack overflows there will not be reported\n");
+    for (unsigned i = 1; i < rt->nworkers; i++) {
+        struct green__worker *w = &rt->workers[i];
+        int err = pthread_create(&w->pthread, NULL, worker_main, w);
+        if (err != 0) {
+            /* Stop the ones already started: they find `done` and leave. */
+            atomic_store(&rt->done, 1);
+            wake_all(rt);
+            for (unsigned j = 1; j < i; j++)
+                pthread_join(rt->workers[j].pthread, NULL);
+            green__altstack_teardown(w0);
+            green__worker_set(NULL);
+            return EAGAIN;
+        }
+    }
+    return 0;
+}
+
+void green__workers_join(struct green__rt *rt)
+{
+    for (unsigned i = 1; i < rt->nworkers; i++)
+        pthread_join(rt->workers[i].pthread, NULL);
+    green__altstack_teardown(&rt->workers[0]);
+    green__worker_set(NULL);
+}
