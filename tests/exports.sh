@@ -1,0 +1,29 @@
+#!/bin/sh
+# make check: libgreen.so must export only green_* (STYLE.md rule 7), and
+# no internal green__* name (rule 1).  The version script's node name
+# (GREEN_0, an absolute symbol) is allowed.
+# Run from the build directory (automake does); skips (77) without a
+# shared library, e.g. after --disable-shared.
+set -u
+lib=${abs_top_builddir:-.}/.libs/libgreen.so
+NM=${NM:-nm}
+
+if test ! -f "$lib"; then
+    echo "exports.sh: $lib not built (static only?): skipped"
+    exit 77
+fi
+
+syms=$($NM -D --defined-only "$lib") || { echo "exports.sh: nm failed on $lib"; exit 99; }
+echo "$syms"
+bad=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A" && $NF ~ /^GREEN_[0-9_]+$/) { print }')
+if test -n "$bad"; then
+    echo "exports.sh: FAIL: $lib exports symbols outside green_* (internal"
+    echo "green__* names must be hidden: no GREEN_API in C, .hidden in asm):"
+    echo "$bad"
+    exit 1
+fi
+if ! echo "$syms" | awk '$NF ~ /^green_[^_]/ { found = 1 } END { exit !found }'; then
+    echo "exports.sh: FAIL: $lib exports no green_* symbol at all"
+    exit 1
+fi
+echo "exports.sh: ok: only green_* exported"

@@ -1,0 +1,78 @@
+#!/bin/sh
+# The test command (see README.md): on a fresh Debian 12 machine, as root,
+# from a fresh clone.  Installs what is missing, builds out of tree in
+# build/ and runs `make check`, then again with ASan/UBSan in build-asan/.
+# Exits non-zero on any failure.
+#   JOBS=n                   parallel make jobs (default 2)
+#   CHECK_JOBS=n             test programs run at once (default 1)
+#   STRESS_SECONDS=n         stress run in build/ (default 20)
+#   ASAN_STRESS_SECONDS=n    stress run in build-asan/ (default 10)
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+jobs=${JOBS:-2}
+check_jobs=${CHECK_JOBS:-1}
+
+packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev"
+
+install_missing() {
+    missing=
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing="$missing $p"
+        fi
+    done
+    test -z "$missing" && return 0
+    echo "==> installing missing Debian packages:$missing"
+    if test "$(id -u)" -ne 0; then
+        echo "run.sh: missing packages:$missing (run as root, or install them)" >&2
+        exit 1
+    fi
+    apt-get update
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+}
+
+# Print the logs of the failing tests (test-suite.log gathers them).
+show_logs() {
+    if test -f "$1/test-suite.log"; then
+        echo "==> $1/test-suite.log"
+        cat "$1/test-suite.log"
+    fi
+}
+
+build() {   # build DIR STRESS_SECONDS CONFIGURE-ARGS...
+    dir=$1; secs=$2; shift 2
+    echo "==> $dir: configure $*"
+    mkdir -p "$dir"
+    (cd "$dir" && ../configure "$@") || { echo "run.sh: configure failed in $dir (see $dir/config.log)" >&2; exit 1; }
+    echo "==> $dir: make"
+    (cd "$dir" && make -j"$jobs") || { echo "run.sh: build failed in $dir" >&2; exit 1; }
+    echo "==> $dir: make check"
+    # Build the test programs in parallel, then run the tests one at a time
+    # (CHECK_JOBS): timing tests and the stress run must not share the CPUs.
+    (cd "$dir" && make -j"$jobs" check TESTS=) || { echo "run.sh: building the tests failed in $dir" >&2; exit 1; }
+    if ! (cd "$dir" && STRESS_SECONDS=$secs make -j"$check_jobs" check); then
+        show_logs "$dir"
+        echo "run.sh: make check failed in $dir" >&2
+        exit 1
+    fi
+}
+
+# shellcheck disable=SC2086
+install_missing $packages
+
+# An in-tree configure blocks out-of-tree builds.
+if test -f config.status; then
+    echo "==> the source tree was configured in place: make distclean"
+    make distclean >/dev/null 2>&1 || rm -f config.status
+fi
+
+echo "==> autoreconf -fi"
+autoreconf -fi
+
+build build "${STRESS_SECONDS:-20}"
+build build-asan "${ASAN_STRESS_SECONDS:-10}" --enable-asan
+
+echo "==> run.sh: all tests passed (build/ and build-asan/)"
