@@ -146,7 +146,7 @@ static int chan_op(green_chan_t *c, void *elem, bool recv, uint64_t deadline)
         return ETIMEDOUT;
     }
     struct green__waiter wt = { .t = self, .elem = elem };
-    green__park_prepare(self, recv ? "green_chan_recv" : "green_chan_send", c);
+    green__park_prepare(self, recv ? "green_chan_recv" : "green_chan_send", c, deadline == GREEN_FOREVER);
     green__wq_push(recv ? &c->recvq : &c->sendq, &wt);
     green__spin_unlock(&c->lock);
 

@@ -57,7 +57,7 @@ int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
     struct green__waiter wt = { .t = self };
 
     green__spin_lock(&c->lock);
-    green__park_prepare(self, "green_cond_wait", c);
+    green__park_prepare(self, "green_cond_wait", c, deadline == GREEN_FOREVER);
     green__wq_push(&c->q, &wt);
     green__spin_unlock(&c->lock);
 

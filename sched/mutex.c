@@ -111,7 +111,7 @@ static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thr
         }
         wt.since = since;
         wt.handoff = false;
-        green__park_prepare(self, "green_mutex_lock", m);
+        green__park_prepare(self, "green_mutex_lock", m, deadline == GREEN_FOREVER);
         if (requeue)
             green__wq_push_front(&m->q, &wt);
         else

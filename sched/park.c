@@ -43,14 +43,21 @@ int green__enter(struct green__worker **wp, struct green__thread **tp)
 
 bool green__claim(struct green__thread *t)
 {
+    if (t->wake_solo) {
+        /* Nobody else can race for it: no timer, no second queue. */
+        atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
+        return true;
+    }
     uint32_t one = 1;
     return atomic_compare_exchange_strong_explicit(&t->wake, &one, 0,
                                                    memory_order_acq_rel,
                                                    memory_order_relaxed);
 }
 
-void green__park_prepare(struct green__thread *self, const char *what, const void *obj)
+void green__park_prepare(struct green__thread *self, const char *what, const void *obj,
+                         bool solo)
 {
+    self->wake_solo = solo;
     self->wait_what = what;
     self->wait_obj = obj;
     self->wake_err = 0;

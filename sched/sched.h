@@ -124,6 +124,7 @@ enum green__tstate {
 #define GREEN_JW_DETACHED 1u
 #define GREEN_JW_JOINING  2u
 #define GREEN_JW_DONE     4u
+#define GREEN_JW_WAITING  8u   /* the joiner is parked: t->joiner is set */
 #define GREEN_JW_SHIFT    4
 
 struct green__worker;
@@ -142,18 +143,21 @@ struct green__thread {
     struct green__rt *rt;            /* the run it belongs to; fixed */
     struct green__worker *home;      /* last worker that ran it */
 
-    /* Identity and join.  jword: any thread, by CAS.  joiner: under jlock. */
+    /* Identity and join.  jword: any thread, by CAS.  joiner: written by
+     * the joiner before it sets JW_WAITING (release), read after. */
     _Atomic uint64_t jword;
     uint64_t id;                     /* fixed while the slot is in use */
-    green__spin_t jlock;
     struct green__thread *joiner;
     void *(*fn)(void *);
     void *arg;
     void *ret;                       /* written before JW_DONE (release) */
 
     /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
-     * writes wake_err / wake_from before making the thread runnable. */
+     * writes wake_err / wake_from before making the thread runnable.
+     * wake_solo: this park has one possible waker (one waiter, no deadline),
+     * so the claim needs no CAS. */
     _Atomic uint32_t wake;
+    bool wake_solo;
     int wake_err;                    /* 0, ETIMEDOUT, EPIPE, ... */
     struct green__waiter *wake_from; /* the waiter that fired (select) */
     const char *wait_what;           /* the blocking call, for reports */
@@ -209,6 +213,7 @@ struct green__worker {
     struct green__thread *cache;     /* free stack slots, LIFO via ->next */
     unsigned ncache;
     uint64_t id_next, id_end;        /* block of thread ids */
+    int *errno_loc;                  /* this OS thread's errno: fixed */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
     void *altstack;                  /* sigaltstack for overflow reports */
     size_t altstack_size;
@@ -364,9 +369,10 @@ void green__wq_remove(struct green__wq *q, struct green__waiter *wt);
 struct green__waiter *green__wq_claim(struct green__wq *q);
 bool green__claim(struct green__thread *t);
 
-/* The running thread: get ready to park (claimable from now on). */
+/* The running thread: get ready to park (claimable from now on).  solo:
+ * exactly one waiter will be linked and the park has no deadline. */
 void green__park_prepare(struct green__thread *self, const char *what,
-                         const void *obj);
+                         const void *obj, bool solo);
 /* Park until claimed or deadline; returns the claimer's wake_err (ETIMEDOUT
  * when the deadline fired).  The deadline timer is gone on return. */
 int green__park(struct green__worker **wp, uint64_t deadline);

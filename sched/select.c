@@ -112,7 +112,7 @@ static int run_select(struct green__worker *w, struct green__thread *self,
         return try ? EAGAIN : ETIMEDOUT;
     }
 
-    green__park_prepare(self, "green_select", cases);
+    green__park_prepare(self, "green_select", cases, false);
     for (size_t i = 0; i < n; i++) {
         green_chan_t *c = cases[i].chan;
         if (!c)

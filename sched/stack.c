@@ -239,10 +239,11 @@ void green__stacks_scavenge(struct green__stacks *s)
     if (pthread_mutex_trylock(&s->lock) != 0)
         return;
     if (s->nfree - s->nclean >= GREEN_SCAVENGE_MIN) {
-        /* Sort, then one madvise per run of adjacent slots: the guards in
-         * between stay (MADV_DONTNEED keeps guard markers and PROT_NONE). */
-        qsort(s->free, s->nfree, sizeof *s->free, by_address);
-        size_t i = 0;
+        /* Sort the dirty part, then one madvise per run of adjacent slots:
+         * the guards in between stay (MADV_DONTNEED keeps guard markers and
+         * PROT_NONE). */
+        qsort(s->free + s->nclean, s->nfree - s->nclean, sizeof *s->free, by_address);
+        size_t i = s->nclean;
         while (i < s->nfree) {
             size_t j = i + 1;
             while (j < s->nfree &&

@@ -4,7 +4,7 @@
  * A switched-out context is just a stack pointer.  Its stack holds, from the
  * saved rsp upwards:
  *
- *     +0   MXCSR (4 bytes), x87 control word (2), padding (2)
+ *     +0   MXCSR (4 bytes), x87 control word (2), zero padding (2)
  *     +8   r15, r14, r13, r12, rbx, rbp
  *     +56  return address
  *
@@ -44,17 +44,23 @@ green__ctx_switch:
     pushq   %r15
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset %r15, 0
-    subq    $8, %rsp
+    pushq   $0
     .cfi_adjust_cfa_offset 8
     stmxcsr (%rsp)
     fnstcw  4(%rsp)
+    movl    (%rsp), %r8d        /* one load per store: no forwarding stall */
+    movzwl  4(%rsp), %r9d
 
     movq    %rsp, (%rdi)
     movq    %rsi, %rsp
 
-    ldmxcsr (%rsp)
-    fldcw   4(%rsp)
-    addq    $8, %rsp
+    /* Loading the control registers costs more than comparing them, and
+     * threads almost never change them. */
+    cmpl    (%rsp), %r8d
+    jne     1f
+    cmpw    4(%rsp), %r9w
+    jne     1f
+2:  addq    $8, %rsp
     .cfi_adjust_cfa_offset -8
     popq    %r15
     .cfi_adjust_cfa_offset -8
@@ -76,6 +82,9 @@ green__ctx_switch:
     .cfi_restore %rbp
     movq    %rdx, %rax
     ret
+1:  ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    jmp     2b
     .cfi_endproc
     .size   green__ctx_switch, .-green__ctx_switch
 

@@ -10,6 +10,7 @@
  *
  *   DETACHED  nobody will join; the thread frees its own slot at exit
  *   JOINING   one joiner has claimed the right to join (pins the slot)
+ *   WAITING   that joiner is parked, and t->joiner names it
  *   DONE      fn has returned and ret is set
  *
  * Every transition is a CAS on the whole word, so a handle whose id no longer
@@ -20,9 +21,9 @@
  *   detached:  exit sees DETACHED and is freed by the next context
  *              (free_on_switch); or detach sees DONE and frees.
  *
- * The joiner and the exiting thread meet under t->jlock: the joiner publishes
- * itself in t->joiner and parks unless DONE is already set; exit sets DONE
- * and wakes whoever it finds there.  A slot is freed only once its thread has
+ * The joiner and the exiting thread meet in jword too: the joiner writes
+ * t->joiner, then sets WAITING unless DONE is already set, and parks; exit
+ * sets DONE and, if it finds WAITING, wakes t->joiner.  A slot is freed only once its thread has
  * left the CPU (on_cpu == 0): the exiting thread still runs on that stack
  * while it switches away.
  */
@@ -71,7 +72,6 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->rt = w->rt;
     t->home = w;
     t->id = id;
-    atomic_store_explicit(&t->jlock.v, 0, memory_order_relaxed);
     t->joiner = NULL;
     t->fn = fn;
     t->arg = arg;
@@ -107,7 +107,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
 void green__thread_main(struct green__worker *w, struct green__thread *t)
 {
     green__switch_finish(w);
-    *green__errno() = 0;
+    *w->errno_loc = 0;
     void *ret = t->fn(t->arg);
     green__thread_exit(green__worker_self(), ret);
 }
@@ -119,18 +119,17 @@ void green__thread_exit(struct green__worker *w, void *ret)
     if (self->is_main)
         w->rt->main_ret = ret;
 
-    green__spin_lock(&self->jlock);
+    self->state = GREEN_T_DEAD;
     uint64_t old = atomic_fetch_or_explicit(&self->jword, GREEN_JW_DONE,
                                             memory_order_acq_rel);
-    struct green__thread *joiner = self->joiner;
-    green__spin_unlock(&self->jlock);
-
-    self->state = GREEN_T_DEAD;
     if (old & GREEN_JW_DETACHED) {
         self->free_on_switch = true;
-    } else if (joiner && green__claim(joiner)) {
-        joiner->wake_err = 0;
-        green__ready(w, joiner, true);
+    } else if (old & GREEN_JW_WAITING) {
+        struct green__thread *joiner = self->joiner;
+        if (green__claim(joiner)) {
+            joiner->wake_err = 0;
+            green__ready(w, joiner, true);
+        }
     }
     atomic_store_explicit(&w->exited,
                           atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
@@ -203,26 +202,32 @@ int green_join_until(green_t h, void **ret, uint64_t deadline)
     if (!claim_flag(t, h.id, GREEN_JW_JOINING))
         return EINVAL;
 
-    /* JOINING pins the slot: it is ours to free. */
-    green__spin_lock(&t->jlock);
-    if (!(atomic_load(&t->jword) & GREEN_JW_DONE)) {
-        green__park_prepare(self, "green_join", t);
-        t->joiner = self;
-        green__spin_unlock(&t->jlock);
+    /* JOINING pins the slot: it is ours to free.  Publish ourselves and
+     * set WAITING, unless DONE got there first. */
+    t->joiner = self;
+    green__park_prepare(self, "green_join", t, deadline == GREEN_FOREVER);
+    uint64_t cur = atomic_load_explicit(&t->jword, memory_order_acquire);
+    while (!(cur & GREEN_JW_DONE) &&
+           !atomic_compare_exchange_weak_explicit(&t->jword, &cur, cur | GREEN_JW_WAITING,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+        ;
+    if (!(cur & GREEN_JW_DONE)) {
         err = green__park(&w, deadline);
         if (err) {
-            green__spin_lock(&t->jlock);
-            bool done = atomic_load(&t->jword) & GREEN_JW_DONE;
-            t->joiner = NULL;
-            if (!done)
-                atomic_fetch_and(&t->jword, ~(uint64_t)GREEN_JW_JOINING);
-            green__spin_unlock(&t->jlock);
-            if (!done)
+            /* Take WAITING back, unless the thread finished meanwhile (its
+             * wake-up lost to our deadline): then the join stands. */
+            cur = atomic_load_explicit(&t->jword, memory_order_acquire);
+            while (!(cur & GREEN_JW_DONE) &&
+                   !atomic_compare_exchange_weak_explicit(
+                       &t->jword, &cur, cur & ~(uint64_t)(GREEN_JW_WAITING | GREEN_JW_JOINING),
+                       memory_order_acq_rel, memory_order_acquire))
+                ;
+            if (!(cur & GREEN_JW_DONE))
                 return err;
-            /* It finished just as the deadline passed: the join stands. */
         }
     } else {
-        green__spin_unlock(&t->jlock);
+        atomic_store_explicit(&self->wake, 0, memory_order_relaxed);
     }
     wait_off_cpu(t);
     if (ret)
@@ -280,7 +285,7 @@ int green_sleep_until(uint64_t deadline)
         green_yield();
         return 0;
     }
-    green__park_prepare(self, "green_sleep", NULL);
+    green__park_prepare(self, "green_sleep", NULL, false);
     err = green__park(&w, deadline);
     return err == ETIMEDOUT ? 0 : err;
 }

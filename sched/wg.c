@@ -99,7 +99,7 @@ int green_wg_wait_until(green_wg_t *gp, uint64_t deadline)
         green__spin_unlock(&g->lock);
         return 0;
     }
-    green__park_prepare(self, "green_wg_wait", g);
+    green__park_prepare(self, "green_wg_wait", g, deadline == GREEN_FOREVER);
     green__wq_push(&g->q, &wt);
     green__spin_unlock(&g->lock);
 

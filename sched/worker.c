@@ -118,7 +118,7 @@ void green__switch_finish(struct green__worker *w)
 struct green__worker *green__switch(struct green__worker *w, struct green__thread *to)
 {
     struct green__thread *from = w->cur;
-    from->err = *green__errno();
+    from->err = *w->errno_loc;
     if (to != &w->g0) {
         while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
             green__cpu_relax();
@@ -131,7 +131,7 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     asan_start(w, from, to);
     w = green__ctx_switch(&from->sp, to->sp, w);
     green__switch_finish(w);
-    *green__errno() = from->err;
+    *w->errno_loc = from->err;
     return w;
 }
 
@@ -472,8 +472,10 @@ void green__worker_loop(struct green__worker *w)
 
 /* ---- Worker OS threads -------------------------------------------------- */
 
+/* Requires: called on w's own OS thread. */
 static void os_stack_bounds(struct green__worker *w)
 {
+    w->errno_loc = green__errno();
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         pthread_attr_getstack(&attr, &w->os_stack_lo, &w->os_stack_size);
