@@ -23,7 +23,9 @@
  * is set, so an owner's fast unlock either happened before (and the waiter
  * sees the lock free) or fails (and takes the slow path, under m->lock).
  *
- * owner is for the EPERM/EDEADLK checks only (error-checking semantics).
+ * owner is for the EPERM/EDEADLK checks only (error-checking semantics);
+ * waiting counts the threads between their first wait and their return, so
+ * that destroy sees a waiter even while it is woken and off the queue.
  */
 #include "sched.h"
 
@@ -40,6 +42,7 @@ struct mutex {
     green__spin_t lock;
     _Atomic(struct green__thread *) owner;
     struct green__wq q;
+    _Atomic uint32_t waiting;        /* threads inside lock_slow's wait */
 };
 
 _Static_assert(sizeof(struct mutex) <= sizeof(green_mutex_t), "green_mutex_t too small");
@@ -71,7 +74,7 @@ int green_mutex_destroy(green_mutex_t *mp)
         return EINVAL;
     struct mutex *m = impl(mp);
     green__spin_lock(&m->lock);
-    bool busy = atomic_load(&m->state) != 0 || m->q.head;
+    bool busy = atomic_load(&m->state) != 0 || m->q.head || atomic_load(&m->waiting);
     green__spin_unlock(&m->lock);
     return busy ? EBUSY : 0;
 }
@@ -90,16 +93,22 @@ static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thr
             if (atomic_compare_exchange_weak(&m->state, &s, s | M_LOCKED)) {
                 green__spin_unlock(&m->lock);
                 set_owner(m, self);
+                if (since)
+                    atomic_fetch_sub(&m->waiting, 1);
                 return 0;
             }
         }
         uint64_t now = green__clock_ns();
         if (deadline <= now) {
             green__spin_unlock(&m->lock);
+            if (since)
+                atomic_fetch_sub(&m->waiting, 1);
             return ETIMEDOUT;
         }
-        if (!since)
+        if (!since) {
             since = now;
+            atomic_fetch_add(&m->waiting, 1);
+        }
         uint32_t flags = M_WAITERS | (now - since >= GREEN_STARVE_NS ? M_STARVING : 0);
         while (!atomic_compare_exchange_weak(&m->state, &s, s | flags)) {
             if (!(s & M_LOCKED))
@@ -126,10 +135,12 @@ static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thr
             if (!m->q.head)
                 atomic_fetch_and(&m->state, ~(M_WAITERS | M_STARVING));
             green__spin_unlock(&m->lock);
+            atomic_fetch_sub(&m->waiting, 1);
             return err;
         }
         if (wt.handoff) {
             set_owner(m, self);
+            atomic_fetch_sub(&m->waiting, 1);
             return 0;
         }
         requeue = true;              /* lost to a barger: back to the head */

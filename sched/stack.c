@@ -318,7 +318,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
             green__write_str(2, "libgreen: green thread ");
             green__write_u64(2, t->id);
             green__write_str(2, " overflowed its ");
-            green__write_u64(2, t->stack_size);
+            green__write_u64(2, t->rt->cfg.stack_size);
             green__write_str(2, "-byte stack (set GREEN_STACK_SIZE or "
                                 "green_config_t.stack_size)\n");
             abort();

@@ -1,0 +1,447 @@
+/* Mutex: mutual exclusion, error checking, no starvation.
+ *
+ * Tests that need "thread X is now blocked" run on one worker with
+ * preemption off: a thread then runs until it parks, so once the main thread
+ * runs again the other one is known to be waiting.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "green.h"
+
+#define MS (1000u * 1000u)
+
+static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt)
+{
+    green_config_t cfg;
+    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
+    cfg.workers = workers;
+    if (preempt >= 0)
+        cfg.preempt = preempt;
+    return green_run(fn, arg, &cfg, NULL);
+}
+
+/* Let every other runnable thread run until it parks (one worker,
+ * cooperative), with a short sleep for runtimes that spin before parking. */
+static void settle(void)
+{
+    for (int i = 0; i < 10; i++)
+        green_yield();
+    green_sleep_ns(2 * MS);
+    for (int i = 0; i < 10; i++)
+        green_yield();
+}
+
+/* ---- mutual exclusion --------------------------------------------------- */
+
+#define NCONTEND 64
+#define NINCR 20000
+
+struct contention {
+    green_mutex_t m;
+    long counter;            /* guarded by m, deliberately not atomic */
+    atomic_int holders;      /* how many are inside the section right now */
+    atomic_int overlaps;     /* times a thread found someone else inside */
+    atomic_int errors;
+};
+
+static void *increment(void *arg)
+{
+    struct contention *c = arg;
+    for (int i = 0; i < NINCR; i++) {
+        if (green_mutex_lock(&c->m) != 0) {
+            atomic_fetch_add(&c->errors, 1);
+            continue;
+        }
+        if (atomic_fetch_add(&c->holders, 1) != 0)
+            atomic_fetch_add(&c->overlaps, 1);
+        long v = c->counter;
+        if ((i & 15) == 0)
+            green_yield();  /* hold the lock across a switch */
+        c->counter = v + 1;
+        atomic_fetch_sub(&c->holders, 1);
+        if (green_mutex_unlock(&c->m) != 0)
+            atomic_fetch_add(&c->errors, 1);
+    }
+    return NULL;
+}
+
+static void *contention_main(void *arg)
+{
+    struct contention *c = arg;
+    green_t t[NCONTEND];
+    int ok[NCONTEND];
+    for (int i = 0; i < NCONTEND; i++)
+        ok[i] = green_spawn(&t[i], increment, c) == 0;
+    for (int i = 0; i < NCONTEND; i++)
+        if (ok[i])
+            green_join(t[i], NULL);
+        else
+            atomic_fetch_add(&c->errors, 1);
+    return NULL;
+}
+
+Test(mutex, excludes_64_threads_incrementing_a_plain_counter_on_two_workers,
+     .timeout = 30)
+{
+    static struct contention c;
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(green_mutex_init(&c.m), 0);
+    cr_assert_eq(run(contention_main, &c, 2, -1), 0);
+    cr_expect_eq(atomic_load(&c.errors), 0);
+    cr_expect_eq(atomic_load(&c.overlaps), 0, "two threads were inside at once %d times",
+                 atomic_load(&c.overlaps));
+    cr_expect_eq(c.counter, (long)NCONTEND * NINCR, "lost updates: %ld of %ld", c.counter,
+                 (long)NCONTEND * NINCR);
+    cr_expect_eq(green_mutex_destroy(&c.m), 0);
+}
+
+static void *static_init_main(void *arg)
+{
+    static green_mutex_t m = GREEN_MUTEX_INIT;
+    int *rc = arg;
+    rc[0] = green_mutex_lock(&m);
+    rc[1] = green_mutex_unlock(&m);
+    rc[2] = green_mutex_destroy(&m);
+    return NULL;
+}
+
+Test(mutex, a_statically_initialized_mutex_is_unlocked, .timeout = 5)
+{
+    int rc[3] = {-1, -1, -1};
+    cr_assert_eq(run(static_init_main, rc, 1, -1), 0);
+    cr_expect_eq(rc[0], 0);
+    cr_expect_eq(rc[1], 0);
+    cr_expect_eq(rc[2], 0);
+}
+
+/* ---- error checking ----------------------------------------------------- */
+
+struct other {
+    green_mutex_t m;
+    int rc;
+    uint64_t waited_ns;
+    atomic_int ready;
+};
+
+static void *try_it(void *arg)
+{
+    struct other *o = arg;
+    o->rc = green_mutex_trylock(&o->m);
+    if (o->rc == 0)
+        green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+static void *trylock_main(void *arg)
+{
+    struct other *o = arg;
+    green_mutex_lock(&o->m);
+    green_t t;
+    if (green_spawn(&t, try_it, o) == 0)
+        green_join(t, NULL);
+    green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+Test(mutex, trylock_of_a_mutex_held_by_another_thread_is_ebusy, .timeout = 5)
+{
+    struct other o;
+    memset(&o, 0, sizeof o);
+    o.rc = -1;
+    cr_assert_eq(run(trylock_main, &o, 2, -1), 0);
+    cr_expect_eq(o.rc, EBUSY);
+}
+
+static void *trylock_free_main(void *arg)
+{
+    struct other *o = arg;
+    green_t t;
+    if (green_spawn(&t, try_it, o) == 0)
+        green_join(t, NULL);
+    return NULL;
+}
+
+Test(mutex, trylock_of_a_free_mutex_takes_it, .timeout = 5)
+{
+    struct other o;
+    memset(&o, 0, sizeof o);
+    o.rc = -1;
+    cr_assert_eq(run(trylock_free_main, &o, 2, -1), 0);
+    cr_expect_eq(o.rc, 0);
+}
+
+static void *lock_until_it(void *arg)
+{
+    struct other *o = arg;
+    uint64_t t0 = green_now_ns();
+    o->rc = green_mutex_lock_until(&o->m, t0 + 20 * MS);
+    o->waited_ns = green_now_ns() - t0;
+    if (o->rc == 0)
+        green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+static void *lock_until_main(void *arg)
+{
+    struct other *o = arg;
+    green_mutex_lock(&o->m);
+    green_t t;
+    if (green_spawn(&t, lock_until_it, o) == 0)
+        green_join(t, NULL);
+    green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+Test(mutex, lock_until_times_out_while_another_thread_holds_the_mutex, .timeout = 5)
+{
+    struct other o;
+    memset(&o, 0, sizeof o);
+    o.rc = -1;
+    cr_assert_eq(run(lock_until_main, &o, 2, -1), 0);
+    cr_expect_eq(o.rc, ETIMEDOUT);
+    cr_expect_geq(o.waited_ns, 20u * MS, "returned after %llu ns, before the deadline",
+                  (unsigned long long)o.waited_ns);
+}
+
+static void *release_later(void *arg)
+{
+    struct other *o = arg;
+    green_mutex_lock(&o->m);
+    atomic_store(&o->ready, 1);
+    green_sleep_ns(10 * MS);
+    green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+static void *lock_until_gets_it_main(void *arg)
+{
+    struct other *o = arg;
+    green_t t;
+    if (green_spawn(&t, release_later, o) != 0)
+        return NULL;
+    while (!atomic_load(&o->ready))
+        green_yield();
+    uint64_t t0 = green_now_ns();
+    o->rc = green_mutex_lock_until(&o->m, t0 + 2000 * MS);
+    o->waited_ns = green_now_ns() - t0;
+    if (o->rc == 0)
+        green_mutex_unlock(&o->m);
+    green_join(t, NULL);
+    return NULL;
+}
+
+Test(mutex, lock_until_takes_the_mutex_when_it_is_released_before_the_deadline,
+     .timeout = 5)
+{
+    struct other o;
+    memset(&o, 0, sizeof o);
+    o.rc = -1;
+    cr_assert_eq(run(lock_until_gets_it_main, &o, 2, -1), 0);
+    cr_expect_eq(o.rc, 0);
+    cr_expect_lt(o.waited_ns, 1000u * MS, "waited %llu ns for a 10 ms hold",
+                 (unsigned long long)o.waited_ns);
+}
+
+static void *relock_main(void *arg)
+{
+    int *rc = arg;
+    green_mutex_t m = GREEN_MUTEX_INIT;
+    rc[0] = green_mutex_lock(&m);
+    rc[1] = green_mutex_lock(&m);
+    rc[2] = green_mutex_lock_until(&m, green_now_ns() + 10 * MS);
+    rc[3] = green_mutex_unlock(&m);
+    return NULL;
+}
+
+Test(mutex, relocking_by_the_owner_is_edeadlk_and_leaves_it_held_once, .timeout = 5)
+{
+    int rc[4] = {-1, -1, -1, -1};
+    cr_assert_eq(run(relock_main, rc, 1, -1), 0);
+    cr_assert_eq(rc[0], 0);
+    cr_expect_eq(rc[1], EDEADLK);
+    cr_expect_eq(rc[2], EDEADLK);
+    cr_expect_eq(rc[3], 0);
+}
+
+static void *unlock_unheld_main(void *arg)
+{
+    int *rc = arg;
+    green_mutex_t m = GREEN_MUTEX_INIT;
+    rc[0] = green_mutex_unlock(&m);
+    return NULL;
+}
+
+Test(mutex, unlocking_a_free_mutex_is_eperm, .timeout = 5)
+{
+    int rc = -1;
+    cr_assert_eq(run(unlock_unheld_main, &rc, 1, -1), 0);
+    cr_expect_eq(rc, EPERM);
+}
+
+static void *unlock_it(void *arg)
+{
+    struct other *o = arg;
+    o->rc = green_mutex_unlock(&o->m);
+    return NULL;
+}
+
+static void *unlock_others_main(void *arg)
+{
+    struct other *o = arg;
+    green_mutex_lock(&o->m);
+    green_t t;
+    if (green_spawn(&t, unlock_it, o) == 0)
+        green_join(t, NULL);
+    o->waited_ns = (uint64_t)green_mutex_unlock(&o->m);  /* still ours: 0 */
+    return NULL;
+}
+
+Test(mutex, unlocking_a_mutex_another_thread_holds_is_eperm_and_keeps_it_held,
+     .timeout = 5)
+{
+    struct other o;
+    memset(&o, 0, sizeof o);
+    o.rc = -1;
+    o.waited_ns = 12345;
+    cr_assert_eq(run(unlock_others_main, &o, 2, -1), 0);
+    cr_expect_eq(o.rc, EPERM);
+    cr_expect_eq(o.waited_ns, 0u, "the owner's unlock failed after the foreign unlock");
+}
+
+static void *destroy_held_main(void *arg)
+{
+    int *rc = arg;
+    static green_mutex_t m = GREEN_MUTEX_INIT;
+    green_mutex_lock(&m);
+    rc[0] = green_mutex_destroy(&m);
+    rc[1] = green_mutex_unlock(&m);
+    rc[2] = green_mutex_destroy(&m);
+    return NULL;
+}
+
+Test(mutex, destroying_a_held_mutex_is_ebusy, .timeout = 5)
+{
+    int rc[3] = {-1, -1, -1};
+    cr_assert_eq(run(destroy_held_main, rc, 1, -1), 0);
+    cr_expect_eq(rc[0], EBUSY);
+    cr_expect_eq(rc[1], 0, "the mutex was not held any more after a refused destroy");
+    cr_expect_eq(rc[2], 0);
+}
+
+struct waited {
+    green_mutex_t m;
+    atomic_int ready;
+    int lock_rc;
+};
+
+static void *wait_for_lock(void *arg)
+{
+    struct waited *w = arg;
+    atomic_store(&w->ready, 1);
+    w->lock_rc = green_mutex_lock(&w->m);
+    if (w->lock_rc == 0)
+        green_mutex_unlock(&w->m);
+    return NULL;
+}
+
+static void *destroy_waited_main(void *arg)
+{
+    int *rc = arg;
+    static struct waited w;
+    memset(&w, 0, sizeof w);
+    w.lock_rc = -1;
+    green_mutex_lock(&w.m);
+    green_t t;
+    if (green_spawn(&t, wait_for_lock, &w) != 0)
+        return NULL;
+    while (!atomic_load(&w.ready))
+        green_yield();
+    settle();
+    green_mutex_unlock(&w.m);
+    /* The waiter may not have run yet: the mutex is free but waited on
+     * (or already handed to the waiter): destroy must refuse. */
+    rc[0] = green_mutex_destroy(&w.m);
+    green_join(t, NULL);
+    rc[1] = w.lock_rc;
+    rc[2] = green_mutex_destroy(&w.m);
+    return NULL;
+}
+
+Test(mutex, destroying_a_mutex_a_thread_waits_on_is_ebusy, .timeout = 5)
+{
+    int rc[3] = {-1, -1, -1};
+    cr_assert_eq(run(destroy_waited_main, rc, 1, GREEN_PREEMPT_OFF), 0);
+    cr_expect_eq(rc[0], EBUSY);
+    cr_expect_eq(rc[1], 0);
+    cr_expect_eq(rc[2], 0);
+}
+
+/* ---- no starvation ------------------------------------------------------ */
+
+#define NHAMMER 8
+#define NWANTS 30
+#define MAX_WAIT_NS (100u * MS)
+
+struct starve {
+    green_mutex_t m;
+    atomic_int stop;
+    long hammered;                 /* guarded by m */
+    uint64_t waits[NWANTS];
+    int errors;
+};
+
+static void *hammer(void *arg)
+{
+    struct starve *s = arg;
+    while (!atomic_load(&s->stop)) {
+        green_mutex_lock(&s->m);
+        s->hammered++;
+        green_yield();
+        green_mutex_unlock(&s->m);
+    }
+    return NULL;
+}
+
+static void *starve_main(void *arg)
+{
+    struct starve *s = arg;
+    green_t t[NHAMMER];
+    int ok[NHAMMER];
+    for (int i = 0; i < NHAMMER; i++)
+        ok[i] = green_spawn(&t[i], hammer, s) == 0;
+    green_sleep_ns(5 * MS);
+    for (int i = 0; i < NWANTS; i++) {
+        uint64_t t0 = green_now_ns();
+        if (green_mutex_lock(&s->m) != 0)
+            s->errors++;
+        s->waits[i] = green_now_ns() - t0;
+        green_mutex_unlock(&s->m);
+        green_sleep_ns(1 * MS);
+    }
+    atomic_store(&s->stop, 1);
+    for (int i = 0; i < NHAMMER; i++)
+        if (ok[i])
+            green_join(t[i], NULL);
+        else
+            s->errors++;
+    return NULL;
+}
+
+Test(mutex, a_thread_gets_the_lock_quickly_while_others_hammer_it, .timeout = 20)
+{
+    static struct starve s;
+    memset(&s, 0, sizeof s);
+    cr_assert_eq(run(starve_main, &s, 2, -1), 0);
+    cr_expect_eq(s.errors, 0);
+    cr_expect_gt(s.hammered, 0, "the hammers never got the lock");
+    uint64_t worst = 0;
+    for (int i = 0; i < NWANTS; i++)
+        if (s.waits[i] > worst)
+            worst = s.waits[i];
+    cr_expect_lt(worst, MAX_WAIT_NS, "waited %llu us for the lock",
+                 (unsigned long long)(worst / 1000));
+}
