@@ -58,6 +58,7 @@ void green__park_prepare(struct green__thread *self, const char *what, const voi
                          bool solo)
 {
     self->wake_solo = solo;
+    self->waiters = NULL;
     self->wait_what = what;
     self->wait_obj = obj;
     self->wake_err = 0;
@@ -89,6 +90,14 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     return self->wake_err;
 }
 
+static void linked_to(struct green__wq *q, struct green__waiter *wt)
+{
+    wt->linked = true;
+    wt->q = q;
+    wt->tnext = wt->t->waiters;
+    wt->t->waiters = wt;
+}
+
 void green__wq_push(struct green__wq *q, struct green__waiter *wt)
 {
     wt->next = NULL;
@@ -98,7 +107,7 @@ void green__wq_push(struct green__wq *q, struct green__waiter *wt)
     else
         q->head = wt;
     q->tail = wt;
-    wt->linked = true;
+    linked_to(q, wt);
 }
 
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
@@ -110,7 +119,7 @@ void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
     else
         q->tail = wt;
     q->head = wt;
-    wt->linked = true;
+    linked_to(q, wt);
 }
 
 void green__wq_remove(struct green__wq *q, struct green__waiter *wt)

@@ -13,7 +13,8 @@
  * and no timer pending (worker.c, quiescent_check), every slot is walked and
  * each parked thread is listed with the call it blocks in.  The threads are
  * abandoned, not resumed: their stacks are unmapped with the rest of the run.
- * Objects they were queued on must then only be destroyed.
+ * Their waiters are unlinked from the objects they were queued on, so those
+ * objects can be destroyed; a mutex one of them held stays held.
  */
 #include "sched.h"
 
@@ -177,6 +178,10 @@ static void report_thread(struct green__thread *t, void *arg)
             fprintf(stderr, " on %p", t->wait_obj);
         fputc('\n', stderr);
     }
+    /* Nobody will unlink these now: do it, so the objects can be destroyed. */
+    for (struct green__waiter *wt = t->waiters; wt; wt = wt->tnext)
+        if (wt->linked)
+            green__wq_remove(wt->q, wt);
 }
 
 void green__deadlock_report(struct green__rt *rt)

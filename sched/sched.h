@@ -162,6 +162,7 @@ struct green__thread {
     struct green__waiter *wake_from; /* the waiter that fired (select) */
     const char *wait_what;           /* the blocking call, for reports */
     const void *wait_obj;            /* the object waited on, for reports */
+    struct green__waiter *waiters;   /* linked by this park, via ->tnext */
 
     /* Deadline timer.  timer_w: set by the thread before it parks; timer_idx
      * under timer_w->tlock (-1: not in the heap). */
@@ -350,6 +351,8 @@ void green__timers_free(struct green__worker *w);
 /* park.c: wait queues and the claim protocol. */
 struct green__waiter {
     struct green__waiter *prev, *next;  /* in the object's queue, under its lock */
+    struct green__wq *q;                 /* that queue, while linked */
+    struct green__waiter *tnext;         /* the thread's other waiters (select) */
     struct green__thread *t;
     void *elem;                          /* chan: value source or destination */
     int err;                             /* set by the waker */
@@ -420,6 +423,8 @@ int green__altstack_setup(struct green__worker *w);
 void green__altstack_teardown(struct green__worker *w);
 
 /* run.c */
+/* Print the blocked threads, then unlink their waiters from the objects
+ * they wait on, so that the program can destroy those objects. */
 void green__deadlock_report(struct green__rt *rt);
 
 /* config.c */

@@ -58,6 +58,15 @@ build() {   # build DIR STRESS_SECONDS CONFIGURE-ARGS...
         echo "run.sh: make check failed in $dir" >&2
         exit 1
     fi
+    # Criterion does not fail a test whose process LeakSanitizer reports at
+    # exit: look for the reports ourselves.
+    leaks=$(grep -l "LeakSanitizer: detected memory leaks" "$dir"/tests/*.log \
+            "$dir"/tests/stress/*.log 2>/dev/null || true)
+    if test -n "$leaks"; then
+        for f in $leaks; do echo "==> $f"; cat "$f"; done
+        echo "run.sh: LeakSanitizer reported leaks in $dir" >&2
+        exit 1
+    fi
 }
 
 # shellcheck disable=SC2086

@@ -115,6 +115,9 @@ Test(deadlock, two_threads_waiting_on_each_others_channels_make_green_run_fail_w
               (unsigned long long)x.id_a, err);
     cr_expect(mentions_id(err, x.id_b), "thread %llu not named: %s",
               (unsigned long long)x.id_b, err);
+    /* The abandoned threads' waits are undone: the channels can go. */
+    cr_expect_eq(green_chan_destroy(x.a), 0);
+    cr_expect_eq(green_chan_destroy(x.b), 0);
 }
 
 /* ---- main joins a thread that waits forever ----------------------------- */
@@ -159,6 +162,7 @@ Test(deadlock, main_joining_a_thread_blocked_forever_is_edeadlk, .timeout = 5)
               (unsigned long long)s.id_main, err);
     cr_expect(mentions_id(err, s.id_stuck), "thread %llu not named: %s",
               (unsigned long long)s.id_stuck, err);
+    cr_expect_eq(green_chan_destroy(s.c), 0);
 }
 
 /* ---- lock-order inversion ----------------------------------------------- */
@@ -319,6 +323,8 @@ Test(deadlock, green_run_works_again_after_a_deadlock, .timeout = 10)
     struct crossed x;
     memset(&x, 0, sizeof x);
     cr_assert_eq(run_capturing_stderr(crossed_main, &x, err, sizeof err), EDEADLK);
+    cr_expect_eq(green_chan_destroy(x.a), 0);
+    cr_expect_eq(green_chan_destroy(x.b), 0);
     for (int i = 0; i < 3; i++) {
         green_config_t cfg;
         cr_assert_eq(green_config_init(&cfg), 0);
