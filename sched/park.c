@@ -31,42 +31,6 @@
 
 #include <errno.h>
 
-int green__enter(struct green__worker **wp, struct green__thread **tp)
-{
-    struct green__worker *w = green__worker_self();
-    if (!w || w->cur == &w->g0)
-        return EPERM;
-    *wp = w;
-    *tp = w->cur;
-    return 0;
-}
-
-bool green__claim(struct green__thread *t)
-{
-    if (t->wake_solo) {
-        /* Nobody else can race for it: no timer, no second queue. */
-        atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
-        return true;
-    }
-    uint32_t one = 1;
-    return atomic_compare_exchange_strong_explicit(&t->wake, &one, 0,
-                                                   memory_order_acq_rel,
-                                                   memory_order_relaxed);
-}
-
-void green__park_prepare(struct green__thread *self, const char *what, const void *obj,
-                         bool solo)
-{
-    self->wake_solo = solo;
-    self->waiters = NULL;
-    self->wait_what = what;
-    self->wait_obj = obj;
-    self->wake_err = 0;
-    self->wake_from = NULL;
-    /* Published to wakers by the release of the object's lock. */
-    atomic_store_explicit(&self->wake, 1, memory_order_relaxed);
-}
-
 int green__park(struct green__worker **wp, uint64_t deadline)
 {
     struct green__worker *w = *wp;
@@ -90,26 +54,6 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     return self->wake_err;
 }
 
-static void linked_to(struct green__wq *q, struct green__waiter *wt)
-{
-    wt->linked = true;
-    wt->q = q;
-    wt->tnext = wt->t->waiters;
-    wt->t->waiters = wt;
-}
-
-void green__wq_push(struct green__wq *q, struct green__waiter *wt)
-{
-    wt->next = NULL;
-    wt->prev = q->tail;
-    if (q->tail)
-        q->tail->next = wt;
-    else
-        q->head = wt;
-    q->tail = wt;
-    linked_to(q, wt);
-}
-
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
 {
     wt->prev = NULL;
@@ -119,21 +63,7 @@ void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
     else
         q->tail = wt;
     q->head = wt;
-    linked_to(q, wt);
-}
-
-void green__wq_remove(struct green__wq *q, struct green__waiter *wt)
-{
-    if (wt->prev)
-        wt->prev->next = wt->next;
-    else
-        q->head = wt->next;
-    if (wt->next)
-        wt->next->prev = wt->prev;
-    else
-        q->tail = wt->prev;
-    wt->next = wt->prev = NULL;
-    wt->linked = false;
+    green__wq_linked(q, wt);
 }
 
 struct green__waiter *green__wq_claim(struct green__wq *q)

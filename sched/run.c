@@ -56,7 +56,8 @@ static void rt_free(struct green__rt *rt)
         free(rt->workers);
     }
     free(rt->sysmon_seen);
-    green__stacks_destroy(&rt->stacks);
+    green__pool_destroy(&rt->stacks);
+    green__pool_destroy(&rt->threads);
     free(rt);
 }
 
@@ -70,7 +71,9 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
         rt->cfg.seed = green__clock_ns() ^ (uint64_t)getpid() << 32;
     rt->nworkers = cfg->workers ? cfg->workers : online_cpus();
     atomic_store(&rt->watch_until, GREEN_FOREVER);
-    int err = green__stacks_init(&rt->stacks, cfg->stack_size);
+    int err = green__stacks_init(rt, cfg->stack_size);
+    if (!err && (err = green__threads_init(rt)) != 0)
+        green__pool_destroy(&rt->stacks);
     if (err) {
         free(rt);
         return err;
@@ -162,8 +165,9 @@ struct report {
     uint64_t listed;
 };
 
-static void report_thread(struct green__thread *t, void *arg)
+static void report_thread(void *obj, void *arg)
 {
+    struct green__thread *t = obj;
     struct report *r = arg;
     if (t->state != GREEN_T_PARKED)
         return;
@@ -192,7 +196,7 @@ void green__deadlock_report(struct green__rt *rt)
         live += atomic_load(&rt->workers[i].spawned) - atomic_load(&rt->workers[i].exited);
     fprintf(stderr, "libgreen: deadlock: all %llu remaining green threads are blocked "
                     "and nothing can wake them:\n", (unsigned long long)live);
-    green__stacks_foreach(&rt->stacks, report_thread, &r);
+    green__pool_foreach(&rt->threads, report_thread, &r);
     if (r.listed > GREEN_REPORT_MAX)
         fprintf(stderr, "  ... and %llu more\n",
                 (unsigned long long)(r.listed - GREEN_REPORT_MAX));

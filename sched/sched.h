@@ -35,6 +35,7 @@
 
 #include "green.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -172,7 +173,8 @@ struct green__thread {
 
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
 
-    /* Stack slot geometry (fixed). */
+    /* Its stack, from the run's stack pool; given back at exit. */
+    char *stack_hi;                  /* top (the pool's handle); NULL once freed */
     char *stack_lo;                  /* lowest usable byte (above the guard) */
     size_t stack_size;               /* usable bytes */
 } __attribute__((aligned(GREEN_CACHELINE)));
@@ -196,6 +198,37 @@ struct green__timer {
     struct green__thread *t;
 };
 
+/* ---- Pools (pool.c) ---------------------------------------------------- */
+
+#define GREEN_MAX_REGIONS 48
+
+struct green__region {
+    char *base;
+    size_t size;
+    _Atomic size_t used;             /* bytes handed out, from base */
+};
+
+/* A worker's private LIFO of free objects of one pool. */
+struct green__cache {
+    void *head;
+    unsigned n;
+};
+
+struct green__pool {
+    size_t slot;                     /* bytes per slot */
+    size_t guard;                    /* guard bytes at the bottom of a slot */
+    size_t obj_off;                  /* the object handed out: slot + obj_off */
+    ptrdiff_t link_off;              /* a free object's cache link: obj + link_off */
+    bool release;                    /* give free slots' pages back */
+    bool use_mprotect;               /* kernel lacks MADV_GUARD_INSTALL */
+    pthread_mutex_t lock;            /* regions (append), free array */
+    struct green__region regions[GREEN_MAX_REGIONS];
+    _Atomic unsigned nregions;
+    size_t next_region_size;
+    void **free;                     /* objects spilled by worker caches */
+    size_t nfree, nclean, freecap;   /* [0, nclean) already released */
+};
+
 /* ---- Workers ------------------------------------------------------------ */
 
 struct green__worker {
@@ -211,8 +244,8 @@ struct green__worker {
     uint32_t runnext_streak;         /* consecutive runnext picks */
     uint64_t rng;
     bool spinning;                   /* counted in rt->nspinning */
-    struct green__thread *cache;     /* free stack slots, LIFO via ->next */
-    unsigned ncache;
+    struct green__cache stack_cache; /* free stacks and control blocks */
+    struct green__cache thread_cache;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
@@ -240,30 +273,6 @@ struct green__worker {
     struct green__thread g0;         /* the scheduler loop's context */
 } __attribute__((aligned(GREEN_CACHELINE)));
 
-/* ---- Stacks (stack.c) --------------------------------------------------- */
-
-#define GREEN_MAX_REGIONS 48
-
-struct green__region {
-    char *base;
-    size_t size;
-    _Atomic size_t used;             /* bytes handed out, from base */
-};
-
-struct green__stacks {
-    size_t stack_size;               /* usable bytes per thread */
-    size_t guard;                    /* guard bytes below each stack */
-    size_t slot;                     /* bytes per slot: guard + stack + tcb */
-    size_t tcb_off;                  /* offset of the control block in a slot */
-    bool use_mprotect;               /* kernel lacks MADV_GUARD_INSTALL */
-    pthread_mutex_t lock;            /* regions (append), free list */
-    struct green__region regions[GREEN_MAX_REGIONS];
-    _Atomic unsigned nregions;
-    size_t next_region_size;
-    struct green__thread **free;     /* slots returned by worker caches */
-    size_t nfree, nclean, freecap;   /* [0, nclean) already released */
-};
-
 /* ---- The runtime (one green_run) ---------------------------------------- */
 
 struct green__rt {
@@ -288,7 +297,8 @@ struct green__rt {
     int result;                      /* green_run's return value */
     void *main_ret;
 
-    struct green__stacks stacks;
+    struct green__pool stacks;       /* stacks (stack.c) */
+    struct green__pool threads;      /* control blocks (thread.c) */
 
     /* The monitor (sysmon.c).  sysmon_seen: its own. */
     pthread_t sysmon;
@@ -300,7 +310,15 @@ struct green__rt {
 /* ---- Cross-file entry points ------------------------------------------- */
 
 /* worker.c */
-struct green__worker *green__worker_self(void);
+extern __thread struct green__worker *green__tls_worker
+    __attribute__((tls_model("initial-exec")));
+/* AS-safe.  The worker this OS thread is, or NULL.  Inline is safe: with the
+ * initial-exec model each use is one %fs-relative load, and any switch in
+ * between is an opaque call after which the compiler must load again. */
+static inline struct green__worker *green__worker_self(void)
+{
+    return green__tls_worker;
+}
 void green__worker_set(struct green__worker *w);
 int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
 void green__worker_loop(struct green__worker *w); /* runs until rt->done */
@@ -339,7 +357,12 @@ struct green__thread *green__globq_take(struct green__worker *w, size_t max);
 /* timer.c */
 int green__timer_add(struct green__worker *w, struct green__thread *t,
                      uint64_t deadline);
-void green__timer_cancel(struct green__thread *t);
+void green__timer_cancel_slow(struct green__thread *t);
+static inline void green__timer_cancel(struct green__thread *t)
+{
+    if (t->timer_w)
+        green__timer_cancel_slow(t);
+}
 /* Fire w's expired timers; returns how many threads became runnable. */
 unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_of,
                            uint64_t now);
@@ -363,24 +386,87 @@ struct green__waiter {
 };
 struct green__wq { struct green__waiter *head, *tail; };
 
-void green__wq_push(struct green__wq *q, struct green__waiter *wt);
+static inline void green__wq_linked(struct green__wq *q, struct green__waiter *wt)
+{
+    wt->linked = true;
+    wt->q = q;
+    wt->tnext = wt->t->waiters;
+    wt->t->waiters = wt;
+}
+
+static inline void green__wq_push(struct green__wq *q, struct green__waiter *wt)
+{
+    wt->next = NULL;
+    wt->prev = q->tail;
+    if (q->tail)
+        q->tail->next = wt;
+    else
+        q->head = wt;
+    q->tail = wt;
+    green__wq_linked(q, wt);
+}
+
+static inline void green__wq_remove(struct green__wq *q, struct green__waiter *wt)
+{
+    if (wt->prev)
+        wt->prev->next = wt->next;
+    else
+        q->head = wt->next;
+    if (wt->next)
+        wt->next->prev = wt->prev;
+    else
+        q->tail = wt->prev;
+    wt->next = wt->prev = NULL;
+    wt->linked = false;
+}
+
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt);
-void green__wq_remove(struct green__wq *q, struct green__waiter *wt);
 /* Pop the first waiter whose thread can be claimed; NULL if none.
  * Unclaimable waiters met on the way are unlinked (their threads were woken
  * by someone else and will not look at them again). */
 struct green__waiter *green__wq_claim(struct green__wq *q);
-bool green__claim(struct green__thread *t);
+
+/* Take t out of its park: true for exactly one caller per park. */
+static inline bool green__claim(struct green__thread *t)
+{
+    if (t->wake_solo) {
+        /* Nobody else can race for it: no timer, no second queue. */
+        atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
+        return true;
+    }
+    uint32_t one = 1;
+    return atomic_compare_exchange_strong_explicit(&t->wake, &one, 0,
+                                                   memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
 
 /* The running thread: get ready to park (claimable from now on).  solo:
  * exactly one waiter will be linked and the park has no deadline. */
-void green__park_prepare(struct green__thread *self, const char *what,
-                         const void *obj, bool solo);
+static inline void green__park_prepare(struct green__thread *self, const char *what,
+                                       const void *obj, bool solo)
+{
+    self->wake_solo = solo;
+    self->waiters = NULL;
+    self->wait_what = what;
+    self->wait_obj = obj;
+    self->wake_err = 0;
+    self->wake_from = NULL;
+    /* Published to wakers by the release of the object's lock. */
+    atomic_store_explicit(&self->wake, 1, memory_order_relaxed);
+}
 /* Park until claimed or deadline; returns the claimer's wake_err (ETIMEDOUT
  * when the deadline fired).  The deadline timer is gone on return. */
 int green__park(struct green__worker **wp, uint64_t deadline);
 /* The calling green thread, and its worker, or EPERM. */
-int green__enter(struct green__worker **wp, struct green__thread **tp);
+static inline int green__enter(struct green__worker **wp, struct green__thread **tp)
+{
+    struct green__worker *w = green__worker_self();
+    if (GREEN_UNLIKELY(!w || w->cur == &w->g0))
+        return EPERM;
+    *wp = w;
+    *tp = w->cur;
+    return 0;
+}
 
 /* mutex.c */
 bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);
@@ -404,19 +490,29 @@ void green__thread_main(struct green__worker *w, struct green__thread *t);
 GREEN_NORETURN void green__thread_exit(struct green__worker *w, void *ret);
 struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
                                         void *arg, bool detached, int *err);
+int green__threads_init(struct green__rt *rt);
+/* Give a finished thread's control block back (its stack went at exit). */
+void green__thread_free(struct green__worker *w, struct green__thread *t);
+
+/* pool.c */
+size_t green__page_size(void);
+int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t obj_off,
+                     ptrdiff_t link_off, size_t first_region, bool release);
+void green__pool_destroy(struct green__pool *p);
+void *green__pool_get(struct green__pool *p, struct green__cache *c, int *err);
+void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj);
+/* Release the pages of newly freed slots to the kernel (release pools). */
+void green__pool_scavenge(struct green__pool *p);
+/* Does obj name a slot's object handed out by p (free or in use)? */
+bool green__pool_owns(struct green__pool *p, const void *obj);
+/* Call fn on every object handed out so far (quiescent runtime only). */
+void green__pool_foreach(struct green__pool *p, void (*fn)(void *obj, void *arg),
+                         void *arg);
 
 /* stack.c */
-int green__stacks_init(struct green__stacks *s, size_t stack_size);
-void green__stacks_destroy(struct green__stacks *s);
-struct green__thread *green__stack_alloc(struct green__worker *w, int *err);
-void green__stack_free(struct green__worker *w, struct green__thread *t);
-/* Release the memory of cached free slots to the kernel. */
-void green__stacks_scavenge(struct green__stacks *s);
-/* The control block at p if p names a slot of rt's, else NULL. */
-struct green__thread *green__stack_lookup(struct green__rt *rt, const void *p);
-/* Call fn on every slot handed out so far (quiescent runtime only). */
-void green__stacks_foreach(struct green__stacks *s,
-                           void (*fn)(struct green__thread *, void *), void *arg);
+int green__stacks_init(struct green__rt *rt, size_t stack_size);
+int green__stack_get(struct green__worker *w, struct green__thread *t);
+void green__stack_put(struct green__worker *w, struct green__thread *t);
 int green__overflow_install(void);
 void green__overflow_uninstall(void);
 int green__altstack_setup(struct green__worker *w);

@@ -32,6 +32,7 @@
 #include <errno.h>
 
 #define GREEN_ID_BLOCK 1024u
+#define GREEN_THREAD_REGION ((size_t)1 << 36)   /* 64 GiB of address space */
 
 static _Atomic uint64_t id_blocks;
 
@@ -58,9 +59,13 @@ static uint64_t fp_control(void)
 struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
                                         void *arg, bool detached, int *err)
 {
-    struct green__thread *t = green__stack_alloc(w, err);
+    struct green__thread *t = green__pool_get(&w->rt->threads, &w->thread_cache, err);
     if (!t)
         return NULL;
+    if ((*err = green__stack_get(w, t)) != 0) {
+        green__pool_put(&w->rt->threads, &w->thread_cache, t);
+        return NULL;
+    }
     uint64_t id = next_id(w);
 
     atomic_store_explicit(&t->on_cpu, 0, memory_order_relaxed);
@@ -87,7 +92,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->asan_fake = NULL;
 
     /* The frame green__ctx_switch restores: see switch_x86_64.S. */
-    uint64_t *sp = (uint64_t *)((uintptr_t)t & ~(uintptr_t)15);
+    uint64_t *sp = (uint64_t *)((uintptr_t)t->stack_hi & ~(uintptr_t)15);
     sp[-1] = (uint64_t)(uintptr_t)green__ctx_entry;   /* return address */
     sp[-2] = 0;                                        /* rbp */
     sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
@@ -102,6 +107,21 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
                           atomic_load_explicit(&w->spawned, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     return t;
+}
+
+int green__threads_init(struct green__rt *rt)
+{
+    size_t size = (sizeof(struct green__thread) + GREEN_CACHELINE - 1) & ~(size_t)(GREEN_CACHELINE - 1);
+    /* A free block keeps its cache link in `sp` (offset 0), never in jword:
+     * a stale handle must keep reading "no such thread" there. */
+    return green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false);
+}
+
+void green__thread_free(struct green__worker *w, struct green__thread *t)
+{
+    t->state = GREEN_T_FREE;
+    atomic_store_explicit(&t->jword, 0, memory_order_release);
+    green__pool_put(&w->rt->threads, &w->thread_cache, t);
 }
 
 void green__thread_main(struct green__worker *w, struct green__thread *t)
@@ -163,7 +183,7 @@ static struct green__thread *resolve(struct green__worker *w, green_t h)
 {
     if (h.id == 0)
         return NULL;
-    return green__stack_lookup(w->rt, h.p);
+    return green__pool_owns(&w->rt->threads, h.p) ? h.p : NULL;
 }
 
 static void wait_off_cpu(struct green__thread *t)
@@ -232,7 +252,7 @@ int green_join_until(green_t h, void **ret, uint64_t deadline)
     wait_off_cpu(t);
     if (ret)
         *ret = t->ret;
-    green__stack_free(w, t);
+    green__thread_free(w, t);
     return 0;
 }
 
@@ -256,7 +276,7 @@ int green_detach(green_t h)
         return EINVAL;
     if (old & GREEN_JW_DONE) {
         wait_off_cpu(t);
-        green__stack_free(w, t);
+        green__thread_free(w, t);
     }
     return 0;
 }

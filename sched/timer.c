@@ -123,11 +123,9 @@ int green__timer_add(struct green__worker *w, struct green__thread *t, uint64_t 
     return 0;
 }
 
-void green__timer_cancel(struct green__thread *t)
+void green__timer_cancel_slow(struct green__thread *t)
 {
     struct green__worker *w = t->timer_w;
-    if (!w)
-        return;
     green__spin_lock(&w->tlock);
     if (t->timer_idx >= 0) {
         remove_at(w, (size_t)t->timer_idx);

@@ -56,18 +56,9 @@
 #define GREEN_SPIN_NS 20000       /* how long a spinner hunts before sleeping */
 #define GREEN_RUNNEXT_GRACE_NS 3000
 
-static __thread struct green__worker *tls_worker
-    __attribute__((tls_model("initial-exec")));
+__thread struct green__worker *green__tls_worker __attribute__((tls_model("initial-exec")));
 
-/* AS-safe */
-__attribute__((noinline)) struct green__worker *green__worker_self(void)
-{
-    struct green__worker *w = tls_worker;
-    __asm__ volatile("" : "+r"(w) : : "memory");
-    return w;
-}
-
-void green__worker_set(struct green__worker *w) { tls_worker = w; }
+void green__worker_set(struct green__worker *w) { green__tls_worker = w; }
 
 int green_worker_index(void)
 {
@@ -105,11 +96,16 @@ void green__switch_finish(struct green__worker *w)
     struct green__thread *prev = w->prev;
     if (prev == &w->g0)
         return;
-    if (prev->free_on_switch) {
-        prev->free_on_switch = false;
-        atomic_store_explicit(&prev->on_cpu, 0, memory_order_relaxed);
-        green__stack_free(w, prev);
-        return;
+    if (prev->state == GREEN_T_DEAD) {
+        /* Off its stack at last: the stack goes back now, the control
+         * block when it is joined (or now, if detached). */
+        green__stack_put(w, prev);
+        if (prev->free_on_switch) {
+            prev->free_on_switch = false;
+            atomic_store_explicit(&prev->on_cpu, 0, memory_order_relaxed);
+            green__thread_free(w, prev);
+            return;
+        }
     }
     /* Its registers are saved: whoever picked it may now switch to it. */
     atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
@@ -362,7 +358,7 @@ static void go_idle(struct green__worker *w)
 {
     struct green__rt *rt = w->rt;
 
-    green__stacks_scavenge(&rt->stacks);
+    green__pool_scavenge(&rt->stacks);
     green__spin_lock(&rt->idle_lock);
     if (atomic_load(&rt->done) || atomic_load(&rt->glen)) {
         green__spin_unlock(&rt->idle_lock);

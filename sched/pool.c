@@ -1,0 +1,250 @@
+/*
+ * Pools: fixed-size slots carved from large reserved regions, for stacks and
+ * for thread control blocks.
+ *
+ * A region is one anonymous MAP_NORESERVE mapping, reserved as large as the
+ * system allows (halving on refusal: valgrind and strict overcommit allow
+ * less) and handed out slot by slot from its low end.  Only touched pages
+ * cost memory.  Slots are never unmapped while the run lasts -- a pool only
+ * grows, by more regions -- so any pointer into a pool stays readable:
+ * green__pool_owns() can tell whether an untrusted pointer (a thread handle)
+ * names a slot, and reading that slot is safe whatever its state.
+ *
+ * A slot may start with a guard (stacks): installed once, when the slot is
+ * first handed out, with MADV_GUARD_INSTALL (Linux 6.13+, no VMA split) or
+ * mprotect on older kernels.
+ *
+ * Free slots: each worker keeps a LIFO cache per pool (warm memory, no lock),
+ * linked through a word of the free object itself; past GREEN_POOL_CACHE the
+ * cache spills half to the pool's free array, under the pool's lock.  For
+ * pools that release memory (stacks), an idle worker gives the pages of the
+ * free array's newly added slots back to the kernel, one madvise per run of
+ * adjacent slots (MADV_DONTNEED keeps guards in place).
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define GREEN_POOL_CACHE 64u           /* slots a worker keeps per pool */
+#define GREEN_SCAVENGE_MIN 64u         /* new free slots worth a release */
+
+size_t green__page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t obj_off,
+                     ptrdiff_t link_off, size_t first_region, bool release)
+{
+    memset(p, 0, sizeof *p);
+    p->slot = slot;
+    p->guard = guard;
+    p->obj_off = obj_off;
+    p->link_off = link_off;
+    p->release = release;
+    p->next_region_size = first_region;
+    return pthread_mutex_init(&p->lock, NULL) == 0 ? 0 : EAGAIN;
+}
+
+void green__pool_destroy(struct green__pool *p)
+{
+    unsigned n = atomic_load(&p->nregions);
+    for (unsigned i = 0; i < n; i++)
+        munmap(p->regions[i].base, p->regions[i].size);
+    free(p->free);
+    pthread_mutex_destroy(&p->lock);
+}
+
+static void **link_of(struct green__pool *p, void *obj)
+{
+    return (void **)((char *)obj + p->link_off);
+}
+
+static char *slot_of(struct green__pool *p, void *obj)
+{
+    return (char *)obj - p->obj_off;
+}
+
+/* Requires: p->lock held. */
+static int region_add(struct green__pool *p)
+{
+    unsigned n = atomic_load_explicit(&p->nregions, memory_order_relaxed);
+    if (n == GREEN_MAX_REGIONS)
+        return ENOMEM;
+    size_t min = p->slot * 64;
+    for (size_t size = p->next_region_size; size >= min; size /= 2) {
+        size = size / p->slot * p->slot;
+        void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            continue;
+        p->regions[n].base = m;
+        p->regions[n].size = size;
+        atomic_store_explicit(&p->regions[n].used, 0, memory_order_relaxed);
+        atomic_store_explicit(&p->nregions, n + 1, memory_order_release);
+        p->next_region_size = size;
+        return 0;
+    }
+    return ENOMEM;
+}
+
+/* Requires: p->lock held. */
+static int guard_install(struct green__pool *p, char *base)
+{
+    if (!p->use_mprotect) {
+        if (madvise(base, p->guard, MADV_GUARD_INSTALL) == 0)
+            return 0;
+        if (errno != EINVAL)
+            return EAGAIN;
+        p->use_mprotect = true;      /* kernel older than 6.13 */
+    }
+    return mprotect(base, p->guard, PROT_NONE) == 0 ? 0 : EAGAIN;
+}
+
+/* Requires: p->lock held.  A fresh slot from the newest region. */
+static void *bump(struct green__pool *p, int *err)
+{
+    unsigned n = atomic_load_explicit(&p->nregions, memory_order_relaxed);
+    struct green__region *r = n ? &p->regions[n - 1] : NULL;
+    if (!r || atomic_load_explicit(&r->used, memory_order_relaxed) + p->slot > r->size) {
+        if ((*err = region_add(p)) != 0)
+            return NULL;
+        r = &p->regions[n];
+    }
+    size_t used = atomic_load_explicit(&r->used, memory_order_relaxed);
+    char *base = r->base + used;
+    if (p->guard && (*err = guard_install(p, base)) != 0)
+        return NULL;                 /* the slot is skipped for good */
+    atomic_store_explicit(&r->used, used + p->slot, memory_order_release);
+    return base + p->obj_off;
+}
+
+void *green__pool_get(struct green__pool *p, struct green__cache *c, int *err)
+{
+    void *obj = c->head;
+    if (GREEN_LIKELY(obj != NULL)) {
+        c->head = *link_of(p, obj);
+        c->n--;
+        return obj;
+    }
+    pthread_mutex_lock(&p->lock);
+    if (p->nfree > 0) {
+        /* Refill the cache with a batch, newest (warmest) first. */
+        unsigned take = GREEN_POOL_CACHE / 2;
+        while (take-- > 0 && p->nfree > 1) {
+            void *f = p->free[--p->nfree];
+            *link_of(p, f) = c->head;
+            c->head = f;
+            c->n++;
+        }
+        obj = p->free[--p->nfree];
+        if (p->nclean > p->nfree)
+            p->nclean = p->nfree;
+    } else {
+        obj = bump(p, err);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return obj;
+}
+
+/* Requires: p->lock held. */
+static bool free_reserve(struct green__pool *p, size_t more)
+{
+    if (p->nfree + more <= p->freecap)
+        return true;
+    size_t cap = p->freecap ? p->freecap * 2 : 1024;
+    while (cap < p->nfree + more)
+        cap *= 2;
+    void **f = realloc(p->free, cap * sizeof *f);
+    if (!f)
+        return false;
+    p->free = f;
+    p->freecap = cap;
+    return true;
+}
+
+void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj)
+{
+    *link_of(p, obj) = c->head;
+    c->head = obj;
+    if (++c->n <= GREEN_POOL_CACHE)
+        return;
+    /* Spill half to the free array.  Should it fail to grow, the cache just
+     * stays larger: nothing is lost. */
+    pthread_mutex_lock(&p->lock);
+    unsigned spill = GREEN_POOL_CACHE / 2;
+    if (free_reserve(p, spill)) {
+        while (spill-- > 0) {
+            void *f = c->head;
+            c->head = *link_of(p, f);
+            c->n--;
+            p->free[p->nfree++] = f;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+void green__pool_scavenge(struct green__pool *p)
+{
+    if (!p->release || pthread_mutex_trylock(&p->lock) != 0)
+        return;
+    if (p->nfree - p->nclean >= GREEN_SCAVENGE_MIN) {
+        qsort(p->free + p->nclean, p->nfree - p->nclean, sizeof *p->free, by_address);
+        size_t i = p->nclean;
+        while (i < p->nfree) {
+            size_t j = i + 1;
+            while (j < p->nfree &&
+                   (char *)p->free[j] - (char *)p->free[j - 1] == (ptrdiff_t)p->slot)
+                j++;
+            char *lo = slot_of(p, p->free[i]) + p->guard;
+            char *hi = slot_of(p, p->free[j - 1]) + p->slot;
+            madvise(lo, (size_t)(hi - lo), MADV_DONTNEED);
+            i = j;
+        }
+        p->nclean = p->nfree;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+bool green__pool_owns(struct green__pool *p, const void *obj)
+{
+    unsigned n = atomic_load_explicit(&p->nregions, memory_order_acquire);
+    for (unsigned i = 0; i < n; i++) {
+        const struct green__region *r = &p->regions[i];
+        uintptr_t off = (uintptr_t)obj - (uintptr_t)r->base;
+        if ((uintptr_t)obj < (uintptr_t)r->base + p->obj_off || off >= r->size)
+            continue;
+        off -= p->obj_off;
+        return off % p->slot == 0 &&
+               off < atomic_load_explicit(&r->used, memory_order_acquire);
+    }
+    return false;
+}
+
+void green__pool_foreach(struct green__pool *p, void (*fn)(void *obj, void *arg), void *arg)
+{
+    unsigned n = atomic_load(&p->nregions);
+    for (unsigned i = 0; i < n; i++) {
+        struct green__region *r = &p->regions[i];
+        size_t used = atomic_load(&r->used);
+        for (size_t off = 0; off < used; off += p->slot)
+            fn(r->base + off + p->obj_off, arg);
+    }
+}
