@@ -28,8 +28,16 @@ static unsigned char *slot(green_chan_t *c, size_t i)
 
 static void copy(void *dst, const void *src, size_t n)
 {
-    if (dst && n)
-        memcpy(dst, src, n);
+    if (!dst)
+        return;
+    /* Most elements are a word or two: copy those without a call. */
+    switch (n) {
+    case 0: break;
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    case 16: memcpy(dst, src, 16); break;
+    default: memcpy(dst, src, n); break;
+    }
 }
 
 int green_chan_create(green_chan_t **out, size_t esz, size_t cap)

@@ -33,7 +33,6 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
-#define GREEN_POOL_CACHE 64u           /* slots a worker keeps per pool */
 #define GREEN_SCAVENGE_MIN 64u         /* new free slots worth a release */
 
 size_t green__page_size(void)
@@ -49,6 +48,8 @@ int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t ob
 {
     memset(p, 0, sizeof *p);
     p->slot = slot;
+    if ((slot & (slot - 1)) == 0)
+        p->slot_shift = (unsigned)__builtin_ctzl(slot);
     p->guard = guard;
     p->obj_off = obj_off;
     p->link_off = link_off;
@@ -64,11 +65,6 @@ void green__pool_destroy(struct green__pool *p)
         munmap(p->regions[i].base, p->regions[i].size);
     free(p->free);
     pthread_mutex_destroy(&p->lock);
-}
-
-static void **link_of(struct green__pool *p, void *obj)
-{
-    return (void **)((char *)obj + p->link_off);
 }
 
 static char *slot_of(struct green__pool *p, void *obj)
@@ -130,21 +126,16 @@ static void *bump(struct green__pool *p, int *err)
     return base + p->obj_off;
 }
 
-void *green__pool_get(struct green__pool *p, struct green__cache *c, int *err)
+void *green__pool_get_slow(struct green__pool *p, struct green__cache *c, int *err)
 {
-    void *obj = c->head;
-    if (GREEN_LIKELY(obj != NULL)) {
-        c->head = *link_of(p, obj);
-        c->n--;
-        return obj;
-    }
+    void *obj;
     pthread_mutex_lock(&p->lock);
     if (p->nfree > 0) {
         /* Refill the cache with a batch, newest (warmest) first. */
         unsigned take = GREEN_POOL_CACHE / 2;
         while (take-- > 0 && p->nfree > 1) {
             void *f = p->free[--p->nfree];
-            *link_of(p, f) = c->head;
+            *green__pool_link(p, f) = c->head;
             c->head = f;
             c->n++;
         }
@@ -174,12 +165,8 @@ static bool free_reserve(struct green__pool *p, size_t more)
     return true;
 }
 
-void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj)
+void green__pool_spill(struct green__pool *p, struct green__cache *c)
 {
-    *link_of(p, obj) = c->head;
-    c->head = obj;
-    if (++c->n <= GREEN_POOL_CACHE)
-        return;
     /* Spill half to the free array.  Should it fail to grow, the cache just
      * stays larger: nothing is lost. */
     pthread_mutex_lock(&p->lock);
@@ -187,7 +174,7 @@ void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj)
     if (free_reserve(p, spill)) {
         while (spill-- > 0) {
             void *f = c->head;
-            c->head = *link_of(p, f);
+            c->head = *green__pool_link(p, f);
             c->n--;
             p->free[p->nfree++] = f;
         }
@@ -232,7 +219,8 @@ bool green__pool_owns(struct green__pool *p, const void *obj)
         if ((uintptr_t)obj < (uintptr_t)r->base + p->obj_off || off >= r->size)
             continue;
         off -= p->obj_off;
-        return off % p->slot == 0 &&
+        size_t rem = p->slot_shift ? off & (p->slot - 1) : off % p->slot;
+        return rem == 0 &&
                off < atomic_load_explicit(&r->used, memory_order_acquire);
     }
     return false;

@@ -44,7 +44,6 @@ static void worker_init(struct green__rt *rt, struct green__worker *w, unsigned 
     atomic_store(&w->timer_next, GREEN_FOREVER);
     w->g0.rt = rt;
     w->g0.state = GREEN_T_RUNNING;
-    w->g0.timer_idx = -1;
     w->cur = &w->g0;
 }
 
@@ -70,6 +69,8 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     if (!rt->cfg.seed)
         rt->cfg.seed = green__clock_ns() ^ (uint64_t)getpid() << 32;
     rt->nworkers = cfg->workers ? cfg->workers : online_cpus();
+    green__runnext_mode(rt);
+    rt->fp_control = green__fp_control();
     atomic_store(&rt->watch_until, GREEN_FOREVER);
     int err = green__stacks_init(rt, cfg->stack_size);
     if (!err && (err = green__threads_init(rt)) != 0)

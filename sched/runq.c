@@ -12,7 +12,22 @@
  *
  * runnext (the LIFO slot) holds the thread most recently woken by this
  * worker: a receiver woken by a send runs next, on this worker, while its
- * data is hot in the cache.  Stealers take it only when the ring is empty.
+ * data is hot in the cache.  It is touched on every message, so it is the
+ * owner's alone, with plain loads and stores -- no locked instruction, which
+ * is a fifth of a channel hop.  Stealers never take it.  Only when the owner
+ * is stuck (the monitor sees no switch for a whole period while the slot is
+ * full) does the monitor rescue it, by an asymmetric Dekker protocol:
+ *
+ *   owner:   rn_busy = 1; compiler barrier; if rn_rescue: back off;
+ *            ... runnext ...; rn_busy = 0
+ *   rescuer: rn_rescue = 1; membarrier(); wait for rn_busy == 0;
+ *            take runnext; rn_rescue = 0
+ *
+ * membarrier(PRIVATE_EXPEDITED) runs a full barrier on every thread of the
+ * process, so wherever it lands in the owner's sequence, either the owner
+ * sees rn_rescue and backs off, or the rescuer sees rn_busy and waits.
+ * Without membarrier (old kernel, seccomp) the slot falls back to Go's
+ * scheme: an atomic exchange on both sides (rt->runnext_atomic).
  *
  * Global queue: a singly linked list under a spinlock, for overflow, for
  * threads made runnable from outside any worker, and for fairness (workers
@@ -23,6 +38,10 @@
  * switching out is protected by its on_cpu flag, not by the queue.
  */
 #include "sched.h"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define MASK (GREEN_RUNQ_SIZE - 1)
 
@@ -80,6 +99,15 @@ void green__runq_push(struct green__worker *w, struct green__thread *t)
 struct green__thread *green__runq_pop(struct green__worker *w)
 {
     struct green__runq *q = &w->q;
+    if (w->rt->nworkers == 1) {
+        /* Nobody can steal from the only worker: no CAS needed. */
+        uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+        if (atomic_load_explicit(&q->tail, memory_order_relaxed) == head)
+            return NULL;
+        struct green__thread *t = slot_get(q, head);
+        atomic_store_explicit(&q->head, head + 1, memory_order_relaxed);
+        return t;
+    }
     for (;;) {
         uint32_t head = atomic_load_explicit(&q->head, memory_order_acquire);
         uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
@@ -97,14 +125,12 @@ bool green__runq_empty(struct green__worker *w)
 {
     uint32_t head = atomic_load_explicit(&w->q.head, memory_order_acquire);
     uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_acquire);
-    return head == tail &&
-           atomic_load_explicit(&w->runnext, memory_order_acquire) == NULL;
+    return head == tail;
 }
 
 /* Copy about half of victim's ring into w's ring (from w's tail, not yet
  * published).  Returns how many. */
-static uint32_t grab(struct green__worker *w, struct green__worker *victim,
-                     bool take_runnext)
+static uint32_t grab(struct green__worker *w, struct green__worker *victim)
 {
     struct green__runq *vq = &victim->q, *q = &w->q;
     uint32_t mytail = atomic_load_explicit(&q->tail, memory_order_relaxed);
@@ -113,16 +139,8 @@ static uint32_t grab(struct green__worker *w, struct green__worker *victim,
         uint32_t tail = atomic_load_explicit(&vq->tail, memory_order_acquire);
         uint32_t n = tail - head;
         n -= n / 2;
-        if (n == 0) {
-            if (!take_runnext)
-                return 0;
-            struct green__thread *t =
-                atomic_load_explicit(&victim->runnext, memory_order_acquire);
-            if (!t || !atomic_compare_exchange_strong(&victim->runnext, &t, NULL))
-                return 0;
-            slot_put(q, mytail, t);
-            return 1;
-        }
+        if (n == 0)
+            return 0;
         if (n > GREEN_RUNQ_SIZE / 2)
             continue;                /* read head and tail at different times */
         for (uint32_t i = 0; i < n; i++)
@@ -135,11 +153,10 @@ static uint32_t grab(struct green__worker *w, struct green__worker *victim,
 }
 
 struct green__thread *green__runq_steal(struct green__worker *w,
-                                        struct green__worker *victim,
-                                        bool take_runnext)
+                                        struct green__worker *victim)
 {
     struct green__runq *q = &w->q;
-    uint32_t n = grab(w, victim, take_runnext);
+    uint32_t n = grab(w, victim);
     if (n == 0)
         return NULL;
     uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
@@ -149,6 +166,42 @@ struct green__thread *green__runq_steal(struct green__worker *w,
         green__assert(tail - head + n <= GREEN_RUNQ_SIZE);
         atomic_store_explicit(&q->tail, tail + n - 1, memory_order_release);
     }
+    return t;
+}
+
+static bool membarrier_ok;
+
+static void membarrier_register(void)
+{
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    membarrier_ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+                    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+void green__runnext_mode(struct green__rt *rt)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, membarrier_register);
+    rt->runnext_atomic = !membarrier_ok;
+}
+
+struct green__thread *green__runnext_rescue(struct green__worker *w)
+{
+    struct green__thread *t;
+    if (w->rt->runnext_atomic) {
+        t = atomic_load_explicit(&w->runnext, memory_order_acquire);
+        return t && atomic_compare_exchange_strong(&w->runnext, &t, NULL) ? t : NULL;
+    }
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong(&w->rn_rescue, &zero, 1))
+        return NULL;
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    while (atomic_load_explicit(&w->rn_busy, memory_order_acquire))
+        green__cpu_relax();
+    t = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (t)
+        atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
+    atomic_store_explicit(&w->rn_rescue, 0, memory_order_release);
     return t;
 }
 

@@ -132,6 +132,9 @@ struct green__worker;
 struct green__rt;
 struct green__waiter;
 
+/* Rest state: a control block in a pool (free) has on_cpu, wake,
+ * free_on_switch, is_main, joiner, timer_w, timer_idx and asan_fake all zero,
+ * as a fresh (mmap'd) one does; green__thread_new sets only the rest. */
 struct green__thread {
     /* Switch state.  Owner: the worker running it, then whoever runs it next. */
     void *sp;                        /* saved stack pointer while switched out */
@@ -145,10 +148,10 @@ struct green__thread {
     struct green__worker *home;      /* last worker that ran it */
 
     /* Identity and join.  jword: any thread, by CAS.  joiner: written by
-     * the joiner before it sets JW_WAITING (release), read after. */
+     * the joiner right after it sets JW_WAITING, read by exit after that. */
     _Atomic uint64_t jword;
     uint64_t id;                     /* fixed while the slot is in use */
-    struct green__thread *joiner;
+    _Atomic(struct green__thread *) joiner;
     void *(*fn)(void *);
     void *arg;
     void *ret;                       /* written before JW_DONE (release) */
@@ -166,9 +169,9 @@ struct green__thread {
     struct green__waiter *waiters;   /* linked by this park, via ->tnext */
 
     /* Deadline timer.  timer_w: set by the thread before it parks; timer_idx
-     * under timer_w->tlock (-1: not in the heap). */
+     * under timer_w->tlock: heap index + 1, 0 when not in the heap. */
     struct green__worker *timer_w;
-    int64_t timer_idx;
+    size_t timer_idx;
     uint64_t deadline;
 
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
@@ -216,6 +219,7 @@ struct green__cache {
 
 struct green__pool {
     size_t slot;                     /* bytes per slot */
+    unsigned slot_shift;             /* log2(slot) if a power of two, else 0 */
     size_t guard;                    /* guard bytes at the bottom of a slot */
     size_t obj_off;                  /* the object handed out: slot + obj_off */
     ptrdiff_t link_off;              /* a free object's cache link: obj + link_off */
@@ -242,6 +246,7 @@ struct green__worker {
     struct green__thread *prev;      /* context just left; finished by the next */
     _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
     uint32_t runnext_streak;         /* consecutive runnext picks */
+    uint32_t fair_tick;              /* picks since the global queue's turn */
     uint64_t rng;
     bool spinning;                   /* counted in rt->nspinning */
     struct green__cache stack_cache; /* free stacks and control blocks */
@@ -255,8 +260,11 @@ struct green__worker {
     void *os_stack_lo;               /* g0's stack, for sanitizers */
     size_t os_stack_size;
 
-    /* Run queue: see runq.c. */
+    /* Run queue: see runq.c.  runnext: the owner's alone, but for a
+     * rescue by the monitor (rn_busy / rn_rescue, runq.c). */
     _Atomic(struct green__thread *) runnext;
+    _Atomic uint32_t rn_busy;        /* owner is touching runnext */
+    _Atomic uint32_t rn_rescue;      /* the monitor wants runnext */
     struct green__runq q;
 
     /* Timers: heap under tlock; timer_next = earliest deadline or FOREVER. */
@@ -279,6 +287,8 @@ struct green__rt {
     green_config_t cfg;
     unsigned nworkers;
     struct green__worker *workers;
+    bool runnext_atomic;             /* no membarrier: LIFO slots use xchg */
+    uint64_t fp_control;             /* new threads' MXCSR | x87 CW << 32 */
 
     /* Global inject queue, under glock; glen readable without it. */
     green__spin_t glock;
@@ -342,13 +352,40 @@ void green__sysmon_stop(struct green__rt *rt);
 void green__sysmon_kick(struct green__rt *rt);
 
 /* runq.c */
+/* Put t (may be NULL) in w's LIFO slot; returns what was there.
+ * Requires: w is the caller's worker.  No atomic read-modify-write: only a
+ * rescue (green__runnext_rescue) ever races with the owner, and it pays for
+ * both sides with a membarrier.  See runq.c. */
+static inline struct green__thread *green__runnext_swap(struct green__worker *w,
+                                                        struct green__thread *t)
+{
+    if (GREEN_UNLIKELY(w->rt->runnext_atomic))
+        return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);
+    for (;;) {
+        atomic_store_explicit(&w->rn_busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (GREEN_LIKELY(!atomic_load_explicit(&w->rn_rescue, memory_order_acquire)))
+            break;
+        atomic_store_explicit(&w->rn_busy, 0, memory_order_release);
+        while (atomic_load_explicit(&w->rn_rescue, memory_order_acquire))
+            green__cpu_relax();
+    }
+    struct green__thread *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    atomic_store_explicit(&w->runnext, t, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&w->rn_busy, 0, memory_order_release);
+    return old;
+}
+/* Take w's LIFO thread from outside (the monitor, when w is stuck).  */
+struct green__thread *green__runnext_rescue(struct green__worker *w);
+/* Once per process: can rescues use membarrier?  Sets rt->runnext_atomic. */
+void green__runnext_mode(struct green__rt *rt);
 void green__runq_push(struct green__worker *w, struct green__thread *t);
 struct green__thread *green__runq_pop(struct green__worker *w);
 bool green__runq_empty(struct green__worker *w);
 /* Steal about half of victim's queue into w's; returns one to run, or NULL. */
 struct green__thread *green__runq_steal(struct green__worker *w,
-                                        struct green__worker *victim,
-                                        bool take_runnext);
+                                        struct green__worker *victim);
 void green__globq_push(struct green__rt *rt, struct green__thread *first,
                        struct green__thread *last, size_t n);
 /* Take a fair share of the global queue: one to run, the rest into w's. */
@@ -491,6 +528,7 @@ GREEN_NORETURN void green__thread_exit(struct green__worker *w, void *ret);
 struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
                                         void *arg, bool detached, int *err);
 int green__threads_init(struct green__rt *rt);
+uint64_t green__fp_control(void);
 /* Give a finished thread's control block back (its stack went at exit). */
 void green__thread_free(struct green__worker *w, struct green__thread *t);
 
@@ -499,8 +537,35 @@ size_t green__page_size(void);
 int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t obj_off,
                      ptrdiff_t link_off, size_t first_region, bool release);
 void green__pool_destroy(struct green__pool *p);
-void *green__pool_get(struct green__pool *p, struct green__cache *c, int *err);
-void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj);
+void *green__pool_get_slow(struct green__pool *p, struct green__cache *c, int *err);
+void green__pool_spill(struct green__pool *p, struct green__cache *c);
+
+#define GREEN_POOL_CACHE 64u           /* slots a worker keeps per pool */
+
+static inline void **green__pool_link(struct green__pool *p, void *obj)
+{
+    return (void **)((char *)obj + p->link_off);
+}
+
+/* An object from the worker's cache, else from the pool (may fail: *err). */
+static inline void *green__pool_get(struct green__pool *p, struct green__cache *c, int *err)
+{
+    void *obj = c->head;
+    if (GREEN_LIKELY(obj != NULL)) {
+        c->head = *green__pool_link(p, obj);
+        c->n--;
+        return obj;
+    }
+    return green__pool_get_slow(p, c, err);
+}
+
+static inline void green__pool_put(struct green__pool *p, struct green__cache *c, void *obj)
+{
+    *green__pool_link(p, obj) = c->head;
+    c->head = obj;
+    if (GREEN_UNLIKELY(++c->n > GREEN_POOL_CACHE))
+        green__pool_spill(p, c);
+}
 /* Release the pages of newly freed slots to the kernel (release pools). */
 void green__pool_scavenge(struct green__pool *p);
 /* Does obj name a slot's object handed out by p (free or in use)? */

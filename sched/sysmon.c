@@ -51,6 +51,11 @@ static bool sysmon_tick(struct green__rt *rt)
         struct green__worker *w = &rt->workers[i];
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
         if (tick == rt->sysmon_seen[i] && has_queued(w) && atomic_load(&rt->nidle) > 0) {
+            /* Stuck on one thread with others waiting: the ring can be
+             * stolen by a woken worker; the LIFO slot must be rescued. */
+            struct green__thread *t = green__runnext_rescue(w);
+            if (t)
+                green__globq_push(rt, t, t, 1);
             green__wakep(rt);
             acted = true;
         }

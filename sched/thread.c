@@ -3,8 +3,10 @@
  *
  * A thread is born RUNNABLE in its spawner's LIFO slot, with an initial frame
  * that makes the first switch to it "return" into green__ctx_entry, which
- * calls green__thread_main.  It inherits its spawner's MXCSR and x87 control
- * word, as a pthread does.
+ * calls green__thread_main.  It starts with the floating-point controls
+ * (MXCSR, x87 control word) that green_run's caller had: a program that sets
+ * flush-to-zero or a rounding mode before green_run gets it everywhere, and a
+ * spawn costs no STMXCSR (11 cycles on this machine's CPU).
  *
  * Join and detach.  t->jword holds the thread's id and three flags:
  *
@@ -21,9 +23,11 @@
  *   detached:  exit sees DETACHED and is freed by the next context
  *              (free_on_switch); or detach sees DONE and frees.
  *
- * The joiner and the exiting thread meet in jword too: the joiner writes
- * t->joiner, then sets WAITING unless DONE is already set, and parks; exit
- * sets DONE and, if it finds WAITING, wakes t->joiner.  A slot is freed only once its thread has
+ * The joiner and the exiting thread meet in jword too: one CAS sets JOINING
+ * and, unless DONE is already there, WAITING; the joiner then publishes
+ * itself in t->joiner and parks.  Exit sets DONE and, if it finds WAITING,
+ * waits the few instructions it may take for t->joiner to appear, and wakes
+ * it.  Two locked instructions per join, one on each side.  A slot is freed only once its thread has
  * left the CPU (on_cpu == 0): the exiting thread still runs on that stack
  * while it switches away.
  */
@@ -47,7 +51,9 @@ static uint64_t next_id(struct green__worker *w)
     return w->id_next++;
 }
 
-static uint64_t fp_control(void)
+/* MXCSR and the x87 control word of the calling OS thread, packed as the
+ * switch keeps them. */
+uint64_t green__fp_control(void)
 {
     uint32_t mxcsr;
     uint16_t fcw;
@@ -68,28 +74,14 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     }
     uint64_t id = next_id(w);
 
-    atomic_store_explicit(&t->on_cpu, 0, memory_order_relaxed);
+    /* Everything else is at rest already: zero in a fresh slot, and put
+     * back to rest by the previous owner's death (green__thread_free and
+     * the paths to it: see "rest state" in sched.h). */
     t->state = GREEN_T_RUNNABLE;
-    t->free_on_switch = false;
-    t->is_main = false;
-    t->err = 0;
-    t->next = NULL;
     t->rt = w->rt;
-    t->home = w;
     t->id = id;
-    t->joiner = NULL;
     t->fn = fn;
     t->arg = arg;
-    t->ret = NULL;
-    atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
-    t->wake_err = 0;
-    t->wake_from = NULL;
-    t->wait_what = NULL;
-    t->wait_obj = NULL;
-    t->timer_w = NULL;
-    t->timer_idx = -1;
-    t->deadline = 0;
-    t->asan_fake = NULL;
 
     /* The frame green__ctx_switch restores: see switch_x86_64.S. */
     uint64_t *sp = (uint64_t *)((uintptr_t)t->stack_hi & ~(uintptr_t)15);
@@ -98,7 +90,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
     sp[-4] = (uint64_t)(uintptr_t)green__thread_main;  /* r12 */
     sp[-5] = sp[-6] = sp[-7] = 0;                      /* r13 r14 r15 */
-    sp[-8] = fp_control();                             /* MXCSR, x87 CW */
+    sp[-8] = w->rt->fp_control;                        /* MXCSR, x87 CW */
     t->sp = &sp[-8];
 
     atomic_store_explicit(&t->jword, id << GREEN_JW_SHIFT | (detached ? GREEN_JW_DETACHED : 0),
@@ -111,7 +103,10 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
 
 int green__threads_init(struct green__rt *rt)
 {
-    size_t size = (sizeof(struct green__thread) + GREEN_CACHELINE - 1) & ~(size_t)(GREEN_CACHELINE - 1);
+    /* A power of two: checking a handle is then a mask, not a division. */
+    size_t size = GREEN_CACHELINE;
+    while (size < sizeof(struct green__thread))
+        size *= 2;
     /* A free block keeps its cache link in `sp` (offset 0), never in jword:
      * a stale handle must keep reading "no such thread" there. */
     return green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false);
@@ -119,7 +114,13 @@ int green__threads_init(struct green__rt *rt)
 
 void green__thread_free(struct green__worker *w, struct green__thread *t)
 {
+    green__assert(!atomic_load_explicit(&t->on_cpu, memory_order_relaxed) &&
+                  !t->free_on_switch && !t->timer_w && t->timer_idx == 0);
     t->state = GREEN_T_FREE;
+    t->is_main = false;
+    t->asan_fake = NULL;
+    atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
+    atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
     atomic_store_explicit(&t->jword, 0, memory_order_release);
     green__pool_put(&w->rt->threads, &w->thread_cache, t);
 }
@@ -145,7 +146,10 @@ void green__thread_exit(struct green__worker *w, void *ret)
     if (old & GREEN_JW_DETACHED) {
         self->free_on_switch = true;
     } else if (old & GREEN_JW_WAITING) {
-        struct green__thread *joiner = self->joiner;
+        /* The joiner publishes itself right after setting WAITING. */
+        struct green__thread *joiner;
+        while (!(joiner = atomic_load_explicit(&self->joiner, memory_order_acquire)))
+            green__cpu_relax();
         if (green__claim(joiner)) {
             joiner->wake_err = 0;
             green__ready(w, joiner, true);
@@ -219,23 +223,25 @@ int green_join_until(green_t h, void **ret, uint64_t deadline)
         return EINVAL;
     if (t == self && h.id == self->id)
         return EDEADLK;
-    if (!claim_flag(t, h.id, GREEN_JW_JOINING))
-        return EINVAL;
-
-    /* JOINING pins the slot: it is ours to free.  Publish ourselves and
-     * set WAITING, unless DONE got there first. */
-    t->joiner = self;
+    /* One CAS claims the join and, if the thread still runs, says we wait
+     * (WAITING): the exiting thread then finds us in t->joiner, which we
+     * publish right after.  JOINING pins the slot: it is ours to free. */
     green__park_prepare(self, "green_join", t, deadline == GREEN_FOREVER);
     uint64_t cur = atomic_load_explicit(&t->jword, memory_order_acquire);
-    while (!(cur & GREEN_JW_DONE) &&
-           !atomic_compare_exchange_weak_explicit(&t->jword, &cur, cur | GREEN_JW_WAITING,
+    for (;;) {
+        if (cur >> GREEN_JW_SHIFT != h.id || (cur & (GREEN_JW_DETACHED | GREEN_JW_JOINING)))
+            return EINVAL;
+        uint64_t want = cur | GREEN_JW_JOINING | (cur & GREEN_JW_DONE ? 0 : GREEN_JW_WAITING);
+        if (atomic_compare_exchange_weak_explicit(&t->jword, &cur, want,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
-        ;
+            break;
+    }
     if (!(cur & GREEN_JW_DONE)) {
+        atomic_store_explicit(&t->joiner, self, memory_order_release);
         err = green__park(&w, deadline);
         if (err) {
-            /* Take WAITING back, unless the thread finished meanwhile (its
+            /* Take the join back, unless the thread finished meanwhile (its
              * wake-up lost to our deadline): then the join stands. */
             cur = atomic_load_explicit(&t->jword, memory_order_acquire);
             while (!(cur & GREEN_JW_DONE) &&
@@ -243,11 +249,11 @@ int green_join_until(green_t h, void **ret, uint64_t deadline)
                        &t->jword, &cur, cur & ~(uint64_t)(GREEN_JW_WAITING | GREEN_JW_JOINING),
                        memory_order_acq_rel, memory_order_acquire))
                 ;
-            if (!(cur & GREEN_JW_DONE))
+            if (!(cur & GREEN_JW_DONE)) {
+                atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
                 return err;
+            }
         }
-    } else {
-        atomic_store_explicit(&self->wake, 0, memory_order_relaxed);
     }
     wait_off_cpu(t);
     if (ret)

@@ -25,7 +25,7 @@
 static void place(struct green__worker *w, size_t i, struct green__timer tm)
 {
     w->heap[i] = tm;
-    tm.t->timer_idx = (int64_t)i;
+    tm.t->timer_idx = i + 1;
 }
 
 /* Requires: w->tlock held. */
@@ -64,7 +64,7 @@ static void sift_down(struct green__worker *w, size_t i)
 /* Requires: w->tlock held. */
 static void remove_at(struct green__worker *w, size_t i)
 {
-    w->heap[i].t->timer_idx = -1;
+    w->heap[i].t->timer_idx = 0;
     if (i != --w->ntimers) {
         struct green__thread *moved = w->heap[w->ntimers].t;
         place(w, i, w->heap[w->ntimers]);
@@ -127,8 +127,8 @@ void green__timer_cancel_slow(struct green__thread *t)
 {
     struct green__worker *w = t->timer_w;
     green__spin_lock(&w->tlock);
-    if (t->timer_idx >= 0) {
-        remove_at(w, (size_t)t->timer_idx);
+    if (t->timer_idx) {
+        remove_at(w, t->timer_idx - 1);
         publish_next(w);
     }
     green__spin_unlock(&w->tlock);

@@ -10,9 +10,8 @@
  *
  * Finding work, in order: timers that have expired; the LIFO slot and the
  * local queue (the global queue every 61st pick, for fairness); a batch from
- * the global queue; stealing half of a random victim's queue (a few rounds,
- * the victim's LIFO slot only in the last round and only after a short wait,
- * since its owner is likely about to run it); then idle.
+ * the global queue; stealing half of a random victim's queue (a few rounds;
+ * never its LIFO slot, which only the monitor may rescue); then idle.
  *
  * Idle workers sleep on their own futex and are woken one at a time.  The
  * protocol is Go's: at most one "spinning" worker hunts for work at a time;
@@ -52,9 +51,9 @@
 #endif
 
 #define GREEN_RUNNEXT_MAX 32      /* LIFO picks in a row before the queue's turn */
+#define GREEN_FAIR_PERIOD 61      /* picks between looks at the global queue (Go's) */
 #define GREEN_STEAL_ROUNDS 4
 #define GREEN_SPIN_NS 20000       /* how long a spinner hunts before sleeping */
-#define GREEN_RUNNEXT_GRACE_NS 3000
 
 __thread struct green__worker *green__tls_worker __attribute__((tls_model("initial-exec")));
 
@@ -137,13 +136,15 @@ static struct green__thread *pick(struct green__worker *w)
     struct green__thread *t;
     uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&w->tick, tick, memory_order_relaxed);
-    if (GREEN_UNLIKELY(tick % 61 == 0) &&
-        atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
-        (t = green__globq_take(w, 1)) != NULL)
-        return t;
+    if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
+        w->fair_tick = 0;
+        if (atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
+            (t = green__globq_take(w, 1)) != NULL)
+            return t;
+    }
     if (w->runnext_streak < GREEN_RUNNEXT_MAX &&
         atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
-        (t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire))) {
+        (t = green__runnext_swap(w, NULL))) {
         w->runnext_streak++;
         return t;
     }
@@ -151,7 +152,7 @@ static struct green__thread *pick(struct green__worker *w)
     if ((t = green__runq_pop(w)) != NULL)
         return t;
     if (atomic_load_explicit(&w->runnext, memory_order_relaxed))
-        return atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire);
+        return green__runnext_swap(w, NULL);
     return NULL;
 }
 
@@ -228,8 +229,7 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
     t->state = GREEN_T_RUNNABLE;
     if (w && w->rt == rt) {
         if (next) {
-            struct green__thread *old =
-                atomic_exchange_explicit(&w->runnext, t, memory_order_release);
+            struct green__thread *old = green__runnext_swap(w, t);
             if (old)
                 green__runq_push(w, old);
             else
@@ -249,34 +249,17 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
 
 /* ---- Finding work ------------------------------------------------------- */
 
-static struct green__thread *steal_runnext(struct green__worker *w,
-                                           struct green__worker *v)
-{
-    /* Its owner is probably about to run it: give it a moment first. */
-    struct green__thread *t = atomic_load(&v->runnext);
-    if (!t)
-        return NULL;
-    uint64_t until = green__clock_ns() + GREEN_RUNNEXT_GRACE_NS;
-    while (green__clock_ns() < until)
-        for (int i = 0; i < 32; i++)
-            green__cpu_relax();
-    return green__runq_steal(w, v, true);
-}
-
 static struct green__thread *steal_work(struct green__worker *w)
 {
     struct green__rt *rt = w->rt;
     unsigned n = rt->nworkers;
     for (unsigned round = 0; round < GREEN_STEAL_ROUNDS; round++) {
-        bool last = round == GREEN_STEAL_ROUNDS - 1;
         unsigned start = green__rand_below(&w->rng, n);
         for (unsigned i = 0; i < n; i++) {
             struct green__worker *v = &rt->workers[(start + i) % n];
             if (v == w)
                 continue;
-            struct green__thread *t = green__runq_steal(w, v, false);
-            if (!t && last)
-                t = steal_runnext(w, v);
+            struct green__thread *t = green__runq_steal(w, v);
             if (t)
                 return t;
         }

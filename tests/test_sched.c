@@ -292,3 +292,49 @@ Test(sched, a_thread_woken_while_its_waker_keeps_busy_runs_on_the_idle_worker,
     cr_expect(w.spun_ns < 1000 * MS, "woken thread did not run while the waker spun");
     cr_expect_neq(w.woke_on, w.waker_on, "woken thread ran on the busy worker");
 }
+
+/* ---- spawned by a thread that never yields ------------------------------- */
+
+struct busy_spawn {
+    atomic_int ran;
+    int ran_on, spawner_on;
+    uint64_t waited_ns;
+};
+
+static void *note_run(void *arg)
+{
+    struct busy_spawn *b = arg;
+    b->ran_on = green_worker_index();
+    atomic_store(&b->ran, 1);
+    return NULL;
+}
+
+static void *busy_spawner(void *arg)
+{
+    struct busy_spawn *b = arg;
+    green_sleep_ns(5 * MS);       /* let the other worker go to sleep */
+    green_t t;
+    if (green_spawn(&t, note_run, b) != 0)
+        return NULL;
+    b->spawner_on = green_worker_index();
+    uint64_t t0 = green_now_ns();
+    while (!atomic_load(&b->ran) && green_now_ns() - t0 < 1000 * MS)
+        ;
+    b->waited_ns = green_now_ns() - t0;
+    green_join(t, NULL);
+    return NULL;
+}
+
+/* The new thread sits in its spawner's LIFO slot, which only the monitor may
+ * take: it must, within a few of its ticks (0.5 ms each), and another worker
+ * must run the thread. */
+Test(sched, a_thread_spawned_by_a_thread_that_never_yields_soon_runs_elsewhere,
+     .timeout = 10)
+{
+    struct busy_spawn b;
+    memset(&b, 0, sizeof b);
+    cr_assert_eq(run(busy_spawner, &b, 2, GREEN_PREEMPT_OFF), 0);
+    cr_expect_eq(atomic_load(&b.ran), 1, "the spawned thread never ran");
+    cr_expect_lt(b.waited_ns, 50 * MS, "it waited %llu us", (unsigned long long)(b.waited_ns / 1000));
+    cr_expect_neq(b.ran_on, b.spawner_on, "it ran on the busy worker");
+}
