@@ -43,6 +43,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define GREEN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GREEN_ASAN 1
+#endif
+#endif
+#ifdef GREEN_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #define GREEN_NORETURN __attribute__((noreturn))
 #define GREEN_LIKELY(x) __builtin_expect(!!(x), 1)
 #define GREEN_UNLIKELY(x) __builtin_expect(!!(x), 0)

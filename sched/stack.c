@@ -58,6 +58,11 @@ int green__stack_get(struct green__worker *w, struct green__thread *t)
     t->stack_hi = hi;
     t->stack_size = p->slot - p->guard;
     t->stack_lo = hi - t->stack_size;
+#ifdef GREEN_ASAN
+    /* The last thread on this stack never returned from its frames: their
+     * redzones are still poisoned in AddressSanitizer's shadow. */
+    __asan_unpoison_memory_region(t->stack_lo, t->stack_size);
+#endif
     return 0;
 }
 

@@ -38,17 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define GREEN_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define GREEN_ASAN 1
-#endif
-#endif
-
-#ifdef GREEN_ASAN
-#include <sanitizer/common_interface_defs.h>
-#endif
 
 #define GREEN_RUNNEXT_MAX 32      /* LIFO picks in a row before the queue's turn */
 #define GREEN_FAIR_PERIOD 61      /* picks between looks at the global queue (Go's) */
