@@ -23,7 +23,11 @@
  * is set, so an owner's fast unlock either happened before (and the waiter
  * sees the lock free) or fails (and takes the slow path, under m->lock).
  *
- * owner is for the EPERM/EDEADLK checks only (error-checking semantics);
+ * Before it queues, a locker spins briefly while the holder runs on another
+ * worker, as Go's does: a park and a wake cost more than a short critical
+ * section.
+ *
+ * owner is for the EPERM/EDEADLK checks and the spin decision;
  * waiting counts the threads between their first wait and their return, so
  * that destroy sees a waiter even while it is woken and off the queue.
  */
@@ -36,6 +40,8 @@
 #define M_WAITERS  2u
 #define M_STARVING 4u
 #define GREEN_STARVE_NS 1000000u
+#define GREEN_SPIN_ROUNDS 4       /* as Go's active_spin */
+#define GREEN_SPIN_PAUSES 30      /* as Go's active_spin_cnt */
 
 struct mutex {
     _Atomic uint32_t state;
@@ -79,12 +85,38 @@ int green_mutex_destroy(green_mutex_t *mp)
     return busy ? EBUSY : 0;
 }
 
+/* Worth spinning for m?  As Go's sync_runtime_canSpin: only a few rounds,
+ * only while the holder is running on another worker (it may let go within
+ * nanoseconds) and nobody else here is waiting to run. */
+static bool can_spin(struct mutex *m, struct green__worker *w, int round)
+{
+    if (round >= GREEN_SPIN_ROUNDS || w->rt->nworkers < 2)
+        return false;
+    struct green__thread *o = owner(m);
+    return o && atomic_load_explicit(&o->on_cpu, memory_order_relaxed) &&
+           o->home != w && green__runq_empty(w) &&
+           !atomic_load_explicit(&w->runnext, memory_order_relaxed);
+}
+
 static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thread *self,
                      uint64_t deadline)
 {
     struct green__waiter wt = { .t = self };
     bool requeue = false;
     uint64_t since = 0;
+
+    for (int round = 0; can_spin(m, w, round); round++) {
+        for (int i = 0; i < GREEN_SPIN_PAUSES; i++)
+            green__cpu_relax();
+        uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
+        if (!(s & M_LOCKED) &&
+            atomic_compare_exchange_strong_explicit(&m->state, &s, s | M_LOCKED,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            set_owner(m, self);
+            return 0;
+        }
+    }
 
     for (;;) {
         green__spin_lock(&m->lock);
