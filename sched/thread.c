@@ -141,8 +141,10 @@ void green__thread_exit(struct green__worker *w, void *ret)
         w->rt->main_ret = ret;
 
     self->state = GREEN_T_DEAD;
-    uint64_t old = atomic_fetch_or_explicit(&self->jword, GREEN_JW_DONE,
-                                            memory_order_acq_rel);
+    /* DONE is clear until now and only we set it: adding it is or-ing it,
+     * and `lock xadd` needs no compare-and-retry loop. */
+    uint64_t old = atomic_fetch_add_explicit(&self->jword, GREEN_JW_DONE,
+                                             memory_order_acq_rel);
     if (old & GREEN_JW_DETACHED) {
         self->free_on_switch = true;
     } else if (old & GREEN_JW_WAITING) {
