@@ -207,11 +207,9 @@ int green_chan_close(green_chan_t *c)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, c);
     if (err)
         return err;
-    if (!c)
-        return EINVAL;
     struct green__thread *list = NULL;
     green__spin_lock(&c->lock);
     if (c->closed) {

@@ -82,11 +82,9 @@ static int wake(green_cond_t *cp, bool all)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, cp);
     if (err)
         return err;
-    if (!cp)
-        return EINVAL;
     struct cond *c = impl(cp);
     struct green__thread *list = NULL, **tail = &list;
 

@@ -183,11 +183,9 @@ int green_mutex_lock_until(green_mutex_t *mp, uint64_t deadline)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, mp);
     if (err)
         return err;
-    if (!mp)
-        return EINVAL;
     struct mutex *m = impl(mp);
     uint32_t zero = 0;
     if (GREEN_LIKELY(atomic_compare_exchange_strong_explicit(
@@ -209,11 +207,9 @@ int green_mutex_trylock(green_mutex_t *mp)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, mp);
     if (err)
         return err;
-    if (!mp)
-        return EINVAL;
     struct mutex *m = impl(mp);
     uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     do {
@@ -253,11 +249,9 @@ int green_mutex_unlock(green_mutex_t *mp)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, mp);
     if (err)
         return err;
-    if (!mp)
-        return EINVAL;
     struct mutex *m = impl(mp);
     if (owner(m) != self || !(atomic_load(&m->state) & M_LOCKED))
         return EPERM;

@@ -506,6 +506,10 @@ static inline void green__park_prepare(struct green__thread *self, const char *w
 /* Park until claimed or deadline; returns the claimer's wake_err (ETIMEDOUT
  * when the deadline fired).  The deadline timer is gone on return. */
 int green__park(struct green__worker **wp, uint64_t deadline);
+/* As green__enter, for a call on an object: EINVAL if obj is NULL. */
+#define green__enter_obj(wp, tp, obj) \
+    (green__enter((wp), (tp)) ? EPERM : (obj) ? 0 : EINVAL)
+
 /* The calling green thread, and its worker, or EPERM. */
 static inline int green__enter(struct green__worker **wp, struct green__thread **tp)
 {

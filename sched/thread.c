@@ -168,11 +168,9 @@ int green_spawn(green_t *out, void *(*fn)(void *), void *arg)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, fn);
     if (err)
         return err;
-    if (!fn)
-        return EINVAL;
     struct green__thread *t = green__thread_new(w, fn, arg, out == NULL, &err);
     if (!t)
         return err;
@@ -184,12 +182,16 @@ int green_spawn(green_t *out, void *(*fn)(void *), void *arg)
     return 0;
 }
 
-/* The control block h names in this run, or NULL. */
-static struct green__thread *resolve(struct green__worker *w, green_t h)
+/* The calling green thread and the control block h names in this run:
+ * EPERM outside a green thread, EINVAL for a handle naming no slot. */
+static int enter_handle(green_t h, struct green__worker **wp, struct green__thread **selfp,
+                        struct green__thread **tp)
 {
-    if (h.id == 0)
-        return NULL;
-    return green__pool_owns(&w->rt->threads, h.p) ? h.p : NULL;
+    int err = green__enter(wp, selfp);
+    if (err)
+        return err;
+    *tp = h.id && green__pool_owns(&(*wp)->rt->threads, h.p) ? h.p : NULL;
+    return *tp ? 0 : EINVAL;
 }
 
 static void wait_off_cpu(struct green__thread *t)
@@ -216,13 +218,10 @@ static uint64_t claim_flag(struct green__thread *t, uint64_t id, uint64_t flag)
 int green_join_until(green_t h, void **ret, uint64_t deadline)
 {
     struct green__worker *w;
-    struct green__thread *self;
-    int err = green__enter(&w, &self);
+    struct green__thread *self, *t;
+    int err = enter_handle(h, &w, &self, &t);
     if (err)
         return err;
-    struct green__thread *t = resolve(w, h);
-    if (!t)
-        return EINVAL;
     if (t == self && h.id == self->id)
         return EDEADLK;
     /* One CAS claims the join and, if the thread still runs, says we wait
@@ -272,13 +271,10 @@ int green_join(green_t h, void **ret)
 int green_detach(green_t h)
 {
     struct green__worker *w;
-    struct green__thread *self;
-    int err = green__enter(&w, &self);
+    struct green__thread *self, *t;
+    int err = enter_handle(h, &w, &self, &t);
     if (err)
         return err;
-    struct green__thread *t = resolve(w, h);
-    if (!t)
-        return EINVAL;
     uint64_t old = claim_flag(t, h.id, GREEN_JW_DETACHED);
     if (!old)
         return EINVAL;

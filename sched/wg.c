@@ -45,11 +45,9 @@ int green_wg_add(green_wg_t *gp, int64_t delta)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, gp);
     if (err)
         return err;
-    if (!gp)
-        return EINVAL;
     struct wg *g = impl(gp);
     struct green__thread *list = NULL;
 
@@ -86,11 +84,9 @@ int green_wg_wait_until(green_wg_t *gp, uint64_t deadline)
 {
     struct green__worker *w;
     struct green__thread *self;
-    int err = green__enter(&w, &self);
+    int err = green__enter_obj(&w, &self, gp);
     if (err)
         return err;
-    if (!gp)
-        return EINVAL;
     struct wg *g = impl(gp);
     struct green__waiter wt = { .t = self };
 
