@@ -10,34 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
-
-/* Run fn on `workers` workers (preempt < 0: the default mode); *ret gets
- * fn's result. */
-static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt, void **ret)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    if (preempt >= 0)
-        cfg.preempt = preempt;
-    return green_run(fn, arg, &cfg, ret);
-}
-
-/* One worker, cooperative: after this, every other thread has run until it
- * parked. */
-static void settle(void)
-{
-    for (int i = 0; i < 10; i++)
-        green_yield();
-    green_sleep_ns(2 * MS);
-    for (int i = 0; i < 10; i++)
-        green_yield();
-}
+#include "common.h"
 
 /* ---- FIFO, one sender --------------------------------------------------- */
 

@@ -7,21 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    if (preempt >= 0)
-        cfg.preempt = preempt;
-    return green_run(fn, arg, &cfg, NULL);
-}
+#include "common.h"
 
 /* ---- signal and broadcast ----------------------------------------------- */
 
@@ -94,10 +80,7 @@ Test(cond, signal_wakes_exactly_one_waiter, .timeout = 5)
     static struct waiters w;
     memset(&w, 0, sizeof w);
     void *ret = NULL;
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0);
-    cfg.workers = 2;
-    cr_assert_eq(green_run(signal_main, &w, &cfg, &ret), 0);
+    cr_assert_eq(run(signal_main, &w, 2, -1, &ret), 0);
     cr_assert_null(ret, "spawn failed");
     cr_expect_eq(w.errors, 0);
     cr_expect_eq(w.after_signal, 1, "%d waiters returned after one signal", w.after_signal);
@@ -132,10 +115,7 @@ Test(cond, broadcast_wakes_every_waiter, .timeout = 5)
     static struct waiters w;
     memset(&w, 0, sizeof w);
     void *ret = NULL;
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0);
-    cfg.workers = 2;
-    cr_assert_eq(green_run(broadcast_main, &w, &cfg, &ret), 0);
+    cr_assert_eq(run(broadcast_main, &w, 2, -1, &ret), 0);
     cr_assert_null(ret, "spawn failed");
     cr_expect_eq(w.errors, 0);
     cr_expect_eq(w.after_broadcast, NWAITERS, "%d of %d waiters returned",
@@ -156,7 +136,7 @@ static void *signal_nobody_main(void *arg)
 Test(cond, signal_and_broadcast_without_waiters_do_nothing, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(signal_nobody_main, rc, 1, -1), 0);
+    cr_assert_eq(run(signal_nobody_main, rc, 1, -1, NULL), 0);
     cr_expect_eq(rc[0], 0);
     cr_expect_eq(rc[1], 0);
     cr_expect_eq(rc[2], 0);
@@ -199,7 +179,7 @@ Test(cond, wait_until_times_out_and_returns_with_the_mutex_held, .timeout = 5)
     static struct timed t;
     memset(&t, 0, sizeof t);
     t.wait_rc = t.other_trylock_rc = t.unlock_rc = -1;
-    cr_assert_eq(run(timed_main, &t, 2, -1), 0);
+    cr_assert_eq(run(timed_main, &t, 2, -1, NULL), 0);
     cr_expect_eq(t.wait_rc, ETIMEDOUT);
     cr_expect_geq(t.waited_ns, 20u * MS, "returned after %llu ns",
                   (unsigned long long)t.waited_ns);
@@ -220,7 +200,7 @@ static void *wait_unheld_main(void *arg)
 Test(cond, wait_without_holding_the_mutex_is_eperm, .timeout = 5)
 {
     int rc[2] = {-1, -1};
-    cr_assert_eq(run(wait_unheld_main, rc, 1, -1), 0);
+    cr_assert_eq(run(wait_unheld_main, rc, 1, -1, NULL), 0);
     cr_expect_eq(rc[0], EPERM);
     cr_expect_eq(rc[1], EPERM);
 }
@@ -254,7 +234,7 @@ Test(cond, wait_with_a_mutex_another_thread_holds_is_eperm, .timeout = 5)
     static struct foreign f;
     memset(&f, 0, sizeof f);
     f.rc = -1;
-    cr_assert_eq(run(foreign_main, &f, 2, -1), 0);
+    cr_assert_eq(run(foreign_main, &f, 2, -1, NULL), 0);
     cr_expect_eq(f.rc, EPERM);
 }
 
@@ -351,10 +331,7 @@ Test(cond, producers_and_consumers_with_predicate_loops_pass_every_item_once,
     static struct pc pc;
     memset(&pc, 0, sizeof pc);
     void *total = NULL;
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0);
-    cfg.workers = 2;
-    cr_assert_eq(green_run(pc_main, &pc, &cfg, &total), 0);
+    cr_assert_eq(run(pc_main, &pc, 2, -1, &total), 0);
     cr_expect_eq((long)U(total), (long)NITEMS, "consumed %ld of %d", (long)U(total), NITEMS);
     cr_expect_eq(atomic_load(&pc.dup), 0);
     cr_expect_eq(atomic_load(&pc.overflow), 0);

@@ -14,17 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
+#include "common.h"
 
 /* Run main_fn with fd 2 sent to a temporary file; the text lands in buf. */
 static int run_capturing_stderr(void *(*fn)(void *), void *arg, char *buf, size_t cap)
 {
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = 2;
+    green_config_t cfg = config(2);
     fflush(stderr);
     FILE *tmp = tmpfile();
     cr_assert_not_null(tmp);
@@ -326,11 +321,8 @@ Test(deadlock, green_run_works_again_after_a_deadlock, .timeout = 10)
     cr_expect_eq(green_chan_destroy(x.a), 0);
     cr_expect_eq(green_chan_destroy(x.b), 0);
     for (int i = 0; i < 3; i++) {
-        green_config_t cfg;
-        cr_assert_eq(green_config_init(&cfg), 0);
-        cfg.workers = 2;
         void *sum = NULL;
-        cr_expect_eq(green_run(healthy_main, NULL, &cfg, &sum), 0, "run %d after EDEADLK", i);
+        cr_expect_eq(run(healthy_main, NULL, 2, -1, &sum), 0, "run %d after EDEADLK", i);
         cr_expect_eq((long)(uintptr_t)sum, 500500L, "run %d after EDEADLK", i);
     }
 }

@@ -17,25 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-
-static green_config_t config(unsigned workers)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    return cfg;
-}
-
-/* Run fn on 2 workers; fn fills rc[]; returns green_run's result. */
-static int run(void *(*fn)(void *), void *arg)
-{
-    green_config_t cfg = config(2);
-    return green_run(fn, arg, &cfg, NULL);
-}
+#include "common.h"
 
 static void *nothing(void *arg)
 {
@@ -63,7 +45,7 @@ static void *spawn_null_fn_main(void *arg)
 Test(errors, spawn_with_a_null_function_is_einval, .timeout = 5)
 {
     int rc[2] = {-1, -1};
-    cr_assert_eq(run(spawn_null_fn_main, rc), 0);
+    cr_assert_eq(run(spawn_null_fn_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], EINVAL);
     cr_expect_eq(rc[1], EINVAL);
 }
@@ -90,7 +72,7 @@ static void *join_self_main(void *arg)
 Test(errors, joining_yourself_is_edeadlk, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(join_self_main, rc), 0);
+    cr_assert_eq(run(join_self_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], EDEADLK);
     cr_expect_eq(rc[1], EDEADLK);
     cr_expect_eq(rc[2], EDEADLK);
@@ -120,7 +102,7 @@ static void *join_detached_main(void *arg)
 Test(errors, joining_a_detached_thread_is_einval, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(join_detached_main, rc), 0);
+    cr_assert_eq(run(join_detached_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], EINVAL, "joining a live detached thread: %d", rc[0]);
     cr_expect_eq(rc[1], EINVAL);
     cr_expect_eq(rc[2], EINVAL, "joining a finished detached thread: %d", rc[2]);
@@ -141,7 +123,7 @@ static void *join_twice_main(void *arg)
 Test(errors, joining_twice_is_einval_and_so_is_detaching_a_joined_thread, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(join_twice_main, rc), 0);
+    cr_assert_eq(run(join_twice_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], 0);
     cr_expect_eq(rc[1], EINVAL);
     cr_expect_eq(rc[2], EINVAL);
@@ -167,7 +149,7 @@ static void *detach_twice_main(void *arg)
 Test(errors, detaching_twice_is_einval, .timeout = 5)
 {
     int rc[2] = {-1, -1};
-    cr_assert_eq(run(detach_twice_main, rc), 0);
+    cr_assert_eq(run(detach_twice_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], 0);
     cr_expect_eq(rc[1], EINVAL);
 }
@@ -208,7 +190,7 @@ static void *concurrent_join_main(void *arg)
 Test(errors, joining_a_thread_another_thread_is_joining_is_einval, .timeout = 5)
 {
     int rc[2] = {-1, -1};
-    cr_assert_eq(run(concurrent_join_main, rc), 0);
+    cr_assert_eq(run(concurrent_join_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], EINVAL);
     cr_expect_eq(rc[1], 0, "the first joiner's join failed: %d", rc[1]);
 }
@@ -226,7 +208,7 @@ static void *zero_handle_main(void *arg)
 Test(errors, joining_or_detaching_the_zero_handle_is_einval, .timeout = 5)
 {
     int rc[2] = {-1, -1};
-    cr_assert_eq(run(zero_handle_main, rc), 0);
+    cr_assert_eq(run(zero_handle_main, rc, 2, -1, NULL), 0);
     cr_expect_eq(rc[0], EINVAL);
     cr_expect_eq(rc[1], EINVAL);
 }
@@ -263,9 +245,9 @@ static void *use_stale_handles_main(void *arg)
 Test(errors, a_stale_handle_from_a_previous_run_is_einval, .timeout = 5)
 {
     int rc[4] = {-1, -1, -1, -1};
-    cr_assert_eq(run(leave_handles_main, NULL), 0);
+    cr_assert_eq(run(leave_handles_main, NULL, 2, -1, NULL), 0);
     cr_assert_neq(green_id(from_last_run[0]), 0u);
-    cr_assert_eq(run(use_stale_handles_main, rc), 0);
+    cr_assert_eq(run(use_stale_handles_main, rc, 2, -1, NULL), 0);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(rc[i], EINVAL, "call %d on a stale handle returned %d", i, rc[i]);
 }
@@ -283,7 +265,7 @@ static void *unlock_unheld_main(void *arg)
 Test(errors, unlocking_a_mutex_you_do_not_hold_is_eperm, .timeout = 5)
 {
     int rc = -1;
-    cr_assert_eq(run(unlock_unheld_main, &rc), 0);
+    cr_assert_eq(run(unlock_unheld_main, &rc, 2, -1, NULL), 0);
     cr_expect_eq(rc, EPERM);
 }
 
@@ -303,7 +285,7 @@ static void *send_closed_main(void *arg)
 Test(errors, sending_on_a_closed_channel_is_epipe, .timeout = 5)
 {
     int rc = -1;
-    cr_assert_eq(run(send_closed_main, &rc), 0);
+    cr_assert_eq(run(send_closed_main, &rc, 2, -1, NULL), 0);
     cr_expect_eq(rc, EPIPE);
 }
 

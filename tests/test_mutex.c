@@ -10,30 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    if (preempt >= 0)
-        cfg.preempt = preempt;
-    return green_run(fn, arg, &cfg, NULL);
-}
-
-/* Let every other runnable thread run until it parks (one worker,
- * cooperative), with a short sleep for runtimes that spin before parking. */
-static void settle(void)
-{
-    for (int i = 0; i < 10; i++)
-        green_yield();
-    green_sleep_ns(2 * MS);
-    for (int i = 0; i < 10; i++)
-        green_yield();
-}
+#include "common.h"
 
 /* ---- mutual exclusion --------------------------------------------------- */
 
@@ -90,7 +67,7 @@ Test(mutex, excludes_64_threads_incrementing_a_plain_counter_on_two_workers,
     static struct contention c;
     memset(&c, 0, sizeof c);
     cr_assert_eq(green_mutex_init(&c.m), 0);
-    cr_assert_eq(run(contention_main, &c, 2, -1), 0);
+    cr_assert_eq(run(contention_main, &c, 2, -1, NULL), 0);
     cr_expect_eq(atomic_load(&c.errors), 0);
     cr_expect_eq(atomic_load(&c.overlaps), 0, "two threads were inside at once %d times",
                  atomic_load(&c.overlaps));
@@ -112,7 +89,7 @@ static void *static_init_main(void *arg)
 Test(mutex, a_statically_initialized_mutex_is_unlocked, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(static_init_main, rc, 1, -1), 0);
+    cr_assert_eq(run(static_init_main, rc, 1, -1, NULL), 0);
     cr_expect_eq(rc[0], 0);
     cr_expect_eq(rc[1], 0);
     cr_expect_eq(rc[2], 0);
@@ -152,7 +129,7 @@ Test(mutex, trylock_of_a_mutex_held_by_another_thread_is_ebusy, .timeout = 5)
     struct other o;
     memset(&o, 0, sizeof o);
     o.rc = -1;
-    cr_assert_eq(run(trylock_main, &o, 2, -1), 0);
+    cr_assert_eq(run(trylock_main, &o, 2, -1, NULL), 0);
     cr_expect_eq(o.rc, EBUSY);
 }
 
@@ -170,7 +147,7 @@ Test(mutex, trylock_of_a_free_mutex_takes_it, .timeout = 5)
     struct other o;
     memset(&o, 0, sizeof o);
     o.rc = -1;
-    cr_assert_eq(run(trylock_free_main, &o, 2, -1), 0);
+    cr_assert_eq(run(trylock_free_main, &o, 2, -1, NULL), 0);
     cr_expect_eq(o.rc, 0);
 }
 
@@ -201,7 +178,7 @@ Test(mutex, lock_until_times_out_while_another_thread_holds_the_mutex, .timeout 
     struct other o;
     memset(&o, 0, sizeof o);
     o.rc = -1;
-    cr_assert_eq(run(lock_until_main, &o, 2, -1), 0);
+    cr_assert_eq(run(lock_until_main, &o, 2, -1, NULL), 0);
     cr_expect_eq(o.rc, ETIMEDOUT);
     cr_expect_geq(o.waited_ns, 20u * MS, "returned after %llu ns, before the deadline",
                   (unsigned long long)o.waited_ns);
@@ -240,7 +217,7 @@ Test(mutex, lock_until_takes_the_mutex_when_it_is_released_before_the_deadline,
     struct other o;
     memset(&o, 0, sizeof o);
     o.rc = -1;
-    cr_assert_eq(run(lock_until_gets_it_main, &o, 2, -1), 0);
+    cr_assert_eq(run(lock_until_gets_it_main, &o, 2, -1, NULL), 0);
     cr_expect_eq(o.rc, 0);
     cr_expect_lt(o.waited_ns, 1000u * MS, "waited %llu ns for a 10 ms hold",
                  (unsigned long long)o.waited_ns);
@@ -260,7 +237,7 @@ static void *relock_main(void *arg)
 Test(mutex, relocking_by_the_owner_is_edeadlk_and_leaves_it_held_once, .timeout = 5)
 {
     int rc[4] = {-1, -1, -1, -1};
-    cr_assert_eq(run(relock_main, rc, 1, -1), 0);
+    cr_assert_eq(run(relock_main, rc, 1, -1, NULL), 0);
     cr_assert_eq(rc[0], 0);
     cr_expect_eq(rc[1], EDEADLK);
     cr_expect_eq(rc[2], EDEADLK);
@@ -278,7 +255,7 @@ static void *unlock_unheld_main(void *arg)
 Test(mutex, unlocking_a_free_mutex_is_eperm, .timeout = 5)
 {
     int rc = -1;
-    cr_assert_eq(run(unlock_unheld_main, &rc, 1, -1), 0);
+    cr_assert_eq(run(unlock_unheld_main, &rc, 1, -1, NULL), 0);
     cr_expect_eq(rc, EPERM);
 }
 
@@ -307,7 +284,7 @@ Test(mutex, unlocking_a_mutex_another_thread_holds_is_eperm_and_keeps_it_held,
     memset(&o, 0, sizeof o);
     o.rc = -1;
     o.waited_ns = 12345;
-    cr_assert_eq(run(unlock_others_main, &o, 2, -1), 0);
+    cr_assert_eq(run(unlock_others_main, &o, 2, -1, NULL), 0);
     cr_expect_eq(o.rc, EPERM);
     cr_expect_eq(o.waited_ns, 0u, "the owner's unlock failed after the foreign unlock");
 }
@@ -326,7 +303,7 @@ static void *destroy_held_main(void *arg)
 Test(mutex, destroying_a_held_mutex_is_ebusy, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(destroy_held_main, rc, 1, -1), 0);
+    cr_assert_eq(run(destroy_held_main, rc, 1, -1, NULL), 0);
     cr_expect_eq(rc[0], EBUSY);
     cr_expect_eq(rc[1], 0, "the mutex was not held any more after a refused destroy");
     cr_expect_eq(rc[2], 0);
@@ -374,7 +351,7 @@ static void *destroy_waited_main(void *arg)
 Test(mutex, destroying_a_mutex_a_thread_waits_on_is_ebusy, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
-    cr_assert_eq(run(destroy_waited_main, rc, 1, GREEN_PREEMPT_OFF), 0);
+    cr_assert_eq(run(destroy_waited_main, rc, 1, GREEN_PREEMPT_OFF, NULL), 0);
     cr_expect_eq(rc[0], EBUSY);
     cr_expect_eq(rc[1], 0);
     cr_expect_eq(rc[2], 0);
@@ -435,7 +412,7 @@ Test(mutex, a_thread_gets_the_lock_quickly_while_others_hammer_it, .timeout = 20
 {
     static struct starve s;
     memset(&s, 0, sizeof s);
-    cr_assert_eq(run(starve_main, &s, 2, -1), 0);
+    cr_assert_eq(run(starve_main, &s, 2, -1, NULL), 0);
     cr_expect_eq(s.errors, 0);
     cr_expect_gt(s.hammered, 0, "the hammers never got the lock");
     uint64_t worst = 0;

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "green.h"
+#include "common.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define HAVE_LSAN 1
@@ -22,17 +22,6 @@
 #ifdef HAVE_LSAN
 #include <sanitizer/lsan_interface.h>
 #endif
-
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
-
-static green_config_t config(unsigned workers)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    return cfg;
-}
 
 /* ---- a workload touching threads, channels, mutexes, wait groups ------- */
 

@@ -8,21 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "green.h"
-
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
-#define MS (1000u * 1000u)
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    if (preempt >= 0)
-        cfg.preempt = preempt;
-    return green_run(fn, arg, &cfg, NULL);
-}
+#include "common.h"
 
 /* ---- a million tiny threads --------------------------------------------- */
 
@@ -70,7 +56,7 @@ Test(sched, a_million_tiny_threads_on_two_workers_each_run_exactly_once, .timeou
     runs = calloc(NTINY, sizeof *runs);
     cr_assert_not_null(runs);
     struct tiny_result r = {0, 0, 0};
-    cr_assert_eq(run(million_main, &r, 2, -1), 0);
+    cr_assert_eq(run(million_main, &r, 2, -1, NULL), 0);
     cr_expect_eq(r.spawn_failures, 0, "%d spawns failed, first with %d", r.spawn_failures,
                  r.first_spawn_err);
     cr_expect_eq(r.wg_err, 0);
@@ -123,7 +109,7 @@ static void *spread_main(void *arg)
 
 Test(sched, threads_that_do_some_work_run_on_both_workers, .timeout = 10)
 {
-    cr_assert_eq(run(spread_main, NULL, 2, -1), 0);
+    cr_assert_eq(run(spread_main, NULL, 2, -1, NULL), 0);
     cr_expect_eq(atomic_load(&bad_index), 0, "worker index out of range");
     cr_expect_eq(atomic_load(&seen_workers), 3u, "workers seen: mask %#x",
                  atomic_load(&seen_workers));
@@ -173,7 +159,7 @@ Test(sched, yield_lets_the_other_thread_run_so_two_threads_alternate_on_one_work
 {
     struct turns t;
     memset(&t, 0, sizeof t);
-    cr_assert_eq(run(turns_main, &t, 1, GREEN_PREEMPT_OFF), 0);
+    cr_assert_eq(run(turns_main, &t, 1, GREEN_PREEMPT_OFF, NULL), 0);
     cr_assert_eq(t.len, 2 * NTURNS);
     int repeats = 0;
     for (int i = 1; i < t.len; i++)
@@ -235,7 +221,7 @@ Test(sched, two_threads_wake_each_other_back_and_forth_on_two_workers, .timeout 
 {
     struct pingpong pp;
     memset(&pp, 0, sizeof pp);
-    cr_assert_eq(run(pingpong_main, &pp, 2, -1), 0);
+    cr_assert_eq(run(pingpong_main, &pp, 2, -1, NULL), 0);
     cr_expect_eq(pp.errors, 0);
     cr_expect_eq(pp.final, 2L * NPING);
 }
@@ -287,7 +273,7 @@ Test(sched, a_thread_woken_while_its_waker_keeps_busy_runs_on_the_idle_worker,
 {
     struct wake w;
     memset(&w, 0, sizeof w);
-    cr_assert_eq(run(waker_main, &w, 2, GREEN_PREEMPT_OFF), 0);
+    cr_assert_eq(run(waker_main, &w, 2, GREEN_PREEMPT_OFF, NULL), 0);
     cr_expect_eq(w.recv_rc, 0);
     cr_expect(w.spun_ns < 1000 * MS, "woken thread did not run while the waker spun");
     cr_expect_neq(w.woke_on, w.waker_on, "woken thread ran on the busy worker");
@@ -333,7 +319,7 @@ Test(sched, a_thread_spawned_by_a_thread_that_never_yields_soon_runs_elsewhere,
 {
     struct busy_spawn b;
     memset(&b, 0, sizeof b);
-    cr_assert_eq(run(busy_spawner, &b, 2, GREEN_PREEMPT_OFF), 0);
+    cr_assert_eq(run(busy_spawner, &b, 2, GREEN_PREEMPT_OFF, NULL), 0);
     cr_expect_eq(atomic_load(&b.ran), 1, "the spawned thread never ran");
     cr_expect_lt(b.waited_ns, 50 * MS, "it waited %llu us", (unsigned long long)(b.waited_ns / 1000));
     cr_expect_neq(b.ran_on, b.spawner_on, "it ran on the busy worker");

@@ -8,20 +8,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "green.h"
+#include "common.h"
 
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
 #define NONE ((size_t)-1)
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, void **ret)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    return green_run(fn, arg, &cfg, ret);
-}
 
 static green_chan_case_t recv_case(green_chan_t *c, void *elem)
 {
@@ -68,7 +57,7 @@ Test(select, picks_the_only_ready_case_and_receives_its_value, .timeout = 5)
     struct pick p;
     memset(&p, 0, sizeof p);
     void *ret = NULL;
-    cr_assert_eq(run(pick_main, &p, 2, &ret), 0);
+    cr_assert_eq(run(pick_main, &p, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(p.rc, 0);
     cr_expect_eq(p.chosen, 1u);
@@ -113,7 +102,7 @@ Test(select, chooses_at_random_among_several_ready_cases, .timeout = 5)
 {
     int counts[NREADY + 1] = {0};
     void *ret = NULL;
-    cr_assert_eq(run(random_main, counts, 1, &ret), 0);
+    cr_assert_eq(run(random_main, counts, 1, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(counts[NREADY], 0, "select failed or delivered the wrong value");
     for (int i = 0; i < NREADY; i++)
@@ -157,7 +146,7 @@ Test(select, mixes_send_and_recv_cases_and_performs_the_one_that_can_proceed,
     struct mixed m;
     memset(&m, 0, sizeof m);
     void *ret = NULL;
-    cr_assert_eq(run(mixed_main, &m, 2, &ret), 0);
+    cr_assert_eq(run(mixed_main, &m, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(m.rc1, 0);
     cr_expect_eq(m.chosen1, 1u, "chose the recv on an empty channel");
@@ -204,7 +193,7 @@ Test(select, never_chooses_a_case_on_a_null_channel, .timeout = 5)
     struct nil n;
     memset(&n, 0, sizeof n);
     void *ret = NULL;
-    cr_assert_eq(run(nil_main, &n, 1, &ret), 0);
+    cr_assert_eq(run(nil_main, &n, 1, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(n.errors, 0);
     cr_expect_eq(n.wrong, 0, "a NULL channel case was chosen %d times", n.wrong);
@@ -252,7 +241,7 @@ Test(select, select_try_is_eagain_when_nothing_is_ready_and_takes_a_ready_case_o
     struct try_ t;
     memset(&t, 0, sizeof t);
     void *ret = NULL;
-    cr_assert_eq(run(try_main, &t, 1, &ret), 0);
+    cr_assert_eq(run(try_main, &t, 1, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(t.none_rc, EAGAIN);
     cr_expect_eq(t.none_elem, -1, "EAGAIN but a recv elem was written");
@@ -295,7 +284,7 @@ Test(select, select_until_times_out_at_its_deadline_without_performing_a_case,
     struct until u;
     memset(&u, 0, sizeof u);
     void *ret = NULL;
-    cr_assert_eq(run(until_main, &u, 2, &ret), 0);
+    cr_assert_eq(run(until_main, &u, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(u.rc, ETIMEDOUT);
     cr_expect_geq(u.waited_ns, 20u * MS, "returned after %llu ns",
@@ -343,7 +332,7 @@ Test(select, a_closed_channel_case_is_chosen_with_err_epipe, .timeout = 5)
     memset(&c, 0, sizeof c);
     c.recv_err = c.send_err = -1;
     void *ret = NULL;
-    cr_assert_eq(run(closed_main, &c, 1, &ret), 0);
+    cr_assert_eq(run(closed_main, &c, 1, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(c.recv_rc, 0);
     cr_expect_eq(c.recv_chosen, 1u);
@@ -374,7 +363,7 @@ Test(select, a_case_with_a_bad_op_or_no_cases_array_is_einval, .timeout = 5)
 {
     int rc[3] = {-1, -1, -1};
     void *ret = NULL;
-    cr_assert_eq(run(bad_case_main, rc, 1, &ret), 0);
+    cr_assert_eq(run(bad_case_main, rc, 1, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     cr_expect_eq(rc[0], EINVAL);
     cr_expect_eq(rc[1], EINVAL);
@@ -444,7 +433,7 @@ Test(select, a_blocked_receiving_select_is_woken_by_a_send_on_any_channel, .time
     memset(&w, 0, sizeof w);
     w.op = GREEN_CHAN_RECV;
     void *ret = NULL;
-    cr_assert_eq(run(woken_main, &w, 2, &ret), 0);
+    cr_assert_eq(run(woken_main, &w, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     for (int k = 0; k < NWAKE; k++) {
         cr_expect_eq(w.rcs[k], 0);
@@ -462,7 +451,7 @@ Test(select, a_blocked_sending_select_is_woken_by_a_recv_on_any_channel, .timeou
     memset(&w, 0, sizeof w);
     w.op = GREEN_CHAN_SEND;
     void *ret = NULL;
-    cr_assert_eq(run(woken_main, &w, 2, &ret), 0);
+    cr_assert_eq(run(woken_main, &w, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     for (int k = 0; k < NWAKE; k++) {
         cr_expect_eq(w.rcs[k], 0);
@@ -560,7 +549,7 @@ static void check_crowd(size_t cap)
     memset(&cr, 0, sizeof cr);
     cr.cap = cap;
     void *ret = NULL;
-    cr_assert_eq(run(crowd_main, &cr, 2, &ret), 0);
+    cr_assert_eq(run(crowd_main, &cr, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     const long n = (long)NCH * PER_CH;
     cr_expect_eq(atomic_load(&cr.errors), 0);

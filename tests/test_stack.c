@@ -13,11 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "green.h"
+#include "common.h"
 
 #define KiB ((size_t)1024)
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
 
 static void no_core_dumps(void)
 {
@@ -99,9 +97,7 @@ static void *spawn_and_join(void *arg)
 
 static int run_with_stack(size_t stack_size, void *(*fn)(void *), void *arg, void **ret)
 {
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = 2;
+    green_config_t cfg = config(2);
     if (stack_size)
         cfg.stack_size = stack_size;
     struct on_thread o = {fn, arg, NULL, -1};
@@ -228,9 +224,7 @@ static void *many_deep(void *arg)
 
 Test(stack, many_threads_can_each_use_most_of_their_stack_at_once, .timeout = 10)
 {
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0);
-    cfg.workers = 2;
+    green_config_t cfg = config(2);
     cfg.stack_size = 256 * KiB;
     void *fine = NULL;
     cr_assert_eq(green_run(many_deep, P(256 * KiB * 9 / 10), &cfg, &fine), 0);

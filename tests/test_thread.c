@@ -9,33 +9,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
-#include "green.h"
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static green_config_t config(unsigned workers)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    return cfg;
-}
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, void **ret)
-{
-    green_config_t cfg = config(workers);
-    return green_run(fn, arg, &cfg, ret);
-}
-
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(p) ((uintptr_t)(p))
+#include "common.h"
 
 /* ---- spawn and join ----------------------------------------------------- */
 
@@ -62,7 +37,7 @@ static void *spawn_and_join_main(void *arg)
 Test(thread, join_returns_the_result_of_the_spawned_function, .timeout = 5)
 {
     struct join_result r = {-1, -1, 0};
-    cr_assert_eq(run(spawn_and_join_main, &r, 2, NULL), 0);
+    cr_assert_eq(run(spawn_and_join_main, &r, 2, -1, NULL), 0);
     cr_expect_eq(r.spawn_rc, 0);
     cr_expect_eq(r.join_rc, 0);
     cr_expect_eq(r.value, 42u);
@@ -73,7 +48,7 @@ static void *main_returning(void *arg) { return P(U(arg) + 1); }
 Test(thread, green_run_hands_back_the_result_of_main, .timeout = 5)
 {
     void *ret = NULL;
-    cr_assert_eq(run(main_returning, P(99), 2, &ret), 0);
+    cr_assert_eq(run(main_returning, P(99), 2, -1, &ret), 0);
     cr_expect_eq(U(ret), 100u);
 }
 
@@ -108,7 +83,7 @@ static void *join_finished_main(void *arg)
 Test(thread, join_of_an_already_finished_thread_returns_its_result, .timeout = 5)
 {
     struct finished f = {.join_rc = -1};
-    cr_assert_eq(run(join_finished_main, &f, 2, NULL), 0);
+    cr_assert_eq(run(join_finished_main, &f, 2, -1, NULL), 0);
     cr_expect_eq(f.join_rc, 0);
     cr_expect_eq(f.value, 7u);
 }
@@ -125,7 +100,7 @@ static void *join_null_ret_main(void *arg)
 Test(thread, join_accepts_a_null_result_pointer, .timeout = 5)
 {
     int rc = -1;
-    cr_assert_eq(run(join_null_ret_main, &rc, 2, NULL), 0);
+    cr_assert_eq(run(join_null_ret_main, &rc, 2, -1, NULL), 0);
     cr_expect_eq(rc, 0);
 }
 
@@ -164,7 +139,7 @@ Test(thread, join_until_times_out_on_a_running_thread_and_a_later_join_still_wor
      .timeout = 5)
 {
     struct join_until j = {.early_rc = -1, .late_rc = -1};
-    cr_assert_eq(run(join_until_main, &j, 2, NULL), 0);
+    cr_assert_eq(run(join_until_main, &j, 2, -1, NULL), 0);
     cr_expect_eq(j.early_rc, ETIMEDOUT);
     cr_expect_geq(j.waited_ns, 20u * 1000 * 1000, "returned early: %llu ns",
                   (unsigned long long)j.waited_ns);
@@ -200,7 +175,7 @@ static void *detach_main(void *arg)
 Test(thread, a_detached_thread_still_runs_to_completion, .timeout = 5)
 {
     struct detached d = {.detach_rc = -1};
-    cr_assert_eq(run(detach_main, &d, 2, NULL), 0);
+    cr_assert_eq(run(detach_main, &d, 2, -1, NULL), 0);
     cr_expect_eq(d.detach_rc, 0);
     cr_expect_eq(atomic_load(&d.ran), 1);
 }
@@ -234,7 +209,7 @@ Test(thread, spawn_with_a_null_handle_starts_a_detached_thread_that_green_run_wa
     struct spawn_null s;
     memset(&s, 0, sizeof s);
     uint64_t t0 = mono_ns();
-    cr_assert_eq(run(spawn_null_main, &s, 2, NULL), 0);
+    cr_assert_eq(run(spawn_null_main, &s, 2, -1, NULL), 0);
     uint64_t took = mono_ns() - t0;
     for (int i = 0; i < NDETACHED; i++)
         cr_expect_eq(s.rcs[i], 0, "spawn %d returned %d", i, s.rcs[i]);
@@ -287,7 +262,7 @@ Test(thread, ids_are_nonzero_unique_and_agree_with_green_self, .timeout = 5)
 {
     static struct ids ids;
     memset(&ids, 0, sizeof ids);
-    cr_assert_eq(run(ids_main, &ids, 2, NULL), 0);
+    cr_assert_eq(run(ids_main, &ids, 2, -1, NULL), 0);
     cr_expect_neq(ids.main_id, 0u, "main's id is zero");
     for (int i = 0; i < NIDS; i++) {
         cr_assert_eq(ids.spawn_rcs[i], 0);
@@ -311,8 +286,8 @@ static void *self_id(void *arg)
 Test(thread, ids_are_not_reused_by_a_later_green_run, .timeout = 5)
 {
     void *a = NULL, *b = NULL;
-    cr_assert_eq(run(self_id, NULL, 1, &a), 0);
-    cr_assert_eq(run(self_id, NULL, 1, &b), 0);
+    cr_assert_eq(run(self_id, NULL, 1, -1, &a), 0);
+    cr_assert_eq(run(self_id, NULL, 1, -1, &b), 0);
     cr_expect_neq(U(a), 0u);
     cr_expect_neq(U(b), 0u);
     cr_expect_neq(U(a), U(b), "id %llu used by two runs", (unsigned long long)U(a));
@@ -368,7 +343,7 @@ static void *tree(void *arg)
 Test(thread, threads_spawned_from_threads_are_joined_by_their_parents, .timeout = 10)
 {
     void *leaves = NULL;
-    cr_assert_eq(run(tree, P(0), 2, &leaves), 0);
+    cr_assert_eq(run(tree, P(0), 2, -1, &leaves), 0);
     cr_expect_eq(U(leaves), 1024u, "leaves = %lu", (unsigned long)U(leaves));
 }
 
@@ -414,7 +389,7 @@ Test(thread, worker_index_stays_within_the_configured_worker_count, .timeout = 5
     struct worker_idx w;
     atomic_init(&w.lo, 1000);
     atomic_init(&w.hi, -1000);
-    cr_assert_eq(run(worker_idx_main, &w, 3, NULL), 0);
+    cr_assert_eq(run(worker_idx_main, &w, 3, -1, NULL), 0);
     cr_expect_geq(atomic_load(&w.lo), 0);
     cr_expect_leq(atomic_load(&w.hi), 2);
 }

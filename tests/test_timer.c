@@ -16,26 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "green.h"
-
-#define US 1000u
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, void **ret)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    return green_run(fn, arg, &cfg, ret);
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#include "common.h"
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -102,7 +83,7 @@ static void check_accuracy(uint64_t period_ns, int n)
     memset(&a, 0, sizeof a);
     a.period_ns = period_ns;
     a.n = n;
-    cr_assert_eq(run(measure_sleeps, &a, 2, NULL), 0);
+    cr_assert_eq(run(measure_sleeps, &a, 2, -1, NULL), 0);
     cr_expect_eq(a.errors, 0);
     qsort(a.late_ns, (size_t)n, sizeof a.late_ns[0], cmp_i64);
     qsort(a.base_ns, (size_t)n, sizeof a.base_ns[0], cmp_i64);
@@ -171,7 +152,7 @@ Test(timer, a_thousand_threads_sleeping_100ms_all_finish_in_about_100ms, .timeou
     static struct sleepers s;
     memset(&s, 0, sizeof s);
     uint64_t t0 = mono_ns();
-    cr_assert_eq(run(sleepers_main, &s, 2, NULL), 0);
+    cr_assert_eq(run(sleepers_main, &s, 2, -1, NULL), 0);
     uint64_t took = mono_ns() - t0;
     cr_expect_eq(atomic_load(&s.errors), 0);
     cr_expect_eq(atomic_load(&s.done), NSLEEPERS);
@@ -204,7 +185,7 @@ Test(timer, sleep_until_a_past_deadline_returns_at_once, .timeout = 5)
 {
     struct past p;
     memset(&p, 0xff, sizeof p);
-    cr_assert_eq(run(past_main, &p, 2, NULL), 0);
+    cr_assert_eq(run(past_main, &p, 2, -1, NULL), 0);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(p.rc[i], 0, "call %d returned %d", i, p.rc[i]);
     cr_expect_lt(p.took_ns, 5u * MS, "took %llu us", (unsigned long long)(p.took_ns / 1000));
@@ -341,7 +322,7 @@ Test(timer, deadlines_of_different_blocking_calls_fire_in_deadline_order, .timeo
     static struct order o;
     memset(&o, 0, sizeof o);
     void *ret = NULL;
-    cr_assert_eq(run(order_main, &o, 2, &ret), 0);
+    cr_assert_eq(run(order_main, &o, 2, -1, &ret), 0);
     cr_assert_null(ret, "setup failed");
     for (int k = 0; k < NKINDS; k++) {
         cr_expect_eq(o.rc[k], ETIMEDOUT, "%s returned %d", kind_name[k], o.rc[k]);

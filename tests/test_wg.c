@@ -7,20 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "green.h"
-
-#define MS (1000u * 1000u)
-#define P(x) ((void *)(uintptr_t)(x))
-
-static int run(void *(*fn)(void *), void *arg, unsigned workers, int preempt, void **ret)
-{
-    green_config_t cfg;
-    cr_assert_eq(green_config_init(&cfg), 0, "green_config_init failed");
-    cfg.workers = workers;
-    if (preempt >= 0)
-        cfg.preempt = preempt;
-    return green_run(fn, arg, &cfg, ret);
-}
+#include "common.h"
 
 #define NWORKERS 32
 #define NWAITERS 4
