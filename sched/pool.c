@@ -19,7 +19,10 @@
  * cache spills half to the pool's free array, under the pool's lock.  For
  * pools that release memory (stacks), an idle worker gives the pages of the
  * free array's newly added slots back to the kernel, one madvise per run of
- * adjacent slots (MADV_DONTNEED keeps guards in place).
+ * adjacent slots (MADV_DONTNEED keeps guards in place) -- but only once they
+ * have lain unused for GREEN_SCAVENGE_DELAY_NS: a burst of threads followed
+ * by another finds its stacks still warm, as Go's lazy scavenger allows, and
+ * a page fault costs microseconds on a VM.
  */
 #include "sched.h"
 
@@ -34,6 +37,7 @@
 #endif
 
 #define GREEN_SCAVENGE_MIN 64u         /* new free slots worth a release */
+#define GREEN_SCAVENGE_DELAY_NS 1000000000u /* how long free slots stay warm */
 
 size_t green__page_size(void)
 {
@@ -178,6 +182,8 @@ void green__pool_spill(struct green__pool *p, struct green__cache *c)
             c->n--;
             p->free[p->nfree++] = f;
         }
+        if (!p->dirty_since)
+            p->dirty_since = green__clock_ns();
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -188,10 +194,19 @@ static int by_address(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+uint64_t green__pool_release_due(struct green__pool *p)
+{
+    /* Read without the lock: a stale answer only moves a release a little. */
+    uint64_t since = __atomic_load_n(&p->dirty_since, __ATOMIC_RELAXED);
+    return p->release && since ? since + GREEN_SCAVENGE_DELAY_NS : GREEN_FOREVER;
+}
+
 void green__pool_scavenge(struct green__pool *p)
 {
-    if (!p->release || pthread_mutex_trylock(&p->lock) != 0)
+    if (green__pool_release_due(p) > green__clock_ns() ||
+        pthread_mutex_trylock(&p->lock) != 0)
         return;
+    p->dirty_since = 0;
     if (p->nfree - p->nclean >= GREEN_SCAVENGE_MIN) {
         qsort(p->free + p->nclean, p->nfree - p->nclean, sizeof *p->free, by_address);
         size_t i = p->nclean;

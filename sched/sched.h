@@ -243,6 +243,7 @@ struct green__pool {
     size_t next_region_size;
     void **free;                     /* objects spilled by worker caches */
     size_t nfree, nclean, freecap;   /* [0, nclean) already released */
+    uint64_t dirty_since;            /* when [nclean, nfree) began to fill; 0 */
 };
 
 /* ---- Workers ------------------------------------------------------------ */
@@ -584,6 +585,8 @@ static inline void green__pool_put(struct green__pool *p, struct green__cache *c
 }
 /* Release the pages of newly freed slots to the kernel (release pools). */
 void green__pool_scavenge(struct green__pool *p);
+/* When the next release is due (GREEN_FOREVER: nothing to release). */
+uint64_t green__pool_release_due(struct green__pool *p);
 /* Does obj name a slot's object handed out by p (free or in use)? */
 bool green__pool_owns(struct green__pool *p, const void *obj);
 /* Call fn on every object handed out so far (quiescent runtime only). */

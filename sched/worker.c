@@ -358,7 +358,11 @@ static void go_idle(struct green__worker *w)
         return;
     }
 
+    /* The watcher also comes back to give idle stacks' memory back. */
     uint64_t deadline = green__timers_next(rt);
+    uint64_t release = green__pool_release_due(&rt->stacks);
+    if (release < deadline)
+        deadline = release;
     bool watching = false;
     if (deadline != GREEN_FOREVER) {
         green__spin_lock(&rt->idle_lock);

@@ -230,3 +230,69 @@ Test(stack, many_threads_can_each_use_most_of_their_stack_at_once, .timeout = 10
     cr_assert_eq(green_run(many_deep, P(256 * KiB * 9 / 10), &cfg, &fine), 0);
     cr_expect_eq(U(fine), 32u);
 }
+
+/* ---- memory of finished threads goes back ------------------------------- */
+
+#define BURST 20000
+
+struct burst {
+    green_chan_t *gate;
+    long rss_parked_kb, rss_after_kb;
+};
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static void *dig_and_wait(void *arg)
+{
+    struct burst *b = arg;
+    volatile char deep[24 << 10];
+    deep[0] = deep[sizeof deep - 1] = 1;
+    green_chan_recv(b->gate, NULL);
+    return NULL;
+}
+
+static void *burst_main(void *arg)
+{
+    struct burst *b = arg;
+    if (green_chan_create(&b->gate, 0, 0) != 0)
+        return P(1);
+    for (int i = 0; i < BURST; i++)
+        if (green_spawn(NULL, dig_and_wait, b) != 0)
+            return P(1);
+    green_sleep_ns(100 * MS);
+    b->rss_parked_kb = rss_kb();
+    green_chan_close(b->gate);
+    /* Everyone finishes; the workers idle long enough for the stacks to be
+     * released (they stay warm for a second first). */
+    green_sleep_ns(2500 * MS);
+    b->rss_after_kb = rss_kb();
+    green_chan_destroy(b->gate);
+    return NULL;
+}
+
+Test(stack, the_memory_of_a_finished_burst_of_threads_goes_back_to_the_kernel,
+     .timeout = 20)
+{
+    struct burst b;
+    memset(&b, 0, sizeof b);
+    void *ret = NULL;
+    cr_assert_eq(run(burst_main, &b, 2, -1, &ret), 0);
+    cr_assert_null(ret, "setup failed");
+    /* Each parked thread touched two pages of its stack (both ends of its
+     * array) and more: well over 100 MiB.  Most of that must be gone. */
+    cr_assert_gt(b.rss_parked_kb, 100 * 1024L, "only %ld kB with the burst parked",
+                 b.rss_parked_kb);
+    cr_expect_lt(b.rss_after_kb, b.rss_parked_kb / 4, "RSS went from %ld kB to %ld kB",
+                 b.rss_parked_kb, b.rss_after_kb);
+}
