@@ -9,6 +9,11 @@
  * (CLOCK_MONOTONIC) and returns ETIMEDOUT when it passes; GREEN_FOREVER
  * means no deadline.  A call that needs a green thread, made from any other
  * thread, returns EPERM.
+ *
+ * A green thread may continue on another worker after any call that blocks
+ * or yields.  Its errno, MXCSR and x87 control word go with it; __thread
+ * variables stay with the worker, and a compiler may keep the address of
+ * errno or of a __thread variable across such a call (see README.md).
  */
 #ifndef GREEN_H
 #define GREEN_H
