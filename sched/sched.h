@@ -197,6 +197,7 @@ struct green__thread {
 /* ---- Run queues (runq.c) ------------------------------------------------ */
 
 #define GREEN_RUNQ_SIZE 256u
+#define GREEN_RUNNEXT_MAX 32u      /* LIFO picks in a row before the queue's turn */
 
 /* Go's runq: single producer (the owner), many consumers (owner and
  * stealers, by CAS on head). */

@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GREEN_RUNNEXT_MAX 32      /* LIFO picks in a row before the queue's turn */
 #define GREEN_FAIR_PERIOD 61      /* picks between looks at the global queue (Go's) */
 #define GREEN_STEAL_ROUNDS 4
 #define GREEN_SPIN_NS 20000       /* how long a spinner hunts before sleeping */
