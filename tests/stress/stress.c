@@ -478,7 +478,7 @@ static void *bank_driver(void *arg)
         b->total += b->acct[i] = 1000;
     expect_rc(r, green_mutex_init(&b->m), 0, "green_mutex_init");
     struct targ *ta = targs(b, b->nthreads + 1, &g);
-    green_t *t = calloc((size_t)b->nthreads + 1, sizeof *t);
+    green_t *t = calloc((unsigned)b->nthreads + 1u, sizeof *t);
     for (int i = 0; i < b->nthreads; i++)
         spawn(r, &t[i], bank_teller, &ta[i]);
     green_t auditor;
