@@ -114,6 +114,27 @@ GREEN_API void green_yield(void);
 GREEN_API int green_sleep_ns(uint64_t ns);
 GREEN_API int green_sleep_until(uint64_t deadline_ns);
 
+/* ---- Preemption --------------------------------------------------------- */
+
+/* Code between begin and end is never preempted (calls nest).  A preemption
+ * asked for meanwhile is taken at the end.  Outside a green thread: no-op. */
+GREEN_API void green_nopreempt_begin(void);
+GREEN_API void green_nopreempt_end(void);
+
+/* Counters of this process, since it started (all runs). */
+typedef struct green_stats {
+    uint64_t signals_sent;        /* preemption signals the monitor sent */
+    uint64_t preemptions;         /* threads switched out by one */
+    uint64_t refused_runtime;     /* the worker was in libgreen or its scheduler */
+    uint64_t refused_nopreempt;   /* inside green_nopreempt_begin/end */
+    uint64_t refused_unsafe_pc;   /* in code that may hold a lock (libc, ld.so ...) */
+    uint64_t refused_headroom;    /* too little stack left to save the state */
+    uint64_t foreign_signals;     /* the signal was not libgreen's: passed on */
+    uint64_t reserved[9];
+} green_stats_t;
+
+GREEN_API void green_stats(green_stats_t *s);
+
 /* ---- Mutex (error-checking, no starvation) ------------------------------ */
 
 /* Zero-filled storage is an unlocked mutex; GREEN_MUTEX_INIT spells it. */

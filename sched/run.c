@@ -1,6 +1,7 @@
 /*
- * green_run: one runtime, from the first worker's start to the last green
- * thread's end.
+ * green__run: one runtime, from the first worker's start to the last green
+ * thread's end.  (green_run itself, which picks the preemption mode and
+ * hands its hooks in, is in signals/run.c: sched/ knows nothing of signals.)
  *
  * The calling OS thread becomes worker 0 (its own stack runs worker 0's
  * scheduler loop); workers 1..n-1 are new pthreads.  All state of the run
@@ -55,6 +56,7 @@ static void rt_free(struct green__rt *rt)
         free(rt->workers);
     }
     free(rt->sysmon_seen);
+    free(rt->watch);
     green__pool_destroy(&rt->stacks);
     green__pool_destroy(&rt->threads);
     free(rt);
@@ -87,7 +89,8 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     }
     memset(rt->workers, 0, bytes);
     rt->sysmon_seen = calloc(rt->nworkers, sizeof *rt->sysmon_seen);
-    if (!rt->sysmon_seen) {
+    rt->watch = calloc(rt->nworkers, sizeof *rt->watch);
+    if (!rt->sysmon_seen || !rt->watch) {
         rt_free(rt);
         return ENOMEM;
     }
@@ -97,32 +100,27 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     return 0;
 }
 
-int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)
+int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
+               void **ret, const struct green__hooks *hooks)
 {
     if (!main_fn)
         return EINVAL;
     if (green__worker_self())
         return EBUSY;
-
-    green_config_t cfg;
-    int err;
-    if (cfg_in) {
-        cfg = *cfg_in;
-    } else if ((err = green_config_init(&cfg)) != 0) {
+    int err = green__config_check(cfg);
+    if (err)
         return err;
-    }
-    if ((err = green__config_check(&cfg)) != 0)
-        return err;
-    if (cfg.preempt != GREEN_PREEMPT_OFF) {
-        fprintf(stderr, "libgreen: preemption (mode %d) is not available in this "
-                        "build; use GREEN_PREEMPT=off\n", cfg.preempt);
-        return ENOTSUP;
-    }
 
     struct green__rt *rt;
-    if ((err = rt_new(&cfg, &rt)) != 0)
+    if ((err = rt_new(cfg, &rt)) != 0)
         return err;
+    rt->hooks = hooks;
     if ((err = green__overflow_install()) != 0) {
+        rt_free(rt);
+        return err;
+    }
+    if (hooks && hooks->start && (err = hooks->start(rt)) != 0) {
+        green__overflow_uninstall();
         rt_free(rt);
         return err;
     }
@@ -130,23 +128,17 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
     struct green__worker *w0 = &rt->workers[0];
     struct green__thread *main_t = green__thread_new(w0, main_fn, arg, true, &err);
     if (!main_t) {
-        green__overflow_uninstall();
-        rt_free(rt);
-        return err == ENOMEM ? ENOMEM : EAGAIN;
+        err = err == ENOMEM ? ENOMEM : EAGAIN;
+        goto out;
     }
     main_t->is_main = true;
     green__runq_push(w0, main_t);
 
-    if ((err = green__sysmon_start(rt)) != 0) {
-        green__overflow_uninstall();
-        rt_free(rt);
-        return err;
-    }
+    if ((err = green__sysmon_start(rt)) != 0)
+        goto out;
     if ((err = green__workers_start(rt)) != 0) {
         green__sysmon_stop(rt);
-        green__overflow_uninstall();
-        rt_free(rt);
-        return err;
+        goto out;
     }
     green__worker_loop(w0);
     green__workers_join(rt);
@@ -155,6 +147,9 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
     err = rt->result;
     if (ret)
         *ret = err == 0 ? rt->main_ret : NULL;
+out:
+    if (hooks && hooks->stop)
+        hooks->stop(rt);
     green__overflow_uninstall();
     rt_free(rt);
     return err;

@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sys/types.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -188,6 +189,11 @@ struct green__thread {
 
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
 
+    /* Preemption.  nopreempt: the thread's own; preempt_pending: set by the
+     * signal handler on this thread's worker, cleared by the thread. */
+    unsigned nopreempt;              /* green_nopreempt_begin depth */
+    bool preempt_pending;            /* a preemption was refused meanwhile */
+
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
     char *stack_lo;                  /* lowest usable byte (above the guard) */
@@ -265,6 +271,14 @@ struct green__worker {
     bool spinning;                   /* counted in rt->nspinning */
     struct green__cache stack_cache; /* free stacks and control blocks */
     struct green__cache thread_cache;
+    bool in_thread;                  /* running a green thread, not g0 */
+    bool pin_turn;                   /* alternate pinned queue and ring */
+    struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
+
+    /* Preemption requests: tid fixed at start; preempt_req set by the
+     * monitor (CAS 0 -> 1), consumed by this worker's signal handler. */
+    pid_t tid;
+    _Atomic uint32_t preempt_req;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
@@ -296,6 +310,21 @@ struct green__worker {
 } __attribute__((aligned(GREEN_CACHELINE)));
 
 /* ---- The runtime (one green_run) ---------------------------------------- */
+
+/* What a layer above sched/ (signals/) plugs into a run. */
+struct green__hooks {
+    int (*start)(struct green__rt *rt);          /* before the workers start */
+    void (*stop)(struct green__rt *rt);          /* after they have stopped */
+    void (*tick)(struct green__rt *rt, uint64_t now); /* every monitor tick */
+    uint64_t (*tick_ns)(const struct green__rt *rt);  /* tick period while busy */
+};
+
+/* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
+struct green__watch {
+    uint32_t tick;                   /* w->tick when last seen to change */
+    uint64_t since;                  /* when that was */
+    uint64_t retry_at, backoff;      /* after a request: when to ask again */
+};
 
 struct green__rt {
     green_config_t cfg;
@@ -329,7 +358,13 @@ struct green__rt {
     bool sysmon_started;
     _Atomic uint32_t sysmon_word;    /* futex: 0 while it sleeps, all idle */
     uint32_t *sysmon_seen;           /* w->tick at its last look */
+    const struct green__hooks *hooks;/* signals/, or NULL */
+    struct green__watch *watch;      /* per worker, for hooks->tick */
 };
+
+/* run.c */
+int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
+               void **ret, const struct green__hooks *hooks);
 
 /* ---- Cross-file entry points ------------------------------------------- */
 
@@ -356,6 +391,9 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next);
 struct green__worker *green__switch(struct green__worker *w, struct green__thread *to);
 /* The running thread leaves the CPU (already queued, parked or dead). */
 struct green__worker *green__sched_leave(struct green__worker *w);
+/* The running thread was preempted asynchronously: let others run, and come
+ * back on this same worker (its code may hold TLS addresses). */
+void green__sched_preempted(struct green__worker *w);
 /* Done by every context right after it is switched to. */
 void green__switch_finish(struct green__worker *w);
 

@@ -15,7 +15,9 @@
  * stretching to GREEN_SYSMON_MAX_NS after 50 quiet ticks (nothing to do), and
  * no tick at all while every worker is idle: it then sleeps on sysmon_word
  * until a worker leaves idle (green__sysmon_kick, a Dekker pair with the
- * idle count).  The preemption layer will hang its checks on the same tick.
+ * idle count).  The preemption layer hangs its checks on the same tick
+ * (rt->hooks: signals/ asks a worker stuck on one thread for a whole quantum
+ * to switch), and then sets the period itself.
  *
  * It reads w->tick (relaxed) and the run queues' ends; it writes nothing of
  * a worker's, and wakes workers only through green__wakep.
@@ -80,7 +82,12 @@ static void *sysmon_main(void *arg)
             quiet = 0;
             continue;
         }
-        nap(period);
+        /* With preemption on, the preemption layer sets the rhythm (a
+         * fraction of the quantum); without, back off when nothing happens. */
+        const struct green__hooks *h = rt->hooks;
+        nap(h && h->tick_ns ? h->tick_ns(rt) : period);
+        if (h && h->tick)
+            h->tick(rt, green__clock_ns());
         if (sysmon_tick(rt)) {
             period = GREEN_SYSMON_BASE_NS;
             quiet = 0;

@@ -118,6 +118,8 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
                   !t->free_on_switch && !t->timer_w && t->timer_idx == 0);
     t->state = GREEN_T_FREE;
     t->is_main = false;
+    t->nopreempt = 0;
+    t->preempt_pending = false;
     t->asan_fake = NULL;
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);

@@ -157,10 +157,12 @@ unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_o
     publish_next(h);
     green__spin_unlock(&h->tlock);
 
+    /* A sleeper whose time has come runs next (the LIFO slot): its
+     * lateness is what users of timers measure. */
     while (fired) {
         struct green__thread *t = fired;
         fired = t->next;
-        green__ready(w, t, false);
+        green__ready(w, t, true);
     }
     return n;
 }

@@ -37,6 +37,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define GREEN_FAIR_PERIOD 61      /* picks between looks at the global queue (Go's) */
 #define GREEN_STEAL_ROUNDS 4
@@ -110,11 +112,21 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     to->state = GREEN_T_RUNNING;
     w->prev = from;
     w->cur = to;
+    w->in_thread = to != &w->g0;
     asan_start(w, from, to);
     w = green__ctx_switch(&from->sp, to->sp, w);
     green__switch_finish(w);
     *w->errno_loc = from->err;
     return w;
+}
+
+static struct green__thread *pinned_pop(struct green__worker *w)
+{
+    struct green__thread *t = w->pinned_head;
+    w->pinned_head = t->next;
+    if (!w->pinned_head)
+        w->pinned_tail = NULL;
+    return t;
 }
 
 /* The next thread from w's own queues, or NULL. */
@@ -136,8 +148,14 @@ static struct green__thread *pick(struct green__worker *w)
         return t;
     }
     w->runnext_streak = 0;
+    /* Threads preempted here wait in the pinned queue; it and the ring
+     * take turns, so neither starves the other. */
+    if (w->pinned_head && (w->pin_turn = !w->pin_turn))
+        return pinned_pop(w);
     if ((t = green__runq_pop(w)) != NULL)
         return t;
+    if (w->pinned_head)
+        return pinned_pop(w);
     if (atomic_load_explicit(&w->runnext, memory_order_relaxed))
         return green__runnext_swap(w, NULL);
     return NULL;
@@ -152,6 +170,27 @@ static void check_timers(struct green__worker *w)
             green__timers_run(w, w, now);
     }
 }
+
+void green__sched_preempted(struct green__worker *w)
+{
+    struct green__thread *self = w->cur;
+    /* A thread that ran a whole quantum kept this worker from its timers. */
+    check_timers(w);
+    struct green__thread *t = pick(w);
+    if (!t)
+        return;                      /* nobody else here: carry on */
+    self->state = GREEN_T_RUNNABLE;
+    self->next = NULL;
+    if (w->pinned_tail)
+        w->pinned_tail->next = self;
+    else
+        w->pinned_head = self;
+    w->pinned_tail = self;
+    /* Only this worker takes from its pinned queue: the switch returns
+     * here, on w. */
+    green__switch(w, t);
+}
+
 
 struct green__worker *green__sched_leave(struct green__worker *w)
 {
@@ -446,6 +485,13 @@ void green__worker_loop(struct green__worker *w)
 static void os_stack_bounds(struct green__worker *w)
 {
     w->errno_loc = green__errno();
+    w->tid = (pid_t)syscall(SYS_gettid);
+    /* The preemption signal must reach every worker, whatever mask the
+     * thread that called green_run had. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, w->rt->cfg.signo);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         pthread_attr_getstack(&attr, &w->os_stack_lo, &w->os_stack_size);

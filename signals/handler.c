@@ -1,0 +1,261 @@
+/*
+ * Preemption by signal: the monitor asks, the handler decides, the
+ * trampoline switches.
+ *
+ * 1. The monitor (sched/sysmon.c) ticks every quantum/2 while any worker
+ *    runs.  green__sig_tick finds a worker whose tick (its count of
+ *    scheduling decisions) has not moved for a whole quantum while it runs a
+ *    green thread, sets that worker's request flag -- a CAS, so duplicate
+ *    requests merge -- and sends the signal to that worker alone (tgkill).
+ *    Idle workers and threads that switch within their slice never get one.
+ * 2. The handler runs on the worker's sigaltstack.  A signal that is not
+ *    ours (not sent by this process with tgkill, or no request pending:
+ *    alarm(), setitimer, kill) is passed to the program's handler or
+ *    default action.  For ours it only decides, and switches nothing: it
+ *    refuses when the worker is in its scheduler, the thread is inside
+ *    green_nopreempt_begin/end, the PC is in code that may hold a lock
+ *    (the safepoint table: libgreen, libc, ld.so, the vdso, ...), or the
+ *    stack lacks room for the saved state.  Otherwise it makes the thread
+ *    call the trampoline: below the red zone it pushes the interrupted PC
+ *    and points the PC at green__preempt_trampoline.
+ * 3. The trampoline saves everything and calls green__preempt_switch, a
+ *    yield that keeps the thread on this worker (compilers keep TLS
+ *    addresses such as &errno in registers across any instruction) until
+ *    its next cooperative switch.
+ *
+ * A refused request is retried by the monitor with a backoff that doubles up
+ * to GREEN_RETRY_MAX_QUANTA quanta, so a thread that spends seconds in unsafe
+ * code, or blocked in a system call libgreen does not wrap, sees a bounded
+ * number of signals (and of EINTRs) instead of one per quantum.
+ *
+ * Rejected: a per-worker POSIX timer (timer_create + SIGEV_THREAD_ID) that
+ * fires every quantum: it signals workers whose threads switch on their own,
+ * and busy programs would take a signal per quantum per worker for nothing.
+ */
+#define _GNU_SOURCE
+#include "signals.h"
+#include "safepoints.h"
+
+#include <cpuid.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define GREEN_HEADROOM 8192u           /* stack for the switch's C frames */
+#define GREEN_RETRY_MAX_QUANTA 64u
+
+uint64_t green__xsave_size;
+
+static struct {
+    _Atomic uint64_t signals_sent, preemptions, refused_runtime, refused_nopreempt,
+        refused_unsafe_pc, refused_headroom, foreign;
+} stats;
+
+static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
+
+void green_stats(green_stats_t *s)
+{
+    if (!s)
+        return;
+    memset(s, 0, sizeof *s);
+    s->signals_sent = atomic_load(&stats.signals_sent);
+    s->preemptions = atomic_load(&stats.preemptions);
+    s->refused_runtime = atomic_load(&stats.refused_runtime);
+    s->refused_nopreempt = atomic_load(&stats.refused_nopreempt);
+    s->refused_unsafe_pc = atomic_load(&stats.refused_unsafe_pc);
+    s->refused_headroom = atomic_load(&stats.refused_headroom);
+    s->foreign_signals = atomic_load(&stats.foreign);
+}
+
+/* ---- Installation ------------------------------------------------------- */
+
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned users[NSIG];
+static struct sigaction old_action[NSIG];
+static pid_t self_pid;
+
+static void on_signal(int sig, siginfo_t *si, void *uctx);
+
+static int xsave_setup(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
+        return ENOTSUP;
+    __cpuid_count(0xd, 0, a, b, c, d);
+    if (b < 576)
+        return ENOTSUP;
+    green__xsave_size = b;
+    return 0;
+}
+
+int green__sig_install(struct green__rt *rt)
+{
+    int sig = rt->cfg.signo, err = 0;
+    if ((err = xsave_setup()) != 0)
+        return err;
+    if ((err = green__sp_acquire()) != 0)
+        return err;
+    pthread_mutex_lock(&install_lock);
+    if (users[sig]++ == 0) {
+        self_pid = getpid();
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_signal;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(sig, &sa, &old_action[sig]) != 0) {
+            users[sig]--;
+            err = EINVAL;
+        }
+    }
+    pthread_mutex_unlock(&install_lock);
+    if (err) {
+        green__sp_release();
+        return err;
+    }
+    return 0;
+}
+
+void green__sig_uninstall(struct green__rt *rt)
+{
+    int sig = rt->cfg.signo;
+    pthread_mutex_lock(&install_lock);
+    if (--users[sig] == 0) {
+        struct sigaction cur;
+        /* Put the old disposition back unless the program replaced ours. */
+        if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+            cur.sa_sigaction == on_signal)
+            sigaction(sig, &old_action[sig], NULL);
+    }
+    pthread_mutex_unlock(&install_lock);
+    green__sp_release();
+}
+
+/* ---- The handler -------------------------------------------------------- */
+
+/* AS-safe.  Not ours: the program's handler, or its default action. */
+static void forward(int sig, siginfo_t *si, void *uctx)
+{
+    count(&stats.foreign);
+    const struct sigaction *old = &old_action[sig];
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction)
+            old->sa_sigaction(sig, si, uctx);
+    } else if (old->sa_handler == SIG_DFL) {
+        if (sig == SIGURG || sig == SIGCHLD || sig == SIGWINCH || sig == SIGCONT)
+            return;                  /* their default is to ignore */
+        /* Terminate as the default action would: once this handler
+         * returns, the signal (blocked while it runs) is delivered again. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+        syscall(SYS_tgkill, self_pid, syscall(SYS_gettid), sig);
+    } else if (old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+    }
+}
+
+/* AS-safe */
+static void on_signal(int sig, siginfo_t *si, void *uctx)
+{
+    int saved = errno;
+    struct green__worker *w = green__worker_self();
+    bool ours = w && w->rt->cfg.signo == sig && si->si_code == SI_TKILL &&
+                si->si_pid == self_pid &&
+                atomic_exchange_explicit(&w->preempt_req, 0, memory_order_acq_rel);
+    if (!ours) {
+        forward(sig, si, uctx);
+        errno = saved;
+        return;
+    }
+
+    ucontext_t *uc = uctx;
+    greg_t *g = uc->uc_mcontext.gregs;
+    struct green__thread *t = w->cur;
+    uintptr_t pc = (uintptr_t)g[REG_RIP];
+    uintptr_t sp = (uintptr_t)g[REG_RSP];
+    enum green__sp_kind kind = t == &w->g0 ? GREEN_SP_RUNTIME : green__sp_classify(pc);
+    if (kind == GREEN_SP_RUNTIME) {
+        count(&stats.refused_runtime);
+    } else if (t->nopreempt) {
+        t->preempt_pending = true;
+        count(&stats.refused_nopreempt);
+    } else if (kind == GREEN_SP_UNSAFE) {
+        count(&stats.refused_unsafe_pc);
+    } else if (sp < (uintptr_t)t->stack_lo + 136 + green__xsave_size + GREEN_HEADROOM ||
+               sp > (uintptr_t)t->stack_hi) {
+        count(&stats.refused_headroom);
+    } else {
+        /* Make the thread call the trampoline: past the red zone, push
+         * the interrupted PC as the return address. */
+        uint64_t *nsp = (uint64_t *)(sp - 128);
+        *--nsp = (uint64_t)pc;
+        g[REG_RSP] = (greg_t)(uintptr_t)nsp;
+        g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;
+    }
+    errno = saved;
+}
+
+/* Called by the trampoline with every register of the thread saved. */
+void green__preempt_switch(void)
+{
+    count(&stats.preemptions);
+    green__sched_preempted(green__worker_self());
+}
+
+/* ---- The monitor's side -------------------------------------------------- */
+
+void green__sig_tick(struct green__rt *rt, uint64_t now)
+{
+    uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct green__worker *w = &rt->workers[i];
+        struct green__watch *m = &rt->watch[i];
+        uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
+        if (tick != m->tick || !__atomic_load_n(&w->in_thread, __ATOMIC_RELAXED)) {
+            m->tick = tick;          /* it switched, or it is idle */
+            m->since = now;
+            m->retry_at = 0;
+            m->backoff = 0;
+            continue;
+        }
+        if (now - m->since < quantum || now < m->retry_at)
+            continue;
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
+            syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
+            count(&stats.signals_sent);
+        }
+        /* Should this one be refused, wait longer before the next. */
+        m->backoff = m->backoff ? m->backoff * 2 : quantum;
+        if (m->backoff > GREEN_RETRY_MAX_QUANTA * quantum)
+            m->backoff = GREEN_RETRY_MAX_QUANTA * quantum;
+        m->retry_at = now + m->backoff;
+    }
+}
+
+/* ---- Critical sections --------------------------------------------------- */
+
+void green_nopreempt_begin(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (w && w->cur != &w->g0)
+        w->cur->nopreempt++;
+}
+
+void green_nopreempt_end(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w || w->cur == &w->g0)
+        return;
+    struct green__thread *t = w->cur;
+    if (t->nopreempt > 0 && --t->nopreempt == 0 && t->preempt_pending) {
+        /* The preemption refused meanwhile is taken now. */
+        t->preempt_pending = false;
+        green_yield();
+    }
+}

@@ -1,0 +1,28 @@
+/* Private to libgreen. */
+/*
+ * Preemption by signal: install, request, handle.  See handler.c for the
+ * design; the trampoline is trampoline_x86_64.S.
+ */
+#ifndef GREEN_SIGNALS_H
+#define GREEN_SIGNALS_H
+
+#include "sched.h"
+
+/* Install the preemption signal's handler for a run (reference-counted per
+ * signal number; the previous disposition is kept and chained). */
+int green__sig_install(struct green__rt *rt);
+void green__sig_uninstall(struct green__rt *rt);
+
+/* The monitor's tick, in signal mode: ask each worker whose thread has run
+ * for a whole quantum to switch (sysmon.c calls it through rt->preempt_tick). */
+void green__sig_tick(struct green__rt *rt, uint64_t now);
+
+/* The trampoline's entry, and the call it makes with every register saved. */
+void green__preempt_trampoline(void);
+void green__preempt_switch(void);
+
+/* XSAVE area size for this CPU's enabled state (CPUID leaf 0xD), set by
+ * green__sig_install; read by the trampoline. */
+extern uint64_t green__xsave_size;
+
+#endif /* GREEN_SIGNALS_H */
