@@ -18,6 +18,9 @@
 /* Build the table if no run has one (reference-counted across runs). */
 int green__sp_acquire(void);
 void green__sp_release(void);
+/* Does the table know where libgreen's own code is?  (Not when libgreen is
+ * linked statically into the program.) */
+bool green__sp_knows_runtime(void);
 enum green__sp_kind {
     GREEN_SP_SAFE = 0,               /* preemptible */
     GREEN_SP_RUNTIME,                /* libgreen itself */

@@ -141,6 +141,15 @@ static struct table *build(void)
     return b.t;
 }
 
+bool green__sp_knows_runtime(void)
+{
+    const struct table *t = atomic_load_explicit(&current, memory_order_acquire);
+    for (size_t i = 0; t && i < t->n; i++)
+        if (t->r[i].kind == GREEN_SP_RUNTIME)
+            return true;
+    return false;
+}
+
 int green__sp_acquire(void)
 {
     int err = 0;

@@ -98,6 +98,14 @@ int green__sig_install(struct green__rt *rt)
         return err;
     if ((err = green__sp_acquire()) != 0)
         return err;
+    if (!green__sp_knows_runtime()) {
+        /* Statically linked, libgreen's code is part of the program and
+         * the table cannot keep the signal out of the scheduler. */
+        green__sp_release();
+        green__write_str(2, "libgreen: GREEN_PREEMPT=signal needs the shared library "
+                            "(libgreen.so) for now; link with -lgreen, not libgreen.a\n");
+        return ENOTSUP;
+    }
     pthread_mutex_lock(&install_lock);
     if (users[sig]++ == 0) {
         self_pid = getpid();
