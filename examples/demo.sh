@@ -38,4 +38,7 @@ mkdir -p build
 (cd build && ../configure --disable-tests && make -j"$jobs")
 
 echo "==> build/examples/token_ring $*"
-exec build/examples/token_ring "$@"
+build/examples/token_ring "$@"
+echo
+echo "==> build/examples/preempt_demo"
+exec build/examples/preempt_demo

@@ -25,6 +25,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 
 #define GREEN_SYSMON_BASE_NS 500000u      /* 0.5 ms */
@@ -112,6 +113,13 @@ int green__sysmon_start(struct green__rt *rt)
     atomic_store(&rt->sysmon_word, 1);
     if (pthread_create(&rt->sysmon, NULL, sysmon_main, rt) != 0)
         return EAGAIN;
+    /* With every CPU busy running green threads, a monitor at normal
+     * priority waits its turn behind them (milliseconds), and preemption
+     * with it.  Where the system allows (root, CAP_SYS_NICE, RLIMIT_RTPRIO)
+     * it runs at the lowest real-time priority: it sleeps almost all the
+     * time and takes microseconds when it wakes.  Elsewhere it stays normal. */
+    struct sched_param sp = { .sched_priority = 1 };
+    pthread_setschedparam(rt->sysmon, SCHED_FIFO, &sp);
     rt->sysmon_started = true;
     return 0;
 }

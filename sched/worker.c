@@ -171,25 +171,6 @@ static void check_timers(struct green__worker *w)
     }
 }
 
-void green__sched_preempted(struct green__worker *w)
-{
-    struct green__thread *self = w->cur;
-    /* A thread that ran a whole quantum kept this worker from its timers. */
-    check_timers(w);
-    struct green__thread *t = pick(w);
-    if (!t)
-        return;                      /* nobody else here: carry on */
-    self->state = GREEN_T_RUNNABLE;
-    self->next = NULL;
-    if (w->pinned_tail)
-        w->pinned_tail->next = self;
-    else
-        w->pinned_head = self;
-    w->pinned_tail = self;
-    /* Only this worker takes from its pinned queue: the switch returns
-     * here, on w. */
-    green__switch(w, t);
-}
 
 
 struct green__worker *green__sched_leave(struct green__worker *w)
@@ -294,6 +275,33 @@ static struct green__thread *steal_work(struct green__worker *w)
             return t;
     }
     return NULL;
+}
+
+static bool rt_has_others(struct green__worker *w) { return w->rt->nworkers > 1; }
+
+void green__sched_preempted(struct green__worker *w)
+{
+    struct green__thread *self = w->cur;
+    /* A thread that ran a whole quantum kept this worker from its timers. */
+    check_timers(w);
+    struct green__thread *t = pick(w);
+    /* Nothing here: a preemption is a scheduling point, so look for work
+     * that waits elsewhere -- this is how CPU hogs that never block spread
+     * over the workers before they settle. */
+    if (!t && rt_has_others(w))
+        t = steal_work(w);
+    if (!t)
+        return;                      /* nobody else anywhere: carry on */
+    self->state = GREEN_T_RUNNABLE;
+    self->next = NULL;
+    if (w->pinned_tail)
+        w->pinned_tail->next = self;
+    else
+        w->pinned_head = self;
+    w->pinned_tail = self;
+    /* Only this worker takes from its pinned queue: the switch returns
+     * here, on w. */
+    green__switch(w, t);
 }
 
 static bool work_visible(struct green__rt *rt)
