@@ -24,9 +24,9 @@
  *    its next cooperative switch.
  *
  * A refused request is retried by the monitor with a backoff that doubles up
- * to GREEN_RETRY_MAX_QUANTA quanta, so a thread that spends seconds in unsafe
- * code, or blocked in a system call libgreen does not wrap, sees a bounded
- * number of signals (and of EINTRs) instead of one per quantum.
+ * to 100 ms (or 64 quanta), so a thread that spends seconds in unsafe code,
+ * or blocked in a system call libgreen does not wrap, sees a bounded number
+ * of signals (and of EINTRs) instead of one per quantum.
  *
  * Rejected: a per-worker POSIX timer (timer_create + SIGEV_THREAD_ID) that
  * fires every quantum: it signals workers whose threads switch on their own,
@@ -46,6 +46,7 @@
 
 #define GREEN_HEADROOM 8192u           /* stack for the switch's C frames */
 #define GREEN_RETRY_MAX_QUANTA 64u
+#define GREEN_RETRY_MAX_NS 100000000u  /* 100 ms */
 
 uint64_t green__xsave_size;
 
@@ -238,10 +239,16 @@ void green__sig_tick(struct green__rt *rt, uint64_t now)
             syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
             count(&stats.signals_sent);
         }
-        /* Should this one be refused, wait longer before the next. */
+        /* Should this one be refused, wait longer before the next: the
+         * delay doubles up to GREEN_RETRY_MAX_NS (or 64 quanta if longer),
+         * so a thread blocked for seconds in a system call sees tens of
+         * EINTRs, not one per quantum. */
+        uint64_t cap = GREEN_RETRY_MAX_QUANTA * quantum;
+        if (cap < GREEN_RETRY_MAX_NS)
+            cap = GREEN_RETRY_MAX_NS;
         m->backoff = m->backoff ? m->backoff * 2 : quantum;
-        if (m->backoff > GREEN_RETRY_MAX_QUANTA * quantum)
-            m->backoff = GREEN_RETRY_MAX_QUANTA * quantum;
+        if (m->backoff > cap)
+            m->backoff = cap;
         m->retry_at = now + m->backoff;
     }
 }
