@@ -1062,7 +1062,10 @@ Test(preempt, signals_sent_is_zero_when_every_thread_yields, .timeout = 30)
                 (unsigned long long)atomic_load(&y.yields),
                 (unsigned long long)(s1.signals_sent - y.s_mid.signals_sent));
     cr_assert_gt(atomic_load(&y.yields), 1000, "the threads hardly yielded");
-    cr_expect_leq(sent, stalls,
+    /* Two more for the stalls that fall just under a quantum between two
+     * yields of the same thread yet over one between two looks of the
+     * monitor (seen under ASan on the shared host). */
+    cr_expect_leq(sent, stalls + 2,
                   "%llu signals sent to threads that yield all the time (%llu yields; "
                   "%llu stalls of a quantum seen)",
                   (unsigned long long)sent, (unsigned long long)atomic_load(&y.yields),
