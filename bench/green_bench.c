@@ -18,27 +18,53 @@
  *                   park_pte_total <MiB> MiB        (VmPTE with all parked)
  *                   park_stack <bytes> B            (cfg.stack_size used)
  *
+ * Preemption (issue 3), each also printing the green_stats() deltas of its
+ * timed pass as <name>_signals, <name>_preemptions, <name>_refusals:
+ *
+ *   ticker N     one worker: a call-free CPU hog beside a ticker that sleeps
+ *                1 ms N times -> ticker_p50, ticker_p99, ticker_max <us> us
+ *                (lateness: actual sleep - 1 ms).  If the ticker does not
+ *                tick for 5 s (no preemption), a watchdog OS thread stops the
+ *                hog and the run fails, instead of hanging.
+ *   preempt_cost N  4 threads on 2 workers each run N xorshift64 steps, no
+ *                calls -> preempt_cost <ms> ms    (elapsed)
+ *                (threads 0 and 2, 1 and 3, must end with equal values)
+ *                         preempt_cost_cpu <ms> ms (user+system CPU time,
+ *                         getrusage: every thread, the monitor's too)
+ *   yield_signals N  4 threads on 2 workers green_yield() in a loop for N ms
+ *                -> yield_signals <count> signals (signals sent: must be 0),
+ *                   yield_signals_yields <count> yields
+ *
  * Everything runs inside green_run with the configuration from
  * green_config_init, so GREEN_WORKERS, GREEN_STACK_SIZE, GREEN_PREEMPT ...
- * apply.  One exception: `yield` measures a switch on ONE worker, so when
- * GREEN_WORKERS is not set it uses one worker (bench/run.sh sets it anyway).
+ * apply.  Where a benchmark means one setting and the variable is unset, it
+ * picks it (bench/run.sh sets them all anyway): `yield` and `ticker` measure
+ * ONE worker, so GREEN_WORKERS defaults to 1 for them, and 2 for
+ * preempt_cost and yield_signals; `ticker` and `yield_signals` measure
+ * preemption by signal, so GREEN_PREEMPT defaults to signal for them
+ * (preempt_cost keeps the library default, off).
  *
  * Timing is CLOCK_MONOTONIC around the whole pass, taken inside the green
  * main thread; every timed pass is preceded by an untimed warm-up pass of
  * N/10 iterations (stack caches, run queues, page faults).  `park` has no
  * warm-up: a warm-up would leave cached stacks behind and blur the RSS delta.
+ * For ticker, N/10 ticks; for yield_signals, N/10 ms.
  *
  * The same benchmarks, written the same way, are in pthread_bench.c and
- * go/bench.go; bench/run.sh runs the three alternately and prints the ratios.
+ * go/bench.go (pthread_bench.c has none of the preemption ones); bench/run.sh
+ * runs them alternately and prints the ratios.
  * Any error from libgreen or libc: a message on stderr and exit status 1.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "green.h"
@@ -89,6 +115,16 @@ static uint64_t status_kb(const char *key)
         exit(1);
     }
     return kb;
+}
+
+/* User + system CPU time of the whole process (all its threads). */
+static uint64_t cpu_ns(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        die("getrusage", errno);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
 }
 
 static void *trivial(void *arg)
@@ -288,51 +324,348 @@ static struct park_result run_park(uint64_t n)
     return r;
 }
 
+/* ---- Preemption: what green_stats counted ------------------------------- */
+
+struct preempt_counts {
+    uint64_t signals, preemptions, refusals;   /* refusals: all four reasons */
+};
+
+static struct preempt_counts counts_now(void)
+{
+    green_stats_t s;
+    green_stats(&s);
+    return (struct preempt_counts){
+        .signals = s.signals_sent,
+        .preemptions = s.preemptions,
+        .refusals = s.refused_runtime + s.refused_nopreempt + s.refused_unsafe_pc +
+                    s.refused_headroom,
+    };
+}
+
+static struct preempt_counts counts_since(struct preempt_counts before)
+{
+    struct preempt_counts now = counts_now();
+    return (struct preempt_counts){
+        .signals = now.signals - before.signals,
+        .preemptions = now.preemptions - before.preemptions,
+        .refusals = now.refusals - before.refusals,
+    };
+}
+
+static void print_counts(const char *name, struct preempt_counts c)
+{
+    printf("%s_signals %" PRIu64 " signals\n", name, c.signals);
+    printf("%s_preemptions %" PRIu64 " preemptions\n", name, c.preemptions);
+    printf("%s_refusals %" PRIu64 " refusals\n", name, c.refusals);
+}
+
+/* ---- ticker ------------------------------------------------------------- */
+
+#define TICK_NS          1000000u     /* the ticker sleeps 1 ms */
+#define HOG_CHECK_EVERY  4096         /* hog increments between looks at hog_stop */
+#define STARVED_NS       5000000000u  /* no tick for this long: the watchdog ends it */
+
+static volatile uint64_t hog_counter;
+static atomic_int        hog_stop;      /* set by the ticker when done, or the watchdog */
+static atomic_uint_least64_t ticks;     /* ticks so far, both passes; the watchdog reads it */
+static atomic_int        ticker_done;   /* set by main after green_run */
+static atomic_int        starved;       /* set by the watchdog */
+
+/* The hog: no call anywhere in the loop, so nothing but a preemption signal
+ * can take the worker from it.  The stop flag is a relaxed load, one
+ * instruction, every HOG_CHECK_EVERY increments. */
+static void *hog(void *arg)
+{
+    for (;;) {
+        for (int i = 0; i < HOG_CHECK_EVERY; i++)
+            hog_counter++;
+        if (atomic_load_explicit(&hog_stop, memory_order_relaxed))
+            return arg;
+    }
+}
+
+struct tick_pass {
+    int64_t *late_ns;   /* n samples: actual sleep - TICK_NS */
+    uint64_t n;
+};
+
+static void *ticker(void *arg)
+{
+    struct tick_pass *tp = arg;
+    for (uint64_t i = 0; i < tp->n; i++) {
+        uint64_t t0 = now_ns();
+        CHECK(green_sleep_ns(TICK_NS));
+        tp->late_ns[i] = (int64_t)(now_ns() - t0) - (int64_t)TICK_NS;
+        atomic_fetch_add_explicit(&ticks, 1, memory_order_relaxed);
+    }
+    atomic_store_explicit(&hog_stop, 1, memory_order_relaxed);
+    return NULL;
+}
+
+/* One pass: hog and ticker side by side until the ticker has ticked n times. */
+static void run_ticker(int64_t *late_ns, uint64_t n)
+{
+    struct tick_pass tp = { .late_ns = late_ns, .n = n };
+    green_t h, t;
+    atomic_store(&hog_stop, 0);
+    CHECK(green_spawn(&h, hog, NULL));
+    CHECK(green_spawn(&t, ticker, &tp));
+    CHECK(green_join(t, NULL));
+    CHECK(green_join(h, NULL));
+}
+
+/* An OS thread, outside libgreen: if the ticker has not ticked for
+ * STARVED_NS (no preemption: the hog keeps the only worker), stop the hog
+ * so the run ends; main then reports the starvation as an error. */
+static void *watchdog(void *arg)
+{
+    uint64_t seen = 0, since = now_ns();
+    const struct timespec poll = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };
+    while (!atomic_load(&ticker_done)) {
+        nanosleep(&poll, NULL);
+        uint64_t now = now_ns(), k = atomic_load(&ticks);
+        if (k != seen) {
+            seen = k;
+            since = now;
+        } else if (now - since >= STARVED_NS) {
+            atomic_store(&starved, 1);
+            atomic_store(&hog_stop, 1);
+            since = now;
+        }
+    }
+    return arg;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest rank: the smallest sample >= p percent of them (sorted: v[0..n)). */
+static int64_t percentile(const int64_t *v, uint64_t n, unsigned p)
+{
+    uint64_t rank = (n * p + 99) / 100;
+    return v[rank > 0 ? rank - 1 : 0];
+}
+
+/* ---- preempt_cost -------------------------------------------------------- */
+
+#define COST_THREADS 4
+
+static volatile uint64_t crunch_sink;
+
+struct crunch {
+    uint64_t seed;     /* in */
+    uint64_t n;        /* in: xorshift64 steps */
+    uint64_t result;   /* out */
+};
+
+/* Call-free arithmetic: a serial chain of shifts and xors in registers. */
+static void *cruncher(void *arg)
+{
+    struct crunch *c = arg;
+    uint64_t x = c->seed;
+    for (uint64_t i = 0; i < c->n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    crunch_sink = x;
+    c->result = x;
+    return NULL;
+}
+
+/* Threads i and i+2 start from the same seed, so they must end with the
+ * same value: a preemption that lost a register would (almost surely) show. */
+static uint64_t run_preempt_cost(uint64_t n)
+{
+    struct crunch c[COST_THREADS];
+    green_t t[COST_THREADS];
+    for (int i = 0; i < COST_THREADS; i++)
+        c[i] = (struct crunch){ .seed = 0x9e3779b97f4a7c15u + (uint64_t)(i % 2), .n = n };
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < COST_THREADS; i++)
+        CHECK(green_spawn(&t[i], cruncher, &c[i]));
+    for (int i = 0; i < COST_THREADS; i++)
+        CHECK(green_join(t[i], NULL));
+    uint64_t dt = now_ns() - t0;
+    for (int i = 0; i + 2 < COST_THREADS; i++) {
+        if (c[i].result != c[i + 2].result) {
+            fprintf(stderr, "green_bench: preempt_cost: BROKEN: threads %d and %d ran the "
+                    "same steps and got %#" PRIx64 " and %#" PRIx64 "\n", i, i + 2,
+                    c[i].result, c[i + 2].result);
+            exit(1);
+        }
+    }
+    return dt;
+}
+
+/* ---- yield_signals ------------------------------------------------------- */
+
+#define YLOOP_THREADS 4
+
+struct yloop {
+    atomic_int            stop;     /* set by main after the time is up */
+    atomic_uint_least64_t yields;   /* summed by the threads as they finish */
+};
+
+static void *yloop_thread(void *arg)
+{
+    struct yloop *y = arg;
+    uint64_t k = 0;
+    while (!atomic_load_explicit(&y->stop, memory_order_relaxed)) {
+        green_yield();
+        k++;
+    }
+    atomic_fetch_add(&y->yields, k);
+    return NULL;
+}
+
+/* YLOOP_THREADS threads yield for ms milliseconds; returns the yields. */
+static uint64_t run_yloop(uint64_t ms)
+{
+    struct yloop y = { .stop = 0, .yields = 0 };
+    green_t t[YLOOP_THREADS];
+    for (int i = 0; i < YLOOP_THREADS; i++)
+        CHECK(green_spawn(&t[i], yloop_thread, &y));
+    CHECK(green_sleep_ns(ms * 1000000u));
+    atomic_store(&y.stop, 1);
+    for (int i = 0; i < YLOOP_THREADS; i++)
+        CHECK(green_join(t[i], NULL));
+    return atomic_load(&y.yields);
+}
+
 /* ---- Driver ------------------------------------------------------------- */
+
+struct job {
+    uint64_t              n;            /* in */
+    uint64_t              ns;           /* out: timed pass (run, preempt_cost) */
+    uint64_t              cpu_ns;       /* out: preempt_cost: CPU time of that pass */
+    struct park_result    park;         /* out: park */
+    int64_t              *late_ns;      /* out: ticker, n samples */
+    uint64_t              yields;       /* out: yield_signals */
+    struct preempt_counts counts;       /* out: preemption benchmarks, timed pass */
+};
+
+/* Benchmarks with more than one figure run (warm-up included) and print by
+ * their own pair of functions. */
+static void park_main(struct job *j)
+{
+    j->park = run_park(j->n);
+}
+
+static void park_print(const struct job *j, const green_config_t *cfg)
+{
+    double grown = ((double)j->park.rss_kb - (double)j->park.rss_before_kb) * 1024.0;
+    printf("park_rss %.0f B/thread\n", grown / (double)j->n);
+    printf("park_rss_total %.1f MiB\n", (double)j->park.rss_kb / 1024.0);
+    printf("park_pte_total %.1f MiB\n", (double)j->park.pte_kb / 1024.0);
+    printf("park_stack %zu B\n", cfg->stack_size);
+}
+
+static void ticker_main(struct job *j)
+{
+    if (j->n / 10 > 0)
+        run_ticker(j->late_ns, j->n / 10);
+    struct preempt_counts before = counts_now();
+    run_ticker(j->late_ns, j->n);
+    j->counts = counts_since(before);
+}
+
+static void ticker_print(const struct job *j, const green_config_t *cfg)
+{
+    (void)cfg;
+    qsort(j->late_ns, j->n, sizeof *j->late_ns, cmp_i64);
+    printf("ticker_p50 %.1f us\n", (double)percentile(j->late_ns, j->n, 50) / 1e3);
+    printf("ticker_p99 %.1f us\n", (double)percentile(j->late_ns, j->n, 99) / 1e3);
+    printf("ticker_max %.1f us\n", (double)j->late_ns[j->n - 1] / 1e3);
+    print_counts("ticker", j->counts);
+}
+
+static void cost_main(struct job *j)
+{
+    if (j->n / 10 > 0)
+        (void)run_preempt_cost(j->n / 10);
+    struct preempt_counts before = counts_now();
+    uint64_t cpu0 = cpu_ns();
+    j->ns = run_preempt_cost(j->n);
+    j->cpu_ns = cpu_ns() - cpu0;
+    j->counts = counts_since(before);
+}
+
+static void cost_print(const struct job *j, const green_config_t *cfg)
+{
+    (void)cfg;
+    printf("preempt_cost %.1f ms\n", (double)j->ns / 1e6);
+    printf("preempt_cost_cpu %.1f ms\n", (double)j->cpu_ns / 1e6);
+    print_counts("preempt_cost", j->counts);
+}
+
+static void yloop_main(struct job *j)
+{
+    if (j->n / 10 > 0)
+        (void)run_yloop(j->n / 10);
+    struct preempt_counts before = counts_now();
+    j->yields = run_yloop(j->n);
+    j->counts = counts_since(before);
+}
+
+static void yloop_print(const struct job *j, const green_config_t *cfg)
+{
+    (void)cfg;
+    printf("yield_signals %" PRIu64 " signals\n", j->counts.signals);
+    printf("yield_signals_yields %" PRIu64 " yields\n", j->yields);
+    printf("yield_signals_preemptions %" PRIu64 " preemptions\n", j->counts.preemptions);
+}
 
 struct bench {
     const char *name;
     uint64_t    default_n;
-    uint64_t  (*run)(uint64_t n);   /* NULL for park */
+    uint64_t  (*run)(uint64_t n);   /* NULL: main and print below */
     double      ops_per_n;          /* value = elapsed / (ops_per_n * n) */
     const char *unit;
+    void      (*main)(struct job *j);                                /* in green_run */
+    void      (*print)(const struct job *j, const green_config_t *cfg);
+    unsigned    workers;            /* when GREEN_WORKERS is unset; 0: the default */
+    int         preempt;            /* when GREEN_PREEMPT is unset; -1: the default */
 };
 
 static const struct bench benches[] = {
-    { "yield",     10000000, run_yield,     2, "ns/switch" },
-    { "spawn",      5000000, run_spawn,     1, "ns/spawn+join" },
-    { "spawnmany",  1000000, run_spawnmany, 1, "ns/thread" },
-    { "chan",       5000000, run_chan,      2, "ns/hop" },
-    { "mutex",     10000000, run_mutex,     1, "ns/lock+unlock" },
-    { "park",       1000000, NULL,          1, "B/thread" },
+    { "yield",     10000000, run_yield,     2, "ns/switch",      NULL, NULL, 1, -1 },
+    { "spawn",      5000000, run_spawn,     1, "ns/spawn+join",  NULL, NULL, 0, -1 },
+    { "spawnmany",  1000000, run_spawnmany, 1, "ns/thread",      NULL, NULL, 0, -1 },
+    { "chan",       5000000, run_chan,      2, "ns/hop",         NULL, NULL, 0, -1 },
+    { "mutex",     10000000, run_mutex,     1, "ns/lock+unlock", NULL, NULL, 0, -1 },
+    { "park",       1000000, NULL, 0, NULL, park_main,   park_print,   0, -1 },
+    { "ticker",        2000, NULL, 0, NULL, ticker_main, ticker_print, 1, GREEN_PREEMPT_SIGNAL },
+    { "preempt_cost", 200000000, NULL, 0, NULL, cost_main, cost_print, 2, -1 },
+    { "yield_signals",  500, NULL, 0, NULL, yloop_main,  yloop_print,  2, GREEN_PREEMPT_SIGNAL },
 };
 
-struct job {
-    const struct bench *b;      /* in */
-    uint64_t            n;      /* in */
-    uint64_t            ns;     /* out: timed pass */
-    struct park_result  park;   /* out: park only */
-};
+static const struct bench *the_bench;   /* set once in main */
 
 static void *bench_main(void *arg)
 {
     struct job *j = arg;
-    if (j->b->run == NULL) {
-        j->park = run_park(j->n);
+    const struct bench *b = the_bench;
+    if (b->run == NULL) {
+        b->main(j);
         return NULL;
     }
     uint64_t warm = j->n / 10;
-    if (strcmp(j->b->name, "mutex") == 0)
+    if (strcmp(b->name, "mutex") == 0)
         warm -= warm % MUTEX_THREADS;
     if (warm > 0)
-        (void)j->b->run(warm);
-    j->ns = j->b->run(j->n);
+        (void)b->run(warm);
+    j->ns = b->run(j->n);
     return NULL;
 }
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: green_bench yield|spawn|spawnmany|chan|mutex|park [N]\n");
+    fprintf(stderr, "usage: green_bench yield|spawn|spawnmany|chan|mutex|park|"
+                    "ticker|preempt_cost|yield_signals [N]\n");
     exit(1);
 }
 
@@ -346,8 +679,9 @@ int main(int argc, char **argv)
             b = &benches[i];
     if (b == NULL)
         usage();
+    the_bench = b;
 
-    struct job j = { .b = b, .n = b->default_n };
+    struct job j = { .n = b->default_n };
     if (argc == 3) {
         char *end;
         errno = 0;
@@ -362,26 +696,44 @@ int main(int argc, char **argv)
         if (j.n == 0)
             usage();
     }
-    if (j.n > INT64_MAX)
+    if (j.n > INT64_MAX || (strcmp(b->name, "yield_signals") == 0 && j.n > 3600000))
         usage();
 
     green_config_t cfg;
     CHECK(green_config_init(&cfg));
-    if (strcmp(b->name, "yield") == 0 && getenv("GREEN_WORKERS") == NULL)
-        cfg.workers = 1;
-    CHECK(green_run(bench_main, &j, &cfg, NULL));
+    if (b->workers != 0 && getenv("GREEN_WORKERS") == NULL)
+        cfg.workers = b->workers;
+    if (b->preempt >= 0 && getenv("GREEN_PREEMPT") == NULL)
+        cfg.preempt = b->preempt;
 
-    if (b->run != NULL) {
+    pthread_t dog;
+    if (strcmp(b->name, "ticker") == 0) {
+        j.late_ns = calloc(j.n, sizeof *j.late_ns);
+        if (j.late_ns == NULL)
+            die("calloc", ENOMEM);
+        CHECK(pthread_create(&dog, NULL, watchdog, NULL));
+    }
+    CHECK(green_run(bench_main, &j, &cfg, NULL));
+    if (j.late_ns != NULL) {
+        atomic_store(&ticker_done, 1);
+        CHECK(pthread_join(dog, NULL));
+        if (atomic_load(&starved)) {
+            fprintf(stderr, "green_bench: ticker: STARVED: the ticker did not tick for "
+                    "%.0f s beside the hog (preemption %s, %u worker%s); the hog was "
+                    "stopped to end the run\n", STARVED_NS / 1e9,
+                    cfg.preempt == GREEN_PREEMPT_OFF ? "off" : "on", cfg.workers,
+                    cfg.workers == 1 ? "" : "s");
+            exit(1);
+        }
+    }
+
+    if (b->run != NULL)
         printf("%s %.2f %s\n", b->name, (double)j.ns / (b->ops_per_n * (double)j.n),
                b->unit);
-    } else {
-        double grown = ((double)j.park.rss_kb - (double)j.park.rss_before_kb) * 1024.0;
-        printf("park_rss %.0f B/thread\n", grown / (double)j.n);
-        printf("park_rss_total %.1f MiB\n", (double)j.park.rss_kb / 1024.0);
-        printf("park_pte_total %.1f MiB\n", (double)j.park.pte_kb / 1024.0);
-        printf("park_stack %zu B\n", cfg.stack_size);
-    }
+    else
+        b->print(&j, &cfg);
     if (fflush(stdout) != 0)
         die("stdout", errno);
+    free(j.late_ns);
     return 0;
 }

@@ -8,15 +8,28 @@
 # so the noise of a shared machine falls on all alike; the table shows the
 # median of each.  Raw figures go to BUILD_DIR/bench/bench.log.
 #
+# A second table, "Preemption", runs the preemption benchmarks (ticker,
+# preempt_cost, yield_signals) in several variants -- libgreen with
+# preemption off and by signal at several quanta, Go with and without its
+# asynchronous preemption -- alternating within every repetition in an order
+# that rotates from one repetition to the next, and checks the goals of
+# issue 3.  pthreads have no peer there (n/a).
+#
 # Environment (all optional):
 #   BENCH_REPS            repetitions per benchmark (5)
-#   BENCH_WORKERS         GREEN_WORKERS / GOMAXPROCS for all but yield (nproc)
+#   BENCH_WORKERS         GREEN_WORKERS / GOMAXPROCS for all but yield (nproc);
+#                         not for the preemption table (1 or 2 workers, fixed)
 #   BENCH_<NAME>_N        N for libgreen and Go; NAME is YIELD SPAWN SPAWNMANY
-#                         CHAN MUTEX PARK (BENCH_PARK_N: parked threads, 1M)
+#                         CHAN MUTEX PARK (BENCH_PARK_N: parked threads, 1M),
+#                         TICKER (ticks), PREEMPT_COST (xorshift steps per
+#                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
+#   BENCH_TABLES          which tables to run: "main preempt" (both)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
-#   GREEN_*               passed to green_bench (GREEN_STACK_SIZE, GREEN_PREEMPT...)
+#   GREEN_*               passed to green_bench (GREEN_STACK_SIZE, GREEN_PREEMPT...);
+#                         the preemption table sets GREEN_WORKERS, GREEN_PREEMPT
+#                         and GREEN_QUANTUM_US itself
 # Only bash, awk and coreutils.
 set -u
 
@@ -32,22 +45,27 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 REPS=${BENCH_REPS:-5}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 TIMEOUT=${BENCH_TIMEOUT:-300}
+TABLES=${BENCH_TABLES:-main preempt}
 LOG=$OUT/bench.log
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greenbench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$TMP"' EXIT
 
 BENCHES="yield spawn spawnmany chan mutex park"
 PEERS="green pthread go"
+PBENCHES="ticker preempt_cost yield_signals"
 
 # Iteration counts: each run ~0.2-1 s on a 2-core x86-64 VM at the targets
 # (libgreen) or as measured (Go, pthreads).  pthreads are 10-1000x slower at
 # yield/spawn/chan, and cannot have 1M threads (vm.max_map_count, threads-max).
+# ticker: 2000 ticks take ~3 s for libgreen; Go's ticks are ~20 ms late, so
+# Go ticks 200 times (~4 s; its p99 is then the 2nd-latest tick).
 n_for() { # peer bench
     local name=${2^^} def
     if [ "$1" = pthread ]; then
         case $2 in
             yield) def=200000 ;; spawn) def=10000 ;; spawnmany) def=10000 ;;
             chan) def=15000 ;; mutex) def=20000000 ;; park) def=10000 ;;
+            *) def=n/a ;;   # no pthreads peer
         esac
         eval "echo \${BENCH_PTHREAD_${name}_N:-$def}"
         return
@@ -59,6 +77,9 @@ n_for() { # peer bench
         green:chan) def=5000000 ;;   go:chan) def=2000000 ;;
         green:mutex) def=10000000 ;; go:mutex) def=20000000 ;;
         *:park) def=1000000 ;;
+        green:ticker) def=2000 ;;    go:ticker) def=200 ;;
+        *:preempt_cost) def=200000000 ;;
+        *:yield_signals) def=500 ;;
     esac
     eval "echo \${BENCH_${name}_N:-$def}"
 }
@@ -91,23 +112,20 @@ fi
 
 # ---- Running ---------------------------------------------------------------
 
-run_one() { # peer bench rep: append each "key value" line to $TMP/key.peer
-    local peer=$1 bench=$2 rep=$3 n env rc
-    [ -n "${BIN[$peer]}" ] || return 0
-    n=$(n_for "$peer" "$bench")
-    if [ "$bench" = yield ]; then
-        env="GREEN_WORKERS=1 GOMAXPROCS=1"
-    else
-        env="GREEN_WORKERS=$WORKERS GOMAXPROCS=$WORKERS"
-    fi
+# run_bin label bin bench n rep env: run one benchmark once; append each
+# "key value" line of its output to $TMP/key.label (and "rep value" to
+# $TMP/key.label.byrep), and log it.
+run_bin() {
+    local peer=$1 bin=$2 bench=$3 n=$4 rep=$5 env=$6 rc
     # shellcheck disable=SC2086  # $env is a list of assignments
-    env $env timeout "$TIMEOUT" "${BIN[$peer]}" "$bench" "$n" >"$TMP/out" 2>"$TMP/err"
+    env $env timeout "$TIMEOUT" "$bin" "$bench" "$n" >"$TMP/out" 2>"$TMP/err"
     rc=$?
     if [ $rc -eq 0 ]; then
         awk -v peer="$peer" -v bench="$bench" -v n="$n" -v rep="$rep" \
             -v dir="$TMP" -v logf="$LOG" '
             NF == 3 && $2 ~ /^[0-9]+(\.[0-9]*)?$/ {
                 print $2 >> (dir "/" $1 "." peer)
+                print rep, $2 >> (dir "/" $1 "." peer ".byrep")
                 printf "%s rep=%s %s N=%s: %s %s %s\n", peer, rep, bench, n, $1, $2, $3 >> logf
                 printf " %s=%s", $1, $2 > "/dev/stderr"
                 next
@@ -122,18 +140,83 @@ run_one() { # peer bench rep: append each "key value" line to $TMP/key.peer
     fi
 }
 
-: >"$LOG"
-for bench in $BENCHES; do
-    for rep in $(seq 1 "$REPS"); do
-        printf '%-9s rep %s/%s:' "$bench" "$rep" "$REPS" >&2
-        for peer in $PEERS; do
-            printf ' [%s' "$peer" >&2
-            run_one "$peer" "$bench" "$rep"
-            printf ']' >&2
-        done
-        echo >&2
+run_one() { # peer bench rep: the main table
+    local peer=$1 bench=$2 rep=$3 env
+    [ -n "${BIN[$peer]}" ] || return 0
+    if [ "$bench" = yield ]; then
+        env="GREEN_WORKERS=1 GOMAXPROCS=1"
+    else
+        env="GREEN_WORKERS=$WORKERS GOMAXPROCS=$WORKERS"
+    fi
+    run_bin "$peer" "${BIN[$peer]}" "$bench" "$(n_for "$peer" "$bench")" "$rep" "$env"
+}
+
+# The preemption table's variants: label -> peer, environment.
+declare -A VPEER VENV
+VPEER[green_off]=green;   VENV[green_off]="GREEN_PREEMPT=off GREEN_QUANTUM_US=1000"
+VPEER[green_q1000]=green; VENV[green_q1000]="GREEN_PREEMPT=signal GREEN_QUANTUM_US=1000"
+VPEER[green_q100]=green;  VENV[green_q100]="GREEN_PREEMPT=signal GREEN_QUANTUM_US=100"
+VPEER[green_q50]=green;   VENV[green_q50]="GREEN_PREEMPT=signal GREEN_QUANTUM_US=50"
+VPEER[go]=go;             VENV[go]="GODEBUG=asyncpreemptoff=0"
+VPEER[go_noasync]=go;     VENV[go_noasync]="GODEBUG=asyncpreemptoff=1"
+VARIANTS="green_off green_q1000 green_q100 green_q50 go go_noasync"   # the columns
+
+pvariants() { # bench -> its variants, in the order of the first repetition
+    case $1 in
+        ticker) echo green_q1000 green_q100 go ;;
+        preempt_cost) echo green_off green_q1000 green_q100 green_q50 go_noasync go ;;
+        yield_signals) echo green_q1000 green_q50 go ;;
+    esac
+}
+pworkers() { # bench -> GREEN_WORKERS and GOMAXPROCS
+    if [ "$1" = ticker ]; then echo 1; else echo 2; fi
+}
+
+run_variant() { # label bench rep: the preemption table
+    local v=$1 bench=$2 rep=$3 peer=${VPEER[$1]} w
+    [ -n "${BIN[$peer]}" ] || return 0
+    w=$(pworkers "$bench")
+    run_bin "$v" "${BIN[$peer]}" "$bench" "$(n_for "$peer" "$bench")" "$rep" \
+        "GREEN_WORKERS=$w GOMAXPROCS=$w ${VENV[$v]}"
+}
+
+rotate() { # k word... -> the words, starting from the k-th (0-based, modulo)
+    local k=$1 i
+    shift
+    local a=("$@")
+    for ((i = 0; i < ${#a[@]}; i++)); do
+        printf '%s ' "${a[(i + k) % ${#a[@]}]}"
     done
-done
+}
+
+: >"$LOG"
+case " $TABLES " in *" main "*)
+    for bench in $BENCHES; do
+        for rep in $(seq 1 "$REPS"); do
+            printf '%-9s rep %s/%s:' "$bench" "$rep" "$REPS" >&2
+            for peer in $PEERS; do
+                printf ' [%s' "$peer" >&2
+                run_one "$peer" "$bench" "$rep"
+                printf ']' >&2
+            done
+            echo >&2
+        done
+    done
+esac
+case " $TABLES " in *" preempt "*)
+    for bench in $PBENCHES; do
+        for rep in $(seq 1 "$REPS"); do
+            printf '%-13s rep %s/%s:' "$bench" "$rep" "$REPS" >&2
+            # shellcheck disable=SC2046  # word lists
+            for v in $(rotate $((rep - 1)) $(pvariants "$bench")); do
+                printf ' [%s' "$v" >&2
+                run_variant "$v" "$bench" "$rep"
+                printf ']' >&2
+            done
+            echo >&2
+        done
+    done
+esac
 
 median() { # file -> median of its lines, or n/a
     [ -s "$1" ] || { echo n/a; return; }
@@ -149,6 +232,34 @@ for key in yield spawn spawnmany chan mutex park_rss park_rss_total park_pte_tot
     done
 done
 
+slowdown() { # key base variant -> median over the repetitions of
+             # 100 * (variant / base - 1), each pair from one repetition
+    if [ ! -s "$TMP/$1.$2.byrep" ] || [ ! -s "$TMP/$1.$3.byrep" ]; then
+        echo n/a
+        return
+    fi
+    awk 'FNR == NR { b[$1] = $2; next }
+         ($1 in b) && b[$1] > 0 { print 100 * ($2 / b[$1] - 1) }' \
+        "$TMP/$1.$2.byrep" "$TMP/$1.$3.byrep" >"$TMP/slowdown"
+    median "$TMP/slowdown"
+}
+
+: >"$TMP/pmedians"
+for key in ticker_p50 ticker_p99 ticker_max ticker_signals ticker_preemptions \
+           ticker_refusals preempt_cost preempt_cost_cpu preempt_cost_signals \
+           preempt_cost_preemptions preempt_cost_refusals yield_signals \
+           yield_signals_yields yield_signals_preemptions; do
+    for v in $VARIANTS; do
+        echo "$key $v $(median "$TMP/$key.$v")" >>"$TMP/pmedians"
+    done
+done
+for key in preempt_cost preempt_cost_cpu; do
+    for v in green_q1000 green_q100 green_q50; do
+        echo "${key}_slow $v $(slowdown "$key" green_off "$v")" >>"$TMP/pmedians"
+    done
+    echo "${key}_slow go $(slowdown "$key" go_noasync go)" >>"$TMP/pmedians"
+done
+
 # ---- Report --------------------------------------------------------------
 
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
@@ -160,11 +271,12 @@ if [ -n "${BIN[go]}" ]; then echo "go: $("$GO" version)"; fi
 echo "median of $REPS runs, peers alternating; workers/GOMAXPROCS $WORKERS (yield: 1)"
 greens=$(env | grep '^GREEN_' | grep -v '^GREEN_WORKERS=' | tr '\n' ' ')
 echo "libgreen config from the environment: ${greens:-defaults}"
-echo "N per run (libgreen/Go/pthreads):$(for b in $BENCHES; do
+echo "N per run (libgreen/Go/pthreads):$(for b in $BENCHES $PBENCHES; do
     printf ' %s %s/%s/%s;' "$b" "$(n_for green "$b")" "$(n_for go "$b")" "$(n_for pthread "$b")"
 done)"
-echo
 
+case " $TABLES " in *" main "*)
+echo
 awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
     -v park_n_pt="$(n_for pthread park)" '
     { m[$1, $2] = $3 }
@@ -222,5 +334,102 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
         if (park_n == 1000000) target("1M parked <= 4.5 GiB RSS", "park_rss_total", 4608, "MiB")
         else printf "  %-30s not measured (BENCH_PARK_N=%d, not 1M)\n", "1M parked <= 4.5 GiB RSS", park_n
     }' "$TMP/medians"
+esac
+
+case " $TABLES " in *" preempt "*)
+max_of() { # file -> its largest line, or n/a
+    if [ -s "$1" ]; then sort -g "$1" | tail -n 1; else echo n/a; fi
+}
+echo
+echo "Preemption (issue 3): medians of $REPS runs; within a repetition the variants"
+echo "alternate, in an order that rotates from one repetition to the next."
+echo "  ticker: 1 worker / GOMAXPROCS 1; a call-free CPU hog beside a thread that sleeps"
+echo "    1 ms, $(n_for green ticker) times (Go: $(n_for go ticker)); lateness = actual sleep - 1 ms"
+echo "  CPU-bound: 4 threads on 2 workers / GOMAXPROCS 2, each $(n_for green preempt_cost) xorshift64 steps"
+echo "  yield loop: 4 threads on 2 workers / GOMAXPROCS 2, green_yield / runtime.Gosched"
+echo "    in a loop for $(n_for green yield_signals) ms"
+echo
+awk -v ymax1000="$(max_of "$TMP/yield_signals.green_q1000")" \
+    -v ymax50="$(max_of "$TMP/yield_signals.green_q50")" '
+    { m[$1, $2] = $3 }
+    function dashes(k,    s) { s = ""; while (k-- > 0) s = s "-"; return s }
+    function fmt(v, how) {
+        if (v == "n/a" || v == "-") return v
+        if (how == "int") return sprintf("%.0f", v)
+        if (how == "pct") return sprintf("%+.1f", v)
+        if (how == "M") return sprintf("%.1f", v / 1e6)
+        if (v + 0 >= 100) return sprintf("%.0f", v)
+        return sprintf("%.1f", v)
+    }
+    # cols: the variants this row ran, e.g. "green_q1000 green_q100 go"; "-" elsewhere
+    function row(label, key, cols, how,    i, out, v) {
+        out = sprintf("%-38s", label)
+        for (i = 1; i <= nv; i++) {
+            v = index(" " cols " ", " " var[i] " ") ? m[key, var[i]] : "-"
+            out = out sprintf(" | %11s", fmt(v, how))
+        }
+        print out sprintf(" | %8s", "n/a")
+    }
+    function goal(what, v, limit, shown, limit_shown) {
+        if (v == "n/a") printf "  %-44s not measured\n", what
+        else printf "  %-44s libgreen %s: %s\n", what, shown,
+            v + 0 <= limit ? "met" : "MISSED (goal " limit_shown ")"
+    }
+    END {
+        nv = split("green_off green_q1000 green_q100 green_q50 go go_noasync", var, " ")
+        printf "%-38s | %11s | %11s | %11s | %11s | %11s | %11s | %8s\n", "preemption",
+            "green off", "green 1ms", "green 100us", "green 50us", "Go", "Go noasync",
+            "pthreads"
+        line = dashes(38)
+        for (i = 1; i <= nv; i++) line = line "-+-" dashes(11)
+        print line "-+-" dashes(8)
+        t = "green_q1000 green_q100 go"
+        row("ticker beside a hog: late p50 (us)", "ticker_p50", t)
+        row("  late p99 (us)", "ticker_p99", t)
+        row("  late max (us)", "ticker_max", t)
+        t = "green_q1000 green_q100"
+        row("  signals sent", "ticker_signals", t " go", "int")
+        row("  preemptions", "ticker_preemptions", t " go", "int")
+        row("  refusals", "ticker_refusals", t " go", "int")
+        t = "green_off green_q1000 green_q100 green_q50 go go_noasync"
+        row("CPU-bound, 4 threads: elapsed (ms)", "preempt_cost", t)
+        row("  slowdown vs off (%)", "preempt_cost_slow", "green_q1000 green_q100 green_q50 go", "pct")
+        row("  CPU time, all threads (ms)", "preempt_cost_cpu", t)
+        row("  CPU time vs off (%)", "preempt_cost_cpu_slow", "green_q1000 green_q100 green_q50 go", "pct")
+        row("  signals sent", "preempt_cost_signals", t, "int")
+        row("  preemptions", "preempt_cost_preemptions", t, "int")
+        row("  refusals", "preempt_cost_refusals", t, "int")
+        t = "green_q1000 green_q50 go"
+        row("yield loop, 4 threads: signals sent", "yield_signals", t, "int")
+        row("  preemptions", "yield_signals_preemptions", t, "int")
+        row("  yields (millions)", "yield_signals_yields", t, "M")
+        print ""
+        print "green off: GREEN_PREEMPT=off; green 1ms/100us/50us: GREEN_PREEMPT=signal and that"
+        print "GREEN_QUANTUM_US.  Go preempts a goroutine that ran 10 ms; Go noasync:"
+        print "GODEBUG=asyncpreemptoff=1.  Go has no counters of signals: n/a.  Slowdown: in each"
+        print "repetition, elapsed / elapsed with preemption off - 1 (Go: vs Go noasync); the"
+        print "median of those.  CPU time: getrusage of the whole process, libgreen'\''s monitor"
+        print "thread included.  Refusals: the handler declined (runtime, nopreempt, unsafe PC,"
+        print "headroom)."
+        print ""
+        print "Goals (issue 3):"
+        o = m["ticker_p99", "go"]
+        v = m["ticker_p99", "green_q1000"]
+        goal("ticker p99 <= 1.5 ms, quantum 1 ms", v, 1500,
+             fmt(v) " us" (o == "n/a" ? "" : " (Go " fmt(o) " us)"), "1500 us")
+        v = m["ticker_p99", "green_q100"]
+        goal("ticker p99 <= 150 us, quantum 100 us", v, 150, fmt(v) " us", "150 us")
+        v = m["preempt_cost_slow", "green_q1000"]
+        goal("CPU-bound slowdown <= 1%, quantum 1 ms", v, 1, fmt(v, "pct") "%", "+1.0%")
+        v = m["preempt_cost_slow", "green_q100"]
+        goal("CPU-bound slowdown <= 5%, quantum 100 us", v, 5, fmt(v, "pct") "%", "+5.0%")
+        v = m["preempt_cost_slow", "green_q50"]
+        goal("CPU-bound slowdown <= 10%, quantum 50 us", v, 10, fmt(v, "pct") "%", "+10.0%")
+        v = (ymax1000 == "n/a" || ymax50 == "n/a") ? "n/a" : (ymax1000 + 0 > ymax50 + 0 ? ymax1000 : ymax50)
+        goal("signals sent when all threads yield: 0", v, 0,
+             sprintf("at most %s (1 ms), %s (50 us) in a run", fmt(ymax1000, "int"),
+                     fmt(ymax50, "int")), "0 in every run")
+    }' "$TMP/pmedians"
+esac
 echo
 echo "raw figures: $LOG"

@@ -15,10 +15,23 @@
 //	             -> park_rss <bytes> B/thread (VmRSS growth / N),
 //	                park_rss_total <MiB> MiB, park_pte_total <MiB> MiB
 //
-// yield sets GOMAXPROCS to 1 unless the GOMAXPROCS variable is set (run.sh
-// sets it to 1).  Timing is the monotonic clock around the whole pass, after
-// an untimed warm-up pass of N/10 (not for park, which calls runtime.GC()
-// before each RSS reading).  Standard library only; builds offline.
+// Preemption (Go preempts a goroutine that has run 10 ms with a signal,
+// unless GODEBUG=asyncpreemptoff=1; it has no counters of its own to print):
+//
+//	ticker N         GOMAXPROCS 1: a call-free CPU hog beside a goroutine
+//	                 that sleeps 1 ms N times -> ticker_p50, ticker_p99,
+//	                 ticker_max <us> us (lateness: actual sleep - 1 ms)
+//	preempt_cost N   4 goroutines, GOMAXPROCS 2, each N xorshift64 steps, no
+//	                 calls -> preempt_cost <ms> ms (elapsed),
+//	                 preempt_cost_cpu <ms> ms (user+system CPU time)
+//	yield_signals N  4 goroutines, GOMAXPROCS 2, runtime.Gosched() in a loop
+//	                 for N ms -> yield_signals_yields <count> yields
+//
+// yield and ticker set GOMAXPROCS to 1, preempt_cost and yield_signals to 2,
+// unless the GOMAXPROCS variable is set (run.sh sets it).  Timing is the
+// monotonic clock around the whole pass, after an untimed warm-up pass of
+// N/10 (not for park, which calls runtime.GC() before each RSS reading).
+// Standard library only; builds offline.
 package main
 
 import (
@@ -26,9 +39,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -179,24 +195,181 @@ func runPark(n uint64) {
 	fmt.Printf("park_pte_total %.1f MiB\n", float64(pte)/1024)
 }
 
+// ---- Preemption ----------------------------------------------------------
+
+const (
+	tick          = time.Millisecond // the ticker sleeps 1 ms
+	hogCheckEvery = 4096             // hog increments between looks at hogStop
+	costThreads   = 4
+	yloopThreads  = 4
+)
+
+var (
+	hogCounter uint64 // the hog's work
+	hogStop    int32  // set by the ticker when done
+	crunchSink uint64
+)
+
+// hog has no call in its loop, so only an asynchronous preemption can take
+// the P from it; the stop flag is one atomic load every hogCheckEvery steps.
+func hog(done chan<- struct{}) {
+	for {
+		for i := 0; i < hogCheckEvery; i++ {
+			hogCounter++
+		}
+		if atomic.LoadInt32(&hogStop) != 0 {
+			break
+		}
+	}
+	close(done)
+}
+
+// runTicker fills late with the lateness of len(late) 1 ms sleeps beside the hog.
+func runTicker(late []time.Duration) {
+	atomic.StoreInt32(&hogStop, 0)
+	hogDone, tickDone := make(chan struct{}), make(chan struct{})
+	go hog(hogDone)
+	go func() {
+		for i := range late {
+			t0 := time.Now()
+			time.Sleep(tick)
+			late[i] = time.Since(t0) - tick
+		}
+		atomic.StoreInt32(&hogStop, 1)
+		close(tickDone)
+	}()
+	<-tickDone
+	<-hogDone
+}
+
+// percentile: nearest rank, the smallest sample >= p percent of them (sorted).
+func percentile(v []time.Duration, p int) time.Duration {
+	rank := (len(v)*p + 99) / 100
+	if rank == 0 {
+		rank = 1
+	}
+	return v[rank-1]
+}
+
+func benchTicker(n uint64) {
+	if n/10 > 0 {
+		runTicker(make([]time.Duration, n/10))
+	}
+	late := make([]time.Duration, n)
+	runTicker(late)
+	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	fmt.Printf("ticker_p50 %.1f us\n", us(percentile(late, 50)))
+	fmt.Printf("ticker_p99 %.1f us\n", us(percentile(late, 99)))
+	fmt.Printf("ticker_max %.1f us\n", us(late[n-1]))
+}
+
+// cruncher is call-free arithmetic: a serial chain of shifts and xors.
+func cruncher(x, n uint64) uint64 {
+	for i := uint64(0); i < n; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	crunchSink = x
+	return x
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		fail("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runPreemptCost: goroutines i and i+2 start from the same seed and must
+// end with the same value.
+func runPreemptCost(n uint64) time.Duration {
+	var res [costThreads]uint64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	wg.Add(costThreads)
+	for g := 0; g < costThreads; g++ {
+		go func(g int) {
+			res[g] = cruncher(0x9e3779b97f4a7c15+uint64(g%2), n)
+			wg.Done()
+		}(g)
+	}
+	wg.Wait()
+	dt := time.Since(t0)
+	for g := 0; g+2 < costThreads; g++ {
+		if res[g] != res[g+2] {
+			fail("preempt_cost: BROKEN: goroutines %d and %d ran the same steps and got %#x and %#x",
+				g, g+2, res[g], res[g+2])
+		}
+	}
+	return dt
+}
+
+func benchPreemptCost(n uint64) {
+	if n/10 > 0 {
+		runPreemptCost(n / 10)
+	}
+	cpu0 := cpuTime()
+	dt := runPreemptCost(n)
+	cpu := cpuTime() - cpu0
+	fmt.Printf("preempt_cost %.1f ms\n", float64(dt.Nanoseconds())/1e6)
+	fmt.Printf("preempt_cost_cpu %.1f ms\n", float64(cpu.Nanoseconds())/1e6)
+}
+
+func runYieldLoop(ms uint64) uint64 {
+	var stop int32
+	var yields uint64
+	var wg sync.WaitGroup
+	wg.Add(yloopThreads)
+	for g := 0; g < yloopThreads; g++ {
+		go func() {
+			k := uint64(0)
+			for atomic.LoadInt32(&stop) == 0 {
+				runtime.Gosched()
+				k++
+			}
+			atomic.AddUint64(&yields, k)
+			wg.Done()
+		}()
+	}
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	atomic.StoreInt32(&stop, 1)
+	wg.Wait()
+	return yields
+}
+
+func benchYieldSignals(n uint64) {
+	if n/10 > 0 {
+		runYieldLoop(n / 10)
+	}
+	fmt.Printf("yield_signals_yields %d yields\n", runYieldLoop(n))
+}
+
 type bench struct {
 	defaultN uint64
-	run      func(n uint64) time.Duration // nil for park
+	run      func(n uint64) time.Duration // nil: own runs and prints all
 	opsPerN  float64                      // value = elapsed / (opsPerN * n)
 	unit     string
+	own      func(n uint64)
+	procs    int // GOMAXPROCS when the variable is unset; 0: the default
 }
 
 var benches = map[string]bench{
-	"yield":     {3000000, runYield, 2, "ns/switch"},
-	"spawn":     {1000000, runSpawn, 1, "ns/spawn+join"},
-	"spawnmany": {1000000, runSpawnMany, 1, "ns/thread"},
-	"chan":      {2000000, runChan, 2, "ns/hop"},
-	"mutex":     {20000000, runMutex, 1, "ns/lock+unlock"},
-	"park":      {1000000, nil, 1, "B/thread"},
+	"yield":         {3000000, runYield, 2, "ns/switch", nil, 1},
+	"spawn":         {1000000, runSpawn, 1, "ns/spawn+join", nil, 0},
+	"spawnmany":     {1000000, runSpawnMany, 1, "ns/thread", nil, 0},
+	"chan":          {2000000, runChan, 2, "ns/hop", nil, 0},
+	"mutex":         {20000000, runMutex, 1, "ns/lock+unlock", nil, 0},
+	"park":          {1000000, nil, 1, "B/thread", runPark, 0},
+	"ticker":        {2000, nil, 1, "", benchTicker, 1},
+	"preempt_cost":  {200000000, nil, 1, "", benchPreemptCost, 2},
+	"yield_signals": {500, nil, 1, "", benchYieldSignals, 2},
 }
 
 func usage() {
-	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park [N]")
+	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|preempt_cost|yield_signals [N]")
 }
 
 func main() {
@@ -222,12 +395,12 @@ func main() {
 			usage()
 		}
 	}
-	if name == "yield" && os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
+	if b.procs != 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(b.procs)
 	}
 
 	if b.run == nil {
-		runPark(n)
+		b.own(n)
 		return
 	}
 	warm := n / 10
