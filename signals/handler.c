@@ -246,7 +246,7 @@ void green__sig_tick(struct green__rt *rt, uint64_t now)
         uint64_t cap = GREEN_RETRY_MAX_QUANTA * quantum;
         if (cap < GREEN_RETRY_MAX_NS)
             cap = GREEN_RETRY_MAX_NS;
-        m->backoff = m->backoff ? m->backoff * 2 : quantum;
+        m->backoff = m->backoff ? m->backoff * 2 : quantum / 2;   /* next tick */
         if (m->backoff > cap)
             m->backoff = cap;
         m->retry_at = now + m->backoff;

@@ -1,11 +1,12 @@
 /* Preemption by signal: a green thread that computes without ever calling
  * into libgreen is still switched out, and what it held -- every register,
  * its flags, MXCSR, zmm0-31 and k0-7, the red zone below its stack pointer,
- * errno -- is intact when it resumes.  Around that: fairness between hogs,
- * a ticker beside a hog (and, with preemption off, the same ticker starving),
- * alarm() still reaching the program, green_nopreempt_begin/end, no signal
- * for threads that yield, and a bounded number of EINTRs for a thread in a
- * slow system call libgreen does not wrap.
+ * errno -- is intact when it resumes, on the worker it left.  Around that:
+ * fairness between hogs, a ticker beside a hog (and, with preemption off,
+ * the same ticker starving), alarm() still reaching the program,
+ * green_nopreempt_begin/end, no signal for threads that yield, and a
+ * bounded number of EINTRs for a thread in a slow system call libgreen does
+ * not wrap.
  *
  * How a test proves that preemption happened, rather than that code ran: the
  * threads make no libgreen call while they compute, so on one worker the
@@ -13,8 +14,8 @@
  * A was switched out by a signal.  Each thread samples the other's progress
  * counter before and after a call-free stretch and counts the stretches
  * during which the other advanced.  With preemption off these counts are 0
- * and the tests fail; every thread also stops by itself at a deadline read
- * from CLOCK_MONOTONIC, so a runtime that never preempts fails the test
+ * and the tests fail; every thread also stops by itself at a deadline (on
+ * the TSC, see tsc_after), so a runtime that never preempts fails the test
  * instead of hanging it.
  *
  * The register and red-zone loops are assembly (file-scope asm below): C
@@ -105,7 +106,7 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* p99 of n sorted samples, but never the single worst one (as in
+/* p99 of n samples (sorting them), but never the single worst one (as in
  * test_timer.c: one host hiccup must not decide the test). */
 static int64_t p99_of(int64_t *v, int n)
 {
@@ -518,18 +519,30 @@ struct ticker {
     atomic_int stop;
     int n;                       /* ticks done */
     int64_t late_ns[TICKS];
+    int64_t off_cpu_ns[TICKS];   /* how long the worker was off its CPU meanwhile */
     /* with preemption off */
     uint64_t ticks_while_hog_ran;
     atomic_int hog_done;
 };
 
+/* CPU time of the calling OS thread: on one worker, the worker's. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *tick_200(void *arg)
 {
     struct ticker *k = arg;
     for (k->n = 0; k->n < TICKS; k->n++) {
-        uint64_t t0 = green_now_ns();
+        uint64_t c0 = thread_cpu_ns(), t0 = green_now_ns();
         green_sleep_ns(1 * MS);
-        k->late_ns[k->n] = (int64_t)(green_now_ns() - t0) - (int64_t)MS;
+        uint64_t t1 = green_now_ns(), c1 = thread_cpu_ns();
+        k->late_ns[k->n] = (int64_t)(t1 - t0) - (int64_t)MS;
+        int64_t off = (int64_t)(t1 - t0) - (int64_t)(c1 - c0);
+        k->off_cpu_ns[k->n] = off > 0 ? off : 0;
     }
     atomic_store(&k->stop, 1);
     return NULL;
@@ -564,6 +577,19 @@ static void *baseline_run(void *arg)
     return NULL;
 }
 
+/* The ticker's lateness is the time from its timer's expiry to the hog's
+ * preemption -- the runtime's part -- plus any time the worker's OS thread
+ * itself was off the CPU: with another busy process on this 2-vCPU host the
+ * kernel deschedules the worker for a few milliseconds at a time, and no
+ * runtime can run a thread on a worker that is not running (seen: p99 4 ms
+ * with one external CPU hog, 0.6-0.8 ms without).  While the ticker sleeps
+ * the hog keeps the worker busy, so wall time minus the worker's CPU time
+ * over one sleep is that off-CPU time; it is taken out of each sample
+ * before the p99 (generously: off-CPU time before the expiry, which made
+ * nothing late, comes out too; on a quiet host it is ~50 us a sample, the
+ * monitor's own turns).  A runtime that never preempted keeps its worker on
+ * the CPU and stays seconds late.  nanosleep's own p99, from a plain pthread at the same
+ * time, covers the rest (the host waking the worker late). */
 Test(preempt, a_call_free_hog_does_not_starve_a_ticker, .timeout = 30)
 {
     static struct ticker k;
@@ -582,20 +608,29 @@ Test(preempt, a_call_free_hog_does_not_starve_a_ticker, .timeout = 30)
     pthread_join(base, NULL);
     cr_assert_eq(rc, 0);
     cr_assert_eq(k.n, TICKS);
-    int64_t p99 = p99_of(k.late_ns, TICKS), base_p99 = p99_of(b.late_ns, TICKS);
-    int64_t max = k.late_ns[TICKS - 1];
-    cr_log_info("ticker beside a hog: median %lld us, p99 %lld us, max %lld us (nanosleep p99 "
+    static int64_t own[TICKS];
+    for (int i = 0; i < TICKS; i++)
+        own[i] = k.late_ns[i] - k.off_cpu_ns[i];
+    int64_t raw_p99 = p99_of(k.late_ns, TICKS), base_p99 = p99_of(b.late_ns, TICKS);
+    int64_t off_max = k.off_cpu_ns[0];
+    for (int i = 1; i < TICKS; i++)
+        off_max = k.off_cpu_ns[i] > off_max ? k.off_cpu_ns[i] : off_max;
+    int64_t p99 = p99_of(own, TICKS), max = own[TICKS - 1];
+    cr_log_info("ticker beside a hog: median %lld us, p99 %lld us, max %lld us without the "
+                "worker's off-CPU time (raw p99 %lld us, off-CPU max %lld us; nanosleep p99 "
                 "%lld us); %llu signals, %llu preemptions, refused %llu runtime %llu unsafe-pc",
-                (long long)(k.late_ns[TICKS / 2] / 1000), (long long)(p99 / 1000),
-                (long long)(max / 1000), (long long)(base_p99 / 1000),
+                (long long)(own[TICKS / 2] / 1000), (long long)(p99 / 1000),
+                (long long)(max / 1000), (long long)(raw_p99 / 1000),
+                (long long)(off_max / 1000), (long long)(base_p99 / 1000),
                 (unsigned long long)(s1.signals_sent - s0.signals_sent),
                 (unsigned long long)(s1.preemptions - s0.preemptions),
                 (unsigned long long)(s1.refused_runtime - s0.refused_runtime),
                 (unsigned long long)(s1.refused_unsafe_pc - s0.refused_unsafe_pc));
     cr_expect_leq(p99, 2 * (int64_t)MS + base_p99,
-                  "p99 lateness %lld us beside a hog at a 1 ms quantum (max %lld us; "
-                  "nanosleep's own p99: %lld us)",
-                  (long long)(p99 / 1000), (long long)(max / 1000),
+                  "p99 lateness %lld us beside a hog at a 1 ms quantum, without the "
+                  "worker's off-CPU time (max %lld us; raw p99 %lld us; nanosleep's own "
+                  "p99: %lld us)",
+                  (long long)(p99 / 1000), (long long)(max / 1000), (long long)(raw_p99 / 1000),
                   (long long)(base_p99 / 1000));
     cr_expect_gt(k.hog.count, 0, "the hog never ran");
 }
@@ -660,61 +695,99 @@ static void *fair_main(void *arg)
     return NULL;
 }
 
-/* CPU share is measured in iterations: every hog runs the same loop.
+/* Four hogs on two workers for 2 s; CPU share is measured in iterations
+ * (every hog runs the same loop).  *info gets one line: each hog's
+ * deviation from the mean of all four and its worker. */
+static void fair_run(struct hog *h, green_stats_t *s0, green_stats_t *s1, char *info,
+                     size_t size)
+{
+    memset(h, 0, FAIR_HOGS * sizeof *h);
+    uint64_t until = tsc_after(2 * SEC);
+    for (int i = 0; i < FAIR_HOGS; i++)
+        h[i].until = until;
+    *s0 = stats_now();
+    cr_assert_eq(run_mode(fair_main, h, 2, GREEN_PREEMPT_SIGNAL, 1000), 0);
+    *s1 = stats_now();
+    double mean = 0;
+    for (int i = 0; i < FAIR_HOGS; i++) {
+        mean += (double)h[i].count / FAIR_HOGS;
+        cr_assert(h[i].worker == 0 || h[i].worker == 1);
+    }
+    cr_assert_gt(mean, 0);
+    int off = 0;
+    for (int i = 0; i < FAIR_HOGS; i++)
+        off += snprintf(info + off, size - (size_t)off, " %+.1f%% (w%d)",
+                        100.0 * ((double)h[i].count - mean) / mean, h[i].worker);
+    cr_log_info("fairness:%s (%llu preemptions)", info,
+                (unsigned long long)(s1->preemptions - s0->preemptions));
+}
+
+/* A preempted thread resumes on the worker it left, so once the hogs have
+ * spread each worker's hogs share its CPU, and how they share it is the
+ * round robin's doing, whatever CPU the host gives that worker: ±5% of the
+ * mean of the hogs on the same worker (measured: within 1% on a quiet
+ * machine, within 3.1% beside a build and a benchmark, over 35 runs).
+ * How the hogs spread is the next test's matter. */
+Test(preempt, hogs_on_the_same_worker_share_its_cpu_equally, .timeout = 30)
+{
+    static struct hog h[FAIR_HOGS];
+    green_stats_t s0, s1;
+    char info[256];
+    fair_run(h, &s0, &s1, info, sizeof info);
+    double wsum[2] = { 0, 0 };
+    int wn[2] = { 0, 0 };
+    for (int i = 0; i < FAIR_HOGS; i++) {
+        wsum[h[i].worker] += (double)h[i].count;
+        wn[h[i].worker]++;
+    }
+    for (int i = 0; i < FAIR_HOGS; i++) {
+        double wmean = wsum[h[i].worker] / wn[h[i].worker];
+        double wdev = ((double)h[i].count - wmean) / wmean;
+        cr_expect(wdev >= -0.05 && wdev <= 0.05,
+                  "hog %d ran %+.1f%% off the mean of the %d hogs on its worker (all:%s)", i,
+                  100.0 * wdev, wn[h[i].worker], info);
+    }
+}
+
+/* Across workers the share is also the host's.  On the 2-vCPU VM these
+ * tests were written on, two plain pthreads spinning for 2 s differ by up
+ * to ±9% from their mean, four by up to ±12% under Linux's own scheduler;
+ * libgreen's hogs, over 15 quiet runs: ±1.2% to ±8.5%, always one worker's
+ * pair against the other's.  Hence ±15% here, not the issue's ±10%.
  *
- * Bounds.  A preempted thread resumes on the worker it left, so once the
- * hogs have spread (two per worker) each pair shares one worker's CPU, and
- * the round robin on a worker is the runtime's doing: there the bound is
- * ±5% of the pair's mean (measured: within 1%).  Between the workers the
- * share is the host's: on the 2-vCPU VM these tests were written on, two
- * plain pthreads spinning for 2 s differ by up to ±9% from their mean, and
- * four differ by up to ±12% under Linux's own scheduler.  So the issue's
- * ±10% across all four hogs is held to ±15% here; measured over 15 runs on
- * a quiet machine: ±1.2% to ±8.5%, always one worker's pair against the
- * other's. */
-/* Pending: a preempted thread stays on its worker until it switches by
+ * Pending: a preempted thread stays on its worker until it switches by
  * itself (its code may hold TLS addresses), so hogs that never switch cannot
  * be rebalanced once pinned, and on this shared 2-vCPU host the two workers
  * do not get equal CPU either (the shares split by worker, +-15%).  Until
  * the scheduler balances pinned threads, this test is off; see the closing
- * note of issue 3's first session. */
+ * note of issue 3's first session.  The share within a worker is checked
+ * by the test above.
+ *
+ * Seen twice in 37 runs: the hogs split 3/1, not 2/2 (one hog +60% to +95%,
+ * three -17% to -33%).  main spawns all four on worker 0; worker 1 steals
+ * from worker 0's ring, but a hog preempted before it was stolen waits in
+ * worker 0's pinned queue, which no other worker takes from, so the split
+ * at the first preemptions lasts the whole run. */
 Test(preempt, four_hogs_on_two_workers_share_the_cpu_fairly, .timeout = 30,
      .disabled = true)
 {
     static struct hog h[FAIR_HOGS];
-    memset(h, 0, sizeof h);
-    uint64_t until = tsc_after(2 * SEC);
-    for (int i = 0; i < FAIR_HOGS; i++)
-        h[i].until = until;
-    green_stats_t s0 = stats_now();
-    cr_assert_eq(run_mode(fair_main, h, 2, GREEN_PREEMPT_SIGNAL, 1000), 0);
-    green_stats_t s1 = stats_now();
-    double mean = 0, wsum[2] = { 0, 0 };
-    int wn[2] = { 0, 0 };
+    green_stats_t s0, s1;
+    char info[256];
+    fair_run(h, &s0, &s1, info, sizeof info);
+    double mean = 0;
+    int on1 = 0;
     for (int i = 0; i < FAIR_HOGS; i++) {
         mean += (double)h[i].count / FAIR_HOGS;
-        cr_assert(h[i].worker == 0 || h[i].worker == 1);
-        wsum[h[i].worker] += (double)h[i].count;
-        wn[h[i].worker]++;
+        on1 += h[i].worker == 1;
     }
-    cr_assert_gt(mean, 0);
-    char counts[256];
-    int off = 0;
-    for (int i = 0; i < FAIR_HOGS; i++)
-        off += snprintf(counts + off, sizeof counts - (size_t)off, " %+.1f%% (w%d)",
-                        100.0 * ((double)h[i].count - mean) / mean, h[i].worker);
-    cr_log_info("fairness:%s (%llu preemptions)", counts,
-                (unsigned long long)(s1.preemptions - s0.preemptions));
+    cr_expect_eq(on1, FAIR_HOGS / 2, "the hogs split %d/%d over the workers:%s",
+                 FAIR_HOGS - on1, on1, info);
     for (int i = 0; i < FAIR_HOGS; i++) {
         double dev = ((double)h[i].count - mean) / mean;
-        double wmean = wsum[h[i].worker] / wn[h[i].worker];
-        double wdev = ((double)h[i].count - wmean) / wmean;
         cr_expect(dev >= -0.15 && dev <= 0.15,
                   "hog %d ran %+.1f%% off the mean of all four (all:%s; %llu preemptions)", i,
-                  100.0 * dev, counts, (unsigned long long)(s1.preemptions - s0.preemptions));
-        cr_expect(wdev >= -0.05 && wdev <= 0.05,
-                  "hog %d ran %+.1f%% off the mean of the %d hogs on its worker (all:%s)", i,
-                  100.0 * wdev, wn[h[i].worker], counts);
+                  100.0 * dev, info, (unsigned long long)(s1.preemptions - s0.preemptions));
     }
 }
 
