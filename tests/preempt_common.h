@@ -1,0 +1,144 @@
+/* Helpers shared by the preemption suites, tests/test_preempt.c and
+ * tests/test_preempt_state.c: a green_run with the preemption fields set,
+ * deadlines on the TSC, green_stats snapshots, a p99, and a call-free CPU
+ * hog.  Static inline, so a suite pays only for what it uses.
+ */
+#ifndef GREEN_TESTS_PREEMPT_COMMON_H
+#define GREEN_TESTS_PREEMPT_COMMON_H
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include "common.h"
+
+#define SEC (1000ull * MS)
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* green_run with the fields these tests care about set explicitly, so that a
+ * GREEN_* variable in the environment does not change what is tested. */
+static inline int run_mode(void *(*fn)(void *), void *arg, unsigned workers, int preempt,
+                    unsigned quantum_us)
+{
+    green_config_t cfg = config(workers);
+    cfg.preempt = preempt;
+    cfg.quantum_us = quantum_us;
+    cfg.signo = SIGALRM;
+    return green_run(fn, arg, &cfg, NULL);
+}
+
+/* Deadlines for the busy loops, on the TSC: __rdtsc() is one instruction,
+ * where clock_gettime is a call into the vDSO -- code in which the signal
+ * handler refuses to preempt (it may not be reentrant), so a loop that read
+ * the clock often would be preempted late now and then, and the tests
+ * would measure that instead of what they mean to.  Calibrated once against
+ * CLOCK_MONOTONIC; good to a fraction of a millisecond over seconds, which
+ * is all a deadline needs. */
+static double tsc_per_ns;
+
+__attribute__((constructor)) static void tsc_calibrate(void)
+{
+    uint64_t c0 = __rdtsc(), t0 = mono_ns();
+    struct timespec ts = { 0, 20 * (long)MS };
+    nanosleep(&ts, NULL);
+    uint64_t c1 = __rdtsc(), t1 = mono_ns();
+    tsc_per_ns = (double)(c1 - c0) / (double)(t1 - t0);
+}
+
+/* The TSC value ns nanoseconds from now. */
+static inline uint64_t tsc_after(uint64_t ns)
+{
+    return __rdtsc() + (uint64_t)((double)ns * tsc_per_ns);
+}
+
+static inline int tsc_passed(uint64_t deadline)
+{
+    return __rdtsc() >= deadline;
+}
+
+static inline green_stats_t stats_now(void)
+{
+    green_stats_t s;
+    memset(&s, 0, sizeof s);
+    green_stats(&s);
+    return s;
+}
+
+static inline uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static inline int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* p99 of n samples (sorting them), but never the single worst one (as in
+ * test_timer.c: one host hiccup must not decide the test). */
+static inline int64_t p99_of(int64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_i64);
+    int i = (n * 99 + 99) / 100 - 1;
+    if (i > n - 2)
+        i = n - 2;
+    return v[i < 0 ? 0 : i];
+}
+
+/* A call-free CPU hog: bumps a volatile counter, and every 4096 bumps reads
+ * its stop flag and the TSC.  It never yields and never calls anything:
+ * only a signal takes the CPU from it.  One per cache line. */
+struct hog {
+    volatile uint64_t count;
+    atomic_int *stop;              /* may be NULL */
+    uint64_t until;                /* TSC deadline (tsc_after) at which it returns */
+    uint64_t ended_ns;             /* mono_ns() when it did */
+    int worker;                    /* green_worker_index() then */
+} __attribute__((aligned(64)));
+
+static inline void *hog_run(void *arg)
+{
+    struct hog *h = arg;
+    for (;;) {
+        for (int i = 0; i < 4096; i++)
+            h->count++;
+        if (h->stop && atomic_load_explicit(h->stop, memory_order_relaxed))
+            break;
+        if (tsc_passed(h->until))
+            break;
+    }
+    h->ended_ns = mono_ns();
+    h->worker = green_worker_index();
+    return NULL;
+}
+
+/* errno read and written afresh (see test_context.c: a compiler may keep
+ * &errno across a call). */
+__attribute__((noinline, unused)) static int errno_get(void)
+{
+    __asm__ volatile("" : : : "memory");
+    return errno;
+}
+
+__attribute__((noinline, unused)) static void errno_set(int v)
+{
+    __asm__ volatile("" : : : "memory");
+    errno = v;
+}
+
+#endif /* GREEN_TESTS_PREEMPT_COMMON_H */
