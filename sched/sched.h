@@ -262,7 +262,8 @@ struct green__worker {
     pthread_t pthread;
 
     /* Owner: this worker's OS thread. */
-    struct green__thread *cur;       /* running: a green thread or &g0 */
+    struct green__thread *cur;       /* running: a green thread or &g0; the
+                                      * monitor reads it (relaxed) */
     struct green__thread *prev;      /* context just left; finished by the next */
     _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
     uint32_t runnext_streak;         /* consecutive runnext picks */
@@ -271,7 +272,6 @@ struct green__worker {
     bool spinning;                   /* counted in rt->nspinning */
     struct green__cache stack_cache; /* free stacks and control blocks */
     struct green__cache thread_cache;
-    bool in_thread;                  /* running a green thread, not g0 */
     bool pin_turn;                   /* alternate pinned queue and ring */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
 

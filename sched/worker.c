@@ -112,7 +112,6 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     to->state = GREEN_T_RUNNING;
     w->prev = from;
     w->cur = to;
-    w->in_thread = to != &w->g0;
     asan_start(w, from, to);
     w = green__ctx_switch(&from->sp, to->sp, w);
     green__switch_finish(w);

@@ -225,7 +225,7 @@ void green__sig_tick(struct green__rt *rt, uint64_t now)
         struct green__worker *w = &rt->workers[i];
         struct green__watch *m = &rt->watch[i];
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
-        if (tick != m->tick || !__atomic_load_n(&w->in_thread, __ATOMIC_RELAXED)) {
+        if (tick != m->tick || __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0) {
             m->tick = tick;          /* it switched, or it is idle */
             m->since = now;
             m->retry_at = 0;
