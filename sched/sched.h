@@ -274,6 +274,8 @@ struct green__worker {
     struct green__cache thread_cache;
     bool pin_turn;                   /* alternate pinned queue and ring */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
+    _Atomic uint32_t npinned;        /* their number; others read it */
+    uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
 
     /* Preemption requests: tid fixed at start; preempt_req set by the
      * monitor (CAS 0 -> 1), consumed by this worker's signal handler. */
@@ -315,15 +317,22 @@ struct green__worker {
 struct green__hooks {
     int (*start)(struct green__rt *rt);          /* before the workers start */
     void (*stop)(struct green__rt *rt);          /* after they have stopped */
-    void (*tick)(struct green__rt *rt, uint64_t now); /* every monitor tick */
-    uint64_t (*tick_ns)(const struct green__rt *rt);  /* tick period while busy */
+    /* Every time the monitor wakes while a worker is busy: look, act, and
+     * return when to look next (absolute, green__clock_ns; FOREVER if no
+     * deadline is pending). */
+    uint64_t (*tick)(struct green__rt *rt, uint64_t now);
 };
 
 /* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
 struct green__watch {
-    uint32_t tick;                   /* w->tick when last seen to change */
-    uint64_t since;                  /* when that was */
+    bool busy;                       /* running a green thread at last look */
+    bool asked;                      /* signalled during this slice */
+    uint32_t tick;                   /* w->tick of the current slice */
+    uint64_t since, cpu_since;       /* its start (or first sight): wall and
+                                      * the worker's CPU time, ns */
+    uint64_t asked_at, asked_cpu;    /* the same, when we signalled */
     uint64_t retry_at, backoff;      /* after a request: when to ask again */
+    uint64_t end;                    /* when the slice may be ended */
 };
 
 struct green__rt {

@@ -11,13 +11,16 @@
  * monitor notices a worker that has not switched since its last look yet has
  * runnable threads queued, and wakes an idle worker to steal them.
  *
- * Its rhythm: a tick every GREEN_SYSMON_BASE_NS while any worker is busy,
- * stretching to GREEN_SYSMON_MAX_NS after 50 quiet ticks (nothing to do), and
- * no tick at all while every worker is idle: it then sleeps on sysmon_word
+ * Its rhythm: a look every GREEN_SYSMON_BASE_NS while any worker is busy,
+ * stretching to GREEN_SYSMON_MAX_NS after 50 quiet looks (nothing to do), and
+ * none at all while every worker is idle: it then sleeps on sysmon_word
  * until a worker leaves idle (green__sysmon_kick, a Dekker pair with the
- * idle count).  The preemption layer hangs its checks on the same tick
- * (rt->hooks: signals/ asks a worker stuck on one thread for a whole quantum
- * to switch), and then sets the period itself.
+ * idle count).  The preemption layer (rt->hooks: signals/ asks a worker
+ * stuck on one thread for a whole quantum to switch) is called whenever the
+ * monitor wakes and names its own next deadline; the monitor sleeps until
+ * the earlier of the two.  Every wake costs a timer interrupt and two
+ * context switches -- tens of microseconds of some CPU under virtualization
+ * -- so it wakes at deadlines, never on a fixed fraction of the quantum.
  *
  * It reads w->tick (relaxed) and the run queues' ends; it writes nothing of
  * a worker's, and wakes workers only through green__wakep.
@@ -39,10 +42,12 @@ static bool has_queued(struct green__worker *w)
     return head != tail || atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }
 
-static void nap(uint64_t ns)
+/* Sleep until `until` (green__clock_ns time).  Absolute, so time spent
+ * looking does not stretch the rhythm. */
+static void nap_until(uint64_t until)
 {
-    struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
 }
 
@@ -70,7 +75,9 @@ static bool sysmon_tick(struct green__rt *rt)
 static void *sysmon_main(void *arg)
 {
     struct green__rt *rt = arg;
+    const struct green__hooks *h = rt->hooks;
     uint64_t period = GREEN_SYSMON_BASE_NS;
+    uint64_t next_look = green__clock_ns() + period;
     unsigned quiet = 0;
 
     while (!atomic_load(&rt->done)) {
@@ -81,20 +88,28 @@ static void *sysmon_main(void *arg)
                 green__futex_wait(&rt->sysmon_word, 0, GREEN_FOREVER);
             period = GREEN_SYSMON_BASE_NS;
             quiet = 0;
+            next_look = green__clock_ns() + period;
             continue;
         }
-        /* With preemption on, the preemption layer sets the rhythm (a
-         * fraction of the quantum); without, back off when nothing happens. */
-        const struct green__hooks *h = rt->hooks;
-        nap(h && h->tick_ns ? h->tick_ns(rt) : period);
-        if (h && h->tick)
-            h->tick(rt, green__clock_ns());
-        if (sysmon_tick(rt)) {
-            period = GREEN_SYSMON_BASE_NS;
-            quiet = 0;
-        } else if (++quiet > GREEN_SYSMON_QUIET && period < GREEN_SYSMON_MAX_NS) {
-            period *= 2;
+        uint64_t now = green__clock_ns();
+        /* Two rhythms: its own look for stuck queues, backing off when
+         * nothing happens, and the preemption layer's deadlines. */
+        if (now >= next_look) {
+            if (sysmon_tick(rt)) {
+                period = GREEN_SYSMON_BASE_NS;
+                quiet = 0;
+            } else if (++quiet > GREEN_SYSMON_QUIET && period < GREEN_SYSMON_MAX_NS) {
+                period *= 2;
+            }
+            next_look = now + period;
         }
+        uint64_t wake = next_look;
+        if (h && h->tick) {
+            uint64_t t = h->tick(rt, now);
+            if (t < wake)
+                wake = t;
+        }
+        nap_until(wake);
     }
     return NULL;
 }

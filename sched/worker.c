@@ -125,6 +125,8 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     w->pinned_head = t->next;
     if (!w->pinned_head)
         w->pinned_tail = NULL;
+    atomic_store_explicit(&w->npinned, atomic_load_explicit(&w->npinned, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
     return t;
 }
 
@@ -278,15 +280,65 @@ static struct green__thread *steal_work(struct green__worker *w)
 
 static bool rt_has_others(struct green__worker *w) { return w->rt->nworkers > 1; }
 
+/* Threads a worker has to run, as another worker sees it (racy, a hint):
+ * the one running, its LIFO slot, its ring, and those pinned to it. */
+static uint32_t load_of(struct green__worker *v)
+{
+    uint32_t head = atomic_load_explicit(&v->q.head, memory_order_relaxed);
+    uint32_t tail = atomic_load_explicit(&v->q.tail, memory_order_relaxed);
+    uint32_t n = (uint32_t)(tail - head) <= GREEN_RUNQ_SIZE ? tail - head : 0;
+    n += atomic_load_explicit(&v->npinned, memory_order_relaxed);
+    n += atomic_load_explicit(&v->runnext, memory_order_relaxed) != NULL;
+    n += __atomic_load_n(&v->cur, __ATOMIC_RELAXED) != &v->g0;
+    return n;
+}
+
+/* At a preemption, even with work of its own: take from a worker that has
+ * at least two threads more, so CPU hogs spread evenly over the workers
+ * while they still can -- once preempted, a thread is pinned. */
+static struct green__thread *balance(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    uint32_t mine = load_of(w);
+    unsigned n = rt->nworkers, start = green__rand_below(&w->rng, n);
+    for (unsigned i = 0; i < n; i++) {
+        struct green__worker *v = &rt->workers[(start + i) % n];
+        if (v != w && load_of(v) >= mine + 2) {
+            struct green__thread *t = green__runq_steal(w, v);
+            if (t)
+                return t;
+        }
+    }
+    return NULL;
+}
+
 void green__sched_preempted(struct green__worker *w)
 {
     struct green__thread *self = w->cur;
+    struct green__rt *rt = w->rt;
     /* A thread that ran a whole quantum kept this worker from its timers. */
     check_timers(w);
-    struct green__thread *t = pick(w);
+    struct green__thread *t = NULL;
+    if (rt_has_others(w)) {
+        /* An idle worker could take the threads queued here -- but not
+         * this one, once it is pinned.  So rather than pin it, wake that
+         * worker and carry on, a couple of times, while the queue lasts. */
+        if (!green__runq_empty(w) && atomic_load(&rt->nidle) > 0 && w->kept_for_idle < 2) {
+            w->kept_for_idle++;
+            atomic_store_explicit(&w->tick, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);     /* a new slice */
+            green__wakep(rt);
+            return;
+        }
+        w->kept_for_idle = 0;
+        if ((t = balance(w)) != NULL)
+            atomic_store_explicit(&w->tick, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+    }
+    if (!t)
+        t = pick(w);
     /* Nothing here: a preemption is a scheduling point, so look for work
-     * that waits elsewhere -- this is how CPU hogs that never block spread
-     * over the workers before they settle. */
+     * that waits elsewhere. */
     if (!t && rt_has_others(w))
         t = steal_work(w);
     if (!t)
@@ -298,6 +350,8 @@ void green__sched_preempted(struct green__worker *w)
     else
         w->pinned_head = self;
     w->pinned_tail = self;
+    atomic_store_explicit(&w->npinned, atomic_load_explicit(&w->npinned, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     /* Only this worker takes from its pinned queue: the switch returns
      * here, on w. */
     green__switch(w, t);

@@ -2,12 +2,13 @@
  * Preemption by signal: the monitor asks, the handler decides, the
  * trampoline switches.
  *
- * 1. The monitor (sched/sysmon.c) ticks every quantum/2 while any worker
- *    runs.  green__sig_tick finds a worker whose tick (its count of
+ * 1. The monitor (sched/sysmon.c) wakes at the earliest moment a slice can
+ *    end.  green__sig_tick finds a worker whose tick (its count of
  *    scheduling decisions) has not moved for a whole quantum while it runs a
- *    green thread, sets that worker's request flag -- a CAS, so duplicate
- *    requests merge -- and sends the signal to that worker alone (tgkill).
- *    Idle workers and threads that switch within their slice never get one.
+ *    green thread that really used the CPU, sets that worker's request flag
+ *    -- a CAS, so duplicate requests merge -- and sends the signal to that
+ *    worker alone (tgkill).  Idle workers and threads that switch within
+ *    their slice never get one.
  * 2. The handler runs on the worker's sigaltstack.  A signal that is not
  *    ours (not sent by this process with tgkill, or no request pending:
  *    alarm(), setitimer, kill) is passed to the program's handler or
@@ -41,6 +42,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -218,39 +220,130 @@ void green__preempt_switch(void)
 
 /* ---- The monitor's side -------------------------------------------------- */
 
-void green__sig_tick(struct green__rt *rt, uint64_t now)
+/* The CPU-time clock of a thread of this process, from its tid: the kernel's
+ * encoding (CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED, linux/posix-timers.h), the
+ * value glibc's pthread_getcpuclockid returns.  The monitor knows workers by
+ * tid; their pthread_t is not its to read. */
+static clockid_t thread_cpu_clock(pid_t tid)
+{
+    return (clockid_t)((~(uint32_t)tid << 3) | 4u | 2u);
+}
+
+/* CPU time the worker's OS thread has run, ns; 0 if unreadable (then the
+ * check below lets every request through). */
+static uint64_t worker_cpu_ns(const struct green__worker *w)
+{
+    struct timespec ts;
+    if (clock_gettime(thread_cpu_clock(w->tid), &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* Ask w to switch: merge with a pending request, back off before the next. */
+static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green__watch *m,
+                    uint64_t now, uint64_t cpu)
 {
     uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
+    uint32_t zero = 0;
+    if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
+        syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
+        count(&stats.signals_sent);
+    }
+    m->asked = true;
+    m->asked_at = now;
+    m->asked_cpu = cpu;
+    /* Should this one be refused (unsafe code, a nopreempt section), wait
+     * longer before the next: the delay doubles up to GREEN_RETRY_MAX_NS
+     * (or 64 quanta if longer), so a thread that stays seconds in unsafe
+     * code sees tens of signals, not one per quantum. */
+    uint64_t cap = max_u64(GREEN_RETRY_MAX_QUANTA * quantum, GREEN_RETRY_MAX_NS);
+    m->backoff = m->backoff ? min_u64(m->backoff * 2, cap) : quantum / 2;
+    m->retry_at = now + m->backoff;
+    return m->retry_at;
+}
+
+/*
+ * One look at every worker, at `now`; returns when the next slice can end.
+ *
+ * A slice is what a worker runs between two of its scheduling decisions
+ * (w->tick).  The monitor does not see it begin: it learns of it at its next
+ * look and dates it from then -- except right after a preemption it asked
+ * for, where the new slice began when the signal landed (one decision later,
+ * tick + 1), so consecutive slices of CPU-bound threads last one quantum,
+ * not two.  A slice ends early, after a quarter quantum, when a timer of
+ * that worker is due: the thread it wakes (a sleeper, a deadline) should
+ * not wait out the quantum of a thread that never blocks.
+ *
+ * Before signalling, the worker's CPU clock says whether its thread really
+ * ran: a worker the kernel -- or the hypervisor, whose steal time the
+ * kernel does not count -- kept off the CPU, or one blocked in a system call
+ * libgreen does not wrap, has not used its slice, and a signal would only
+ * interrupt the call with EINTR.  So threads that yield, even on a host that
+ * pauses the VM, draw no signal.
+ */
+uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
+{
+    uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
+    uint64_t next = GREEN_FOREVER;
+    bool due = false;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct green__worker *w = &rt->workers[i];
         struct green__watch *m = &rt->watch[i];
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
-        if (tick != m->tick || __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0) {
-            m->tick = tick;          /* it switched, or it is idle */
-            m->since = now;
+        if (__atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0) {
+            m->busy = false;         /* idle: nothing to preempt */
+            continue;
+        }
+        if (!m->busy || tick != m->tick) {
+            if (m->busy && m->asked && tick == m->tick + 1) {
+                m->since = m->asked_at;
+                m->cpu_since = m->asked_cpu;
+            } else {
+                m->since = now;
+                m->cpu_since = worker_cpu_ns(w);
+            }
+            m->busy = true;
+            m->asked = false;
+            m->tick = tick;
             m->retry_at = 0;
             m->backoff = 0;
-            continue;
         }
-        if (now - m->since < quantum || now < m->retry_at)
-            continue;
-        uint32_t zero = 0;
-        if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
-            syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
-            count(&stats.signals_sent);
-        }
-        /* Should this one be refused, wait longer before the next: the
-         * delay doubles up to GREEN_RETRY_MAX_NS (or 64 quanta if longer),
-         * so a thread blocked for seconds in a system call sees tens of
-         * EINTRs, not one per quantum. */
-        uint64_t cap = GREEN_RETRY_MAX_QUANTA * quantum;
-        if (cap < GREEN_RETRY_MAX_NS)
-            cap = GREEN_RETRY_MAX_NS;
-        m->backoff = m->backoff ? m->backoff * 2 : quantum / 2;   /* next tick */
-        if (m->backoff > cap)
-            m->backoff = cap;
-        m->retry_at = now + m->backoff;
+        m->end = m->since + quantum;
+        uint64_t timer = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
+        if (timer != GREEN_FOREVER)
+            m->end = min_u64(m->end, max_u64(timer, m->since + quantum / 4));
+        m->end = max_u64(m->end, m->retry_at);
+        due |= m->end <= now;
     }
+    /* A wake is the expensive part (a timer interrupt and two context
+     * switches, tens of microseconds under virtualization): one that acts
+     * also ends the slices due within the next quarter quantum, so the
+     * workers' slices fall into step and one wake serves them all. */
+    uint64_t horizon = due ? now + quantum / 4 : now;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct green__worker *w = &rt->workers[i];
+        struct green__watch *m = &rt->watch[i];
+        if (!m->busy)
+            continue;
+        if (horizon < m->end) {
+            next = min_u64(next, m->end);
+            continue;
+        }
+        uint64_t cpu = worker_cpu_ns(w);
+        uint64_t ran = cpu - m->cpu_since, need = (m->end - m->since) / 2;
+        if (cpu && ran < need) {
+            /* Off the CPU for most of the slice: look again once it could
+             * have used it. */
+            m->end = now + (need - ran);
+            next = min_u64(next, m->end);
+            continue;
+        }
+        next = min_u64(next, ask(rt, w, m, now, cpu));
+    }
+    return next;
 }
 
 /* ---- Critical sections --------------------------------------------------- */

@@ -3,8 +3,8 @@
  *
  * The runtime itself is sched/run.c (green__run); this layer decides which
  * hooks it gets.  Cooperative mode (GREEN_PREEMPT=off) gets none.  Signal
- * mode installs the handler for the run, asks the monitor to tick every half
- * quantum, and hands it green__sig_tick.  The reduction budget (and "both")
+ * mode installs the handler for the run and hands the monitor
+ * green__sig_tick, which names the monitor's next deadline.  The reduction budget (and "both")
  * come later; asking for them is an error today, not a silent downgrade.
  */
 #include "signals.h"
@@ -15,16 +15,10 @@
 static int signal_start(struct green__rt *rt) { return green__sig_install(rt); }
 static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
 
-static uint64_t signal_tick_ns(const struct green__rt *rt)
-{
-    return (uint64_t)rt->cfg.quantum_us * 1000u / 2;
-}
-
 static const struct green__hooks signal_hooks = {
     .start = signal_start,
     .stop = signal_stop,
     .tick = green__sig_tick,
-    .tick_ns = signal_tick_ns,
 };
 
 int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)

@@ -13,9 +13,10 @@
 int green__sig_install(struct green__rt *rt);
 void green__sig_uninstall(struct green__rt *rt);
 
-/* The monitor's tick, in signal mode: ask each worker whose thread has run
- * for a whole quantum to switch (sysmon.c calls it through rt->preempt_tick). */
-void green__sig_tick(struct green__rt *rt, uint64_t now);
+/* The monitor's look, in signal mode: ask each worker whose thread has run
+ * for a whole quantum to switch (sysmon.c calls it through rt->hooks->tick);
+ * returns when to look next. */
+uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 
 /* The trampoline's entry, and the call it makes with every register saved. */
 void green__preempt_trampoline(void);

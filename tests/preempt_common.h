@@ -108,12 +108,22 @@ struct hog {
     atomic_int *stop;              /* may be NULL */
     uint64_t until;                /* TSC deadline (tsc_after) at which it returns */
     uint64_t ended_ns;             /* mono_ns() when it did */
+    uint64_t cpu_start, cpu_end;   /* its worker's CPU time when it began, ended */
     int worker;                    /* green_worker_index() then */
 } __attribute__((aligned(64)));
+
+/* CPU time of the calling OS thread -- a worker, on a green thread. */
+static inline uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static inline void *hog_run(void *arg)
 {
     struct hog *h = arg;
+    h->cpu_start = thread_cpu_ns();
     for (;;) {
         for (int i = 0; i < 4096; i++)
             h->count++;
@@ -123,6 +133,7 @@ static inline void *hog_run(void *arg)
             break;
     }
     h->ended_ns = mono_ns();
+    h->cpu_end = thread_cpu_ns();
     h->worker = green_worker_index();
     return NULL;
 }
