@@ -281,6 +281,14 @@ struct green__worker {
      * monitor (CAS 0 -> 1), consumed by this worker's signal handler. */
     pid_t tid;
     _Atomic uint32_t preempt_req;
+    /* The slice timer (signals/handler.c): a POSIX timer that signals this
+     * worker alone, armed at each preemption for the next slice.
+     * slice_timed: armed and the monitor leaves this worker to it; set by
+     * the owner, cleared by the owner's signal handler. */
+    _Atomic uint32_t slice_timed;
+    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
+    bool slice_timer_ok;             /* created */
+    timer_t slice_timer;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
@@ -321,6 +329,8 @@ struct green__hooks {
      * return when to look next (absolute, green__clock_ns; FOREVER if no
      * deadline is pending). */
     uint64_t (*tick)(struct green__rt *rt, uint64_t now);
+    /* On each worker's own OS thread, as it leaves its loop. */
+    void (*worker_exit)(struct green__worker *w);
 };
 
 /* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
@@ -366,6 +376,7 @@ struct green__rt {
     pthread_t sysmon;
     bool sysmon_started;
     _Atomic uint32_t sysmon_word;    /* futex: 0 while it sleeps, all idle */
+    _Atomic uint32_t sysmon_nap;     /* futex: 0 while it naps; 1 wakes it */
     uint32_t *sysmon_seen;           /* w->tick at its last look */
     const struct green__hooks *hooks;/* signals/, or NULL */
     struct green__watch *watch;      /* per worker, for hooks->tick */
@@ -411,6 +422,9 @@ int green__sysmon_start(struct green__rt *rt);
 void green__sysmon_stop(struct green__rt *rt);
 /* A worker left idle: make sure the monitor is awake. */
 void green__sysmon_kick(struct green__rt *rt);
+/* AS-safe.  Cut the monitor's nap short: something it should look at
+ * changed (a worker's slice timer handed it back). */
+void green__sysmon_poke(struct green__rt *rt);
 
 /* runq.c */
 /* Put t (may be NULL) in w's LIFO slot; returns what was there.

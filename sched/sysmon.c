@@ -42,13 +42,19 @@ static bool has_queued(struct green__worker *w)
     return head != tail || atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }
 
-/* Sleep until `until` (green__clock_ns time).  Absolute, so time spent
- * looking does not stretch the rhythm. */
-static void nap_until(uint64_t until)
+/* Sleep until `until` (green__clock_ns time; absolute, so time spent
+ * looking does not stretch the rhythm) or a poke.  The caller cleared
+ * sysmon_nap before it looked: a poke since then ends the nap at once. */
+static void nap_until(struct green__rt *rt, uint64_t until)
 {
-    struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
+    while (atomic_load(&rt->sysmon_nap) == 0 && green__clock_ns() < until)
+        green__futex_wait(&rt->sysmon_nap, 0, until);
+}
+
+void green__sysmon_poke(struct green__rt *rt)
+{
+    if (atomic_exchange(&rt->sysmon_nap, 1) == 0)
+        green__futex_wake(&rt->sysmon_nap, 1);
 }
 
 /* One look at every worker; true if it had to act. */
@@ -91,6 +97,7 @@ static void *sysmon_main(void *arg)
             next_look = green__clock_ns() + period;
             continue;
         }
+        atomic_store(&rt->sysmon_nap, 0);
         uint64_t now = green__clock_ns();
         /* Two rhythms: its own look for stuck queues, backing off when
          * nothing happens, and the preemption layer's deadlines. */
@@ -109,7 +116,7 @@ static void *sysmon_main(void *arg)
             if (t < wake)
                 wake = t;
         }
-        nap_until(wake);
+        nap_until(rt, wake);
     }
     return NULL;
 }
@@ -146,6 +153,7 @@ void green__sysmon_stop(struct green__rt *rt)
     atomic_store(&rt->done, 1);
     atomic_store(&rt->sysmon_word, 1);
     green__futex_wake(&rt->sysmon_word, 1);
+    green__sysmon_poke(rt);
     pthread_join(rt->sysmon, NULL);
     rt->sysmon_started = false;
 }

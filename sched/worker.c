@@ -536,6 +536,8 @@ void green__worker_loop(struct green__worker *w)
     struct green__thread *t;
     while ((t = find_runnable(w)) != NULL)
         w = green__switch(w, t);
+    if (w->rt->hooks && w->rt->hooks->worker_exit)
+        w->rt->hooks->worker_exit(w);
     /* Wake the others: they may be asleep without having seen `done`. */
     wake_all(w->rt);
 }

@@ -19,6 +19,7 @@ static const struct green__hooks signal_hooks = {
     .start = signal_start,
     .stop = signal_stop,
     .tick = green__sig_tick,
+    .worker_exit = green__sig_worker_exit,
 };
 
 int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)

@@ -18,6 +18,9 @@ void green__sig_uninstall(struct green__rt *rt);
  * returns when to look next. */
 uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 
+/* On a worker's own thread as it stops: delete its slice timer. */
+void green__sig_worker_exit(struct green__worker *w);
+
 /* The trampoline's entry, and the call it makes with every register saved. */
 void green__preempt_trampoline(void);
 void green__preempt_switch(void);
