@@ -42,7 +42,7 @@
  * ONE worker, so GREEN_WORKERS defaults to 1 for them, and 2 for
  * preempt_cost and yield_signals; `ticker` and `yield_signals` measure
  * preemption by signal, so GREEN_PREEMPT defaults to signal for them
- * (preempt_cost keeps the library default, off).
+ * (preempt_cost keeps the library default, signal).
  *
  * Timing is CLOCK_MONOTONIC around the whole pass, taken inside the green
  * main thread; every timed pass is preceded by an untimed warm-up pass of

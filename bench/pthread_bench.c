@@ -15,6 +15,16 @@
  *                -> park_rss <bytes> B/thread, park_rss_total <MiB> MiB,
  *                   park_pte_total <MiB> MiB, park_stack 65536 B,
  *                   park_kstack <bytes> B/thread
+ *   preempt_cost N  the floor under preemption: what it costs on this
+ *                machine just to interrupt CPU-bound threads once per
+ *                quantum.  Two threads (one per CPU of a 2-worker run) each
+ *                run 2N xorshift64 steps -- the work of green_bench's four
+ *                threads of N -- and, with BENCH_TIMER_US=q set, each gets a
+ *                per-thread POSIX timer (CLOCK_MONOTONIC, SIGEV_THREAD_ID)
+ *                sending it a signal every q us to an empty handler: no
+ *                decision, no state saved, no switch.
+ *                -> preempt_cost <ms> ms, preempt_cost_cpu <ms> ms,
+ *                   preempt_cost_signals <n> signals
  *
  * Every thread is created with a 64 KiB stack (pthread_attr_setstacksize),
  * not glibc's 8 MiB default, so the memory comparison with green threads is
@@ -38,11 +48,16 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MUTEX_THREADS 4
 #define STACK_SIZE    (64 * 1024)
@@ -423,6 +438,85 @@ static struct park_result run_park(uint64_t n)
 
 /* ---- Driver ------------------------------------------------------------- */
 
+/* ---- preempt_cost: the floor ------------------------------------------- */
+
+#define FLOOR_THREADS 2
+
+static volatile uint64_t floor_sink;
+static atomic_ulong floor_signals;
+
+static void floor_tick(int sig)
+{
+    (void)sig;
+    atomic_fetch_add_explicit(&floor_signals, 1, memory_order_relaxed);
+}
+
+struct floor_arg {
+    uint64_t n, period_us;
+};
+
+static void *floor_cruncher(void *arg)
+{
+    const struct floor_arg *a = arg;
+    timer_t tm;
+    if (a->period_us) {
+        struct sigevent ev;
+        memset(&ev, 0, sizeof ev);
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = SIGALRM;
+        ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        if (timer_create(CLOCK_MONOTONIC, &ev, &tm) != 0)
+            die("timer_create", errno);
+        long ns = (long)(a->period_us * 1000u);
+        struct itimerspec it = { { ns / 1000000000, ns % 1000000000 },
+                                 { ns / 1000000000, ns % 1000000000 } };
+        if (timer_settime(tm, 0, &it, NULL) != 0)
+            die("timer_settime", errno);
+    }
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (uint64_t i = 0; i < a->n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    floor_sink = x;
+    if (a->period_us)
+        timer_delete(tm);
+    return NULL;
+}
+
+static uint64_t cpu_ns_self(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        die("getrusage", errno);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
+
+static void run_floor(uint64_t n)
+{
+    const char *env = getenv("BENCH_TIMER_US");
+    struct floor_arg a = { .n = 2 * n, .period_us = env ? strtoull(env, NULL, 10) : 0 };
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = floor_tick;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGALRM, &sa, NULL) != 0)
+        die("sigaction", errno);
+    pthread_t t[FLOOR_THREADS];
+    uint64_t c0 = cpu_ns_self(), t0 = now_ns();
+    for (int i = 0; i < FLOOR_THREADS; i++)
+        CHECK(pthread_create(&t[i], &small_stack, floor_cruncher, &a));
+    for (int i = 0; i < FLOOR_THREADS; i++)
+        CHECK(pthread_join(t[i], NULL));
+    uint64_t dt = now_ns() - t0, dc = cpu_ns_self() - c0;
+    printf("preempt_cost %.1f ms\n", (double)dt / 1e6);
+    printf("preempt_cost_cpu %.1f ms\n", (double)dc / 1e6);
+    printf("preempt_cost_signals %lu signals\n", atomic_load(&floor_signals));
+}
+
 struct bench {
     const char *name;
     uint64_t    default_n;
@@ -438,11 +532,12 @@ static const struct bench benches[] = {
     { "chan",         15000, run_chan,      2, "ns/hop" },
     { "mutex",     20000000, run_mutex,     1, "ns/lock+unlock" },
     { "park",         10000, NULL,          1, "B/thread" },
+    { "preempt_cost", 200000000, NULL,      1, "ms" },
 };
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pthread_bench yield|spawn|spawnmany|chan|mutex|park [N]\n");
+    fprintf(stderr, "usage: pthread_bench yield|spawn|spawnmany|chan|mutex|park|preempt_cost [N]\n");
     exit(1);
 }
 
@@ -476,7 +571,9 @@ int main(int argc, char **argv)
     CHECK(pthread_attr_init(&small_stack));
     CHECK(pthread_attr_setstacksize(&small_stack, STACK_SIZE));
 
-    if (b->run != NULL) {
+    if (strcmp(b->name, "preempt_cost") == 0) {
+        run_floor(n);
+    } else if (b->run != NULL) {
         uint64_t warm = n / 10;
         if (strcmp(b->name, "mutex") == 0)
             warm -= warm % MUTEX_THREADS;

@@ -46,7 +46,7 @@ enum green_preempt {
 typedef struct green_config {
     unsigned workers;      /* worker OS threads; 0: one per online CPU   GREEN_WORKERS */
     unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
-    int      preempt;      /* enum green_preempt                         GREEN_PREEMPT */
+    int      preempt;      /* enum green_preempt, default signal         GREEN_PREEMPT */
     int      signo;        /* preemption signal, default SIGALRM         GREEN_SIGNAL */
     size_t   stack_size;   /* usable stack bytes per green thread        GREEN_STACK_SIZE */
     unsigned budget;       /* reductions per slice                       GREEN_BUDGET */
@@ -123,7 +123,7 @@ GREEN_API void green_nopreempt_end(void);
 
 /* Counters of this process, since it started (all runs). */
 typedef struct green_stats {
-    uint64_t signals_sent;        /* preemption signals the monitor sent */
+    uint64_t signals_sent;        /* preemption signals sent (monitor, slice timers) */
     uint64_t preemptions;         /* threads switched out by one */
     uint64_t refused_runtime;     /* the worker was in libgreen or its scheduler */
     uint64_t refused_nopreempt;   /* inside green_nopreempt_begin/end */

@@ -161,7 +161,7 @@ int green_config_init(green_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->workers = 0;
     cfg->quantum_us = 1000;
-    cfg->preempt = GREEN_PREEMPT_OFF;
+    cfg->preempt = GREEN_PREEMPT_SIGNAL;
     cfg->signo = SIGALRM;
     cfg->stack_size = GREEN_DEFAULT_STACK;
     cfg->budget = GREEN_DEFAULT_BUDGET;

@@ -8,7 +8,8 @@
  *    green thread that really used the CPU, sets that worker's request flag
  *    -- a CAS, so duplicate requests merge -- and sends the signal to that
  *    worker alone (tgkill).  Idle workers and threads that switch within
- *    their slice never get one.
+ *    their slice never get one.  Once a worker has been preempted, its own
+ *    slice timer (below) takes over while its slices keep ending that way.
  * 2. The handler runs on the worker's sigaltstack.  A signal that is not
  *    ours (not sent by this process with tgkill, or no request pending:
  *    alarm(), setitimer, kill) is passed to the program's handler or
@@ -25,13 +26,16 @@
  *    its next cooperative switch.
  *
  * A refused request is retried by the monitor with a backoff that doubles up
- * to 100 ms (or 64 quanta), so a thread that spends seconds in unsafe code,
- * or blocked in a system call libgreen does not wrap, sees a bounded number
- * of signals (and of EINTRs) instead of one per quantum.
+ * to 100 ms (or 64 quanta), so a thread that spends seconds in unsafe code
+ * sees a bounded number of signals instead of one per quantum; a thread
+ * blocked in a system call libgreen does not wrap uses no CPU, and the
+ * monitor, reading the worker's CPU clock, sends it none (no EINTR).
  *
- * Rejected: a per-worker POSIX timer (timer_create + SIGEV_THREAD_ID) that
- * fires every quantum: it signals workers whose threads switch on their own,
- * and busy programs would take a signal per quantum per worker for nothing.
+ * Rejected: a periodic per-worker timer from the start.  It signals workers
+ * whose threads switch on their own, every quantum, for nothing.  The
+ * one-shot slice timer is armed only after a preemption, when the next
+ * slice is likely CPU-bound too, and costs at most one signal for nothing
+ * when that run of preemptions ends.
  */
 #define _GNU_SOURCE
 #include "signals.h"
@@ -105,8 +109,9 @@ int green__sig_install(struct green__rt *rt)
         /* Statically linked, libgreen's code is part of the program and
          * the table cannot keep the signal out of the scheduler. */
         green__sp_release();
-        green__write_str(2, "libgreen: GREEN_PREEMPT=signal needs the shared library "
-                            "(libgreen.so) for now; link with -lgreen, not libgreen.a\n");
+        green__write_str(2, "libgreen: preemption by signal (GREEN_PREEMPT=signal, the "
+                            "default) needs the shared library (libgreen.so) for now; link "
+                            "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=off\n");
         return ENOTSUP;
     }
     pthread_mutex_lock(&install_lock);
