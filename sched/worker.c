@@ -119,14 +119,34 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     return w;
 }
 
+/* The owner's counters that others read: plain increments, published. */
+static void add_relaxed(_Atomic uint32_t *c, uint32_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+/* A scheduling decision: the monitor dates slices by it. */
+static void new_slice(struct green__worker *w) { add_relaxed(&w->tick, 1); }
+
+static void pinned_push(struct green__worker *w, struct green__thread *t)
+{
+    t->next = NULL;
+    if (w->pinned_tail)
+        w->pinned_tail->next = t;
+    else
+        w->pinned_head = t;
+    w->pinned_tail = t;
+    add_relaxed(&w->npinned, 1);
+}
+
 static struct green__thread *pinned_pop(struct green__worker *w)
 {
     struct green__thread *t = w->pinned_head;
     w->pinned_head = t->next;
     if (!w->pinned_head)
         w->pinned_tail = NULL;
-    atomic_store_explicit(&w->npinned, atomic_load_explicit(&w->npinned, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
+    add_relaxed(&w->npinned, (uint32_t)-1);
     return t;
 }
 
@@ -134,8 +154,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
 static struct green__thread *pick(struct green__worker *w)
 {
     struct green__thread *t;
-    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
-    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);
+    new_slice(w);
     if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
         w->fair_tick = 0;
         if (atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
@@ -325,15 +344,13 @@ void green__sched_preempted(struct green__worker *w)
          * worker and carry on, a couple of times, while the queue lasts. */
         if (!green__runq_empty(w) && atomic_load(&rt->nidle) > 0 && w->kept_for_idle < 2) {
             w->kept_for_idle++;
-            atomic_store_explicit(&w->tick, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);     /* a new slice */
+            new_slice(w);
             green__wakep(rt);
             return;
         }
         w->kept_for_idle = 0;
         if ((t = balance(w)) != NULL)
-            atomic_store_explicit(&w->tick, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);
+            new_slice(w);
     }
     if (!t)
         t = pick(w);
@@ -344,14 +361,7 @@ void green__sched_preempted(struct green__worker *w)
     if (!t)
         return;                      /* nobody else anywhere: carry on */
     self->state = GREEN_T_RUNNABLE;
-    self->next = NULL;
-    if (w->pinned_tail)
-        w->pinned_tail->next = self;
-    else
-        w->pinned_head = self;
-    w->pinned_tail = self;
-    atomic_store_explicit(&w->npinned, atomic_load_explicit(&w->npinned, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    pinned_push(w, self);
     /* Only this worker takes from its pinned queue: the switch returns
      * here, on w. */
     green__switch(w, t);

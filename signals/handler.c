@@ -189,6 +189,21 @@ static void forward(int sig, siginfo_t *si, void *uctx)
  * refused, the worker goes back to the monitor's watch, with its backoff.
  */
 
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* When a slice that began at `start` may be ended: after a quantum, or
+ * after a quarter quantum once a timer of its worker (earliest deadline
+ * `timer`) is due -- the thread it wakes should not wait out the quantum of
+ * a thread that never blocks. */
+static uint64_t slice_end(uint64_t start, uint64_t quantum, uint64_t timer)
+{
+    uint64_t end = start + quantum;
+    if (timer != GREEN_FOREVER)
+        end = min_u64(end, max_u64(timer, start + quantum / 4));
+    return end;
+}
+
 /* AS-safe.  The worker leaves its slice timer; the monitor takes over. */
 static void slice_timer_release(struct green__worker *w)
 {
@@ -212,15 +227,8 @@ static void slice_timer_arm(struct green__worker *w)
             return;                  /* the monitor keeps watching w */
         w->slice_timer_ok = true;
     }
-    uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
-    uint64_t now = green__clock_ns(), end = now + quantum;
-    /* As the monitor does: a due timer ends the slice after a quarter. */
-    uint64_t timer = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
-    if (timer != GREEN_FOREVER) {
-        uint64_t early = timer > now + quantum / 4 ? timer : now + quantum / 4;
-        if (early < end)
-            end = early;
-    }
+    uint64_t end = slice_end(green__clock_ns(), (uint64_t)rt->cfg.quantum_us * 1000u,
+                             atomic_load_explicit(&w->timer_next, memory_order_relaxed));
     w->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&w->slice_timed, 1, memory_order_relaxed);
     struct itimerspec it = { { 0, 0 },
@@ -340,9 +348,6 @@ static uint64_t worker_cpu_ns(const struct green__worker *w)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
-static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
-
 /* Ask w to switch: merge with a pending request, back off before the next. */
 static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green__watch *m,
                     uint64_t now, uint64_t cpu)
@@ -374,9 +379,8 @@ static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green_
  * look and dates it from then -- except right after a preemption it asked
  * for, where the new slice began when the signal landed (one decision later,
  * tick + 1), so consecutive slices of CPU-bound threads last one quantum,
- * not two.  A slice ends early, after a quarter quantum, when a timer of
- * that worker is due: the thread it wakes (a sleeper, a deadline) should
- * not wait out the quantum of a thread that never blocks.
+ * not two.  A slice ends early when a timer of that worker is due
+ * (slice_end).
  *
  * Before signalling, the worker's CPU clock says whether its thread really
  * ran: a worker the kernel -- or the hypervisor, whose steal time the
@@ -413,11 +417,9 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
             m->retry_at = 0;
             m->backoff = 0;
         }
-        m->end = m->since + quantum;
-        uint64_t timer = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
-        if (timer != GREEN_FOREVER)
-            m->end = min_u64(m->end, max_u64(timer, m->since + quantum / 4));
-        m->end = max_u64(m->end, m->retry_at);
+        m->end = max_u64(slice_end(m->since, quantum,
+                                   atomic_load_explicit(&w->timer_next, memory_order_relaxed)),
+                         m->retry_at);
         due |= m->end <= now;
     }
     /* A wake is the expensive part (a timer interrupt and two context
