@@ -51,7 +51,9 @@ typedef struct green_config {
     size_t   stack_size;   /* usable stack bytes per green thread        GREEN_STACK_SIZE */
     unsigned budget;       /* reductions per slice                       GREEN_BUDGET */
     uint64_t seed;         /* seed for every random choice               GREEN_SEED */
-    uint64_t reserved[8];  /* zero: room for fields to come, same ABI */
+    const char *unsafe_objects; /* more objects never to preempt in: a
+                            * ':'-separated list of file names or paths  GREEN_UNSAFE */
+    uint64_t reserved[7];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
@@ -121,16 +123,70 @@ GREEN_API int green_sleep_until(uint64_t deadline_ns);
 GREEN_API void green_nopreempt_begin(void);
 GREEN_API void green_nopreempt_end(void);
 
-/* Counters of this process, since it started (all runs). */
+/* A safepoint poll: take a preemption that was refused and is still
+ * pending (the thread was in unsafe code when asked).  Every libgreen call
+ * also polls.  Cheap when nothing is pending. */
+GREEN_API void green_safepoint(void);
+
+/* A function that is never preempted, nor anything it calls, while it runs:
+ *     GREEN_NOPREEMPT static void update_shared_table(void) { ... }
+ * It goes to the section green_nopreempt, which libgreen finds in every
+ * loaded object (program and shared libraries).  A preemption asked for
+ * while it runs is taken the moment it returns: libgreen points its return
+ * address at a trampoline for that.  So no C++ exception may leave a
+ * GREEN_NOPREEMPT function, and a debugger's backtrace taken inside one,
+ * after a refusal, ends at it.  Calls into libgreen from it are switch
+ * points as anywhere (a blocking call must switch; any call takes a pending
+ * preemption). */
+#define GREEN_NOPREEMPT __attribute__((section("green_nopreempt"), noinline, noclone))
+
+/* Kinds of code, as the preemption signal's handler sees them. */
+enum green_code {
+    GREEN_CODE_PREEMPTIBLE = 0, /* the program and its ordinary libraries */
+    GREEN_CODE_NOPREEMPT   = 1, /* a GREEN_NOPREEMPT function */
+    GREEN_CODE_UNSAFE      = 2, /* may hold a lock: libc, ld.so, the vdso, libgcc_s,
+                                 * libunwind, libstdc++, GREEN_UNSAFE objects */
+    GREEN_CODE_UNKNOWN     = 3, /* in no loaded object nor added range (treated
+                                 * as unsafe) */
+    GREEN_CODE_RUNTIME     = 4, /* libgreen itself */
+};
+
+/* Declare the code in [start, start + len) preemptible (e.g. code generated
+ * at run time, which is otherwise unknown and never preempted) or unsafe
+ * (never preempted in, nor while it is on the stack).  Overrides what the
+ * loaded objects say, except for libgreen's own code.  Process-wide; may be
+ * called before, during and between runs.  EINVAL: start NULL, len 0, the
+ * range wraps, or kind is neither of the two.  EEXIST: it overlaps a range
+ * added before.  ENOMEM. */
+GREEN_API int green_code_range_add(const void *start, size_t len, int kind);
+/* Take back a range added with exactly these bounds.  ENOENT: none. */
+GREEN_API int green_code_range_remove(const void *start, size_t len);
+/* The kind of the code at pc (enum green_code).  Loaded objects are seen
+ * within a few milliseconds of dlopen/dlclose while a run is in signal mode,
+ * at its start otherwise. */
+GREEN_API int green_code_kind(const void *pc);
+
+/* Counters of this process, since it started (all runs).  A refused
+ * preemption stays pending: it is taken at the thread's next safepoint poll
+ * (any libgreen call, green_safepoint, green_nopreempt_end, the return of a
+ * GREEN_NOPREEMPT function) or at the monitor's next try. */
 typedef struct green_stats {
     uint64_t signals_sent;        /* preemption signals sent (monitor, slice timers) */
     uint64_t preemptions;         /* threads switched out by one */
     uint64_t refused_runtime;     /* the worker was in libgreen or its scheduler */
-    uint64_t refused_nopreempt;   /* inside green_nopreempt_begin/end */
-    uint64_t refused_unsafe_pc;   /* in code that may hold a lock (libc, ld.so ...) */
+    uint64_t refused_nopreempt;   /* in green_nopreempt_begin/end or a GREEN_NOPREEMPT
+                                   * function (at the PC or a caller) */
+    uint64_t refused_unsafe_pc;   /* the PC in unsafe or unknown code */
     uint64_t refused_headroom;    /* too little stack left to save the state */
     uint64_t foreign_signals;     /* the signal was not libgreen's: passed on */
-    uint64_t reserved[9];
+    uint64_t refused_unsafe_frame;/* a caller frame in unsafe or unknown code (a
+                                   * callback from qsort, a pthread_once routine...) */
+    uint64_t refused_unwind;      /* the walk of the callers did not reach the
+                                   * thread's base (no unwind information, or deeper
+                                   * than 256 frames) */
+    uint64_t deferred_taken;      /* refused preemptions taken later, at a poll or
+                                   * the return of a GREEN_NOPREEMPT function */
+    uint64_t reserved[6];
 } green_stats_t;
 
 GREEN_API void green_stats(green_stats_t *s);

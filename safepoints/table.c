@@ -1,67 +1,219 @@
 /*
- * The safepoint table: which code may be interrupted by a preemption signal.
+ * The safepoint table: which code a preemption signal may interrupt.
  *
- * Unsafe, as whole objects: libgreen (its spinlocks and queues), libc (malloc
- * arenas, stdio locks, pthread_once), the dynamic loader (its lock), the
- * vdso, libgcc_s and libunwind (the unwinder's caches), libstdc++ (static
- * initialisation guards), and the sanitizer runtimes.  Everything else --
- * the program and the libraries it brings -- is preemptible.
+ * The table is a sorted array of disjoint executable address ranges, each
+ * of one kind (enum green_code).  It is painted from spans in four levels,
+ * a higher level winning where spans overlap:
  *
- * Only the PT_LOAD segments with PF_X count.  The ranges are sorted and
- * merged; the handler binary-searches them.  The table is built when the
- * first run starts and freed when the last one ends (no handler can run
- * then: the preemption signal is only sent to running workers).
+ *   object    every PT_LOAD segment with PF_X of every loaded object
+ *             (dl_iterate_phdr): unsafe if the object is libc, ld.so, the
+ *             vdso, libgcc_s, libunwind, libstdc++, a sanitizer runtime, or
+ *             named in GREEN_UNSAFE; preemptible otherwise
+ *   section   the section green_nopreempt of any object (GREEN_NOPREEMPT
+ *             functions), read from the object's file (elf.c)
+ *   user      ranges added with green_code_range_add
+ *   runtime   libgreen: its whole object when shared, its green_runtime
+ *             section when linked statically
  *
- * Still to come (the safepoints issue): rebuilding on dlopen/dlclose,
- * GREEN_UNSAFE and GREEN_NOPREEMPT functions, the libunwind walk of the
- * interrupted frames, and finding libgreen's own code in a static link (the
- * table knows libgreen only as a shared object; statically linked, its code
- * is part of the program and only the scheduler itself is protected).
+ * An address in no range is unknown -- code loaded since the table was
+ * built, or generated at run time -- and the handler treats it as unsafe:
+ * a library dlopen'ed a moment ago is never preempted before the table
+ * knows what it is.  Handlers that meet unknown code hint the monitor,
+ * which rebuilds at once if the loader's counters moved.
+ *
+ * Publication and reclamation.  A build happens under `lock`, outside any
+ * handler, and is published by an atomic swap of `current`; the old table
+ * goes on a retired list.  Readers (handlers, green_code_kind) bracket
+ * their use: readers++, load current, ..., readers--, all seq_cst.  A
+ * retired table is freed once `readers` is seen at zero after it was
+ * swapped out: a reader that started before the swap has finished, and one
+ * that starts after it loads the new table.
+ *
+ * Rebuilding.  glibc counts loads and unloads (dlpi_adds, dlpi_subs); the
+ * monitor compares them with the build's at most once a millisecond, or at
+ * once after a hint.  A user range rebuilds in the call that adds it.
+ *
+ * Rejected: interposing dlopen/dlclose (libgreen exports only green_*
+ * names) and LD_AUDIT (a user's environment choice, not a library's).
+ * Known gap: an object unloaded and another loaded at the same address
+ * between two looks of the monitor is classified as the old one for up to
+ * a millisecond.
  */
 #include "safepoints.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct range {
     uintptr_t lo, hi;
-    enum green__sp_kind kind;
+    enum green_code kind;
 };
 
-struct table {
-    size_t n, cap;
+struct green__sp_table {
+    struct green__sp_table *retired_next; /* under lock, once retired */
+    bool knows_runtime;
+    size_t n;
     struct range r[];
 };
 
-static _Atomic(struct table *) current;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned users;
+/* Readers: any thread, lock-free.  Everything else: under `lock`. */
+static _Atomic(struct green__sp_table *) current;
+static _Atomic unsigned readers;
+static atomic_bool stale_hint;
 
-static const char *const unsafe_prefixes[] = {
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct green__sp_table *retired;
+static unsigned long long built_adds, built_subs;
+static uint64_t last_check_ns;
+
+/* green_code_range_add's ranges: disjoint. */
+struct user_range {
+    uintptr_t lo, hi;
+    enum green_code kind;
+};
+static struct user_range *uranges;
+static size_t nuranges, capuranges;
+
+/* GREEN_UNSAFE names of the runs in signal mode, counted. */
+struct name {
+    char *s;
+    unsigned refs;
+};
+static struct name *names;
+static size_t nnames, capnames;
+
+/* Sections found in objects' files, by (bias, path); kept while loaded. */
+struct objsec {
+    uintptr_t base;
+    char *path;
+    struct green__sp_sections s;
+    bool seen;
+};
+static struct objsec *cache;
+static size_t ncache, capcache;
+
+/* Grow *v (of *cap elements of size sz) to hold n; false if out of memory. */
+static bool grow(void *v, size_t *cap, size_t n, size_t sz)
+{
+    if (n <= *cap)
+        return true;
+    size_t c = *cap ? *cap * 2 : 16;
+    while (c < n)
+        c *= 2;
+    void *p = realloc(*(void **)v, c * sz);
+    if (!p)
+        return false;
+    *(void **)v = p;
+    *cap = c;
+    return true;
+}
+
+/* ---- Readers ------------------------------------------------------------ */
+
+/* AS-safe */
+const struct green__sp_table *green__sp_enter(void)
+{
+    atomic_fetch_add(&readers, 1);
+    return atomic_load(&current);
+}
+
+/* AS-safe */
+void green__sp_exit(void) { atomic_fetch_sub(&readers, 1); }
+
+/* AS-safe */
+enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
+{
+    if (!t)
+        return GREEN_CODE_UNKNOWN;
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pc < t->r[mid].lo)
+            hi = mid;
+        else if (pc >= t->r[mid].hi)
+            lo = mid + 1;
+        else
+            return t->r[mid].kind;
+    }
+    return GREEN_CODE_UNKNOWN;
+}
+
+/* AS-safe */
+void green__sp_hint_stale(void) { atomic_store_explicit(&stale_hint, true, memory_order_relaxed); }
+
+bool green__sp_knows_runtime(void)
+{
+    const struct green__sp_table *t = green__sp_enter();
+    bool knows = t && t->knows_runtime;
+    green__sp_exit();
+    return knows;
+}
+
+/* ---- Which objects are unsafe ------------------------------------------- */
+
+static const char *const default_unsafe[] = {
     "libc.so", "ld-linux", "linux-vdso", "libpthread.so", "libdl.so", "librt.so",
     "libgcc_s.so", "libunwind", "libstdc++.so", "libasan.so", "libubsan.so",
-    "liblsan.so", "libtsan.so", "libgreen.so",
+    "liblsan.so", "libtsan.so",
 };
 
-static bool unsafe_name(const char *path)
+/* A name with a '/' is a whole path; without, it matches a file name that
+ * starts with it and goes on with nothing, '.' or '-' ("libfoo.so" matches
+ * libfoo.so.1; "libm" matches libm.so.6, not libmagic.so). */
+static bool name_matches(const char *path, const char *name, size_t len)
 {
+    if (memchr(name, '/', len))
+        return strlen(path) == len && memcmp(path, name, len) == 0;
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    for (size_t i = 0; i < sizeof unsafe_prefixes / sizeof unsafe_prefixes[0]; i++)
-        if (strncmp(base, unsafe_prefixes[i], strlen(unsafe_prefixes[i])) == 0)
+    return strncmp(base, name, len) == 0 &&
+           (base[len] == '\0' || base[len] == '.' || base[len] == '-');
+}
+
+/* Requires: lock held. */
+static bool unsafe_object(const char *path)
+{
+    for (size_t i = 0; i < sizeof default_unsafe / sizeof default_unsafe[0]; i++)
+        if (name_matches(path, default_unsafe[i], strlen(default_unsafe[i])))
+            return true;
+    for (size_t i = 0; i < nnames; i++)
+        if (name_matches(path, names[i].s, strlen(names[i].s)))
             return true;
     return false;
 }
 
+/* ---- Building ----------------------------------------------------------- */
+
+enum level { LV_OBJECT, LV_SECTION, LV_USER, LV_RUNTIME, NLEVELS };
+
+struct span {
+    uintptr_t lo, hi;
+    uint8_t level, kind;
+};
+
+/* What dl_iterate_phdr reported, copied out so that files are read after
+ * the loader's lock is released. */
+struct object {
+    uintptr_t base;
+    char *path;                      /* NULL: no file (the vdso) */
+    bool self, unsafe;
+    size_t first_seg, nseg;          /* into build.segs */
+};
+
 struct build {
-    struct table *t;
+    struct object *obj;
+    size_t nobj, capobj;
+    struct span *segs;               /* executable segments, kind unset */
+    size_t nseg, capseg;
+    struct span *spans;
+    size_t nspan, capspan;
     bool failed;
-    uintptr_t self;                  /* an address inside libgreen */
+    unsigned long long adds, subs;
 };
 
 static bool contains(const struct dl_phdr_info *info, uintptr_t addr)
@@ -75,121 +227,393 @@ static bool contains(const struct dl_phdr_info *info, uintptr_t addr)
     return false;
 }
 
-static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
+static int collect(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    (void)size;
     struct build *b = arg;
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
+        b->adds = info->dlpi_adds;
+        b->subs = info->dlpi_subs;
+    }
     const char *name = info->dlpi_name ? info->dlpi_name : "";
-    bool main_program = name[0] == '\0' && !contains(info, (uintptr_t)&add_object);
-    bool is_self = contains(info, b->self);
-    /* Statically linked, libgreen is inside the program: do not mark the
-     * whole program unsafe. */
-    if (main_program || !(unsafe_name(name) || (is_self && name[0] != '\0')))
-        return 0;
-    enum green__sp_kind kind = is_self ? GREEN_SP_RUNTIME : GREEN_SP_UNSAFE;
+    bool self = contains(info, (uintptr_t)&green__sp_lookup);
+    if (!grow(&b->obj, &b->capobj, b->nobj + 1, sizeof *b->obj)) {
+        b->failed = true;
+        return 1;
+    }
+    struct object *o = &b->obj[b->nobj];
+    /* The main program comes first, named "": its file is /proc/self/exe.
+     * The vdso has a name but no file. */
+    const char *path = b->nobj == 0 && name[0] == '\0' ? "/proc/self/exe"
+                       : strchr(name, '/')              ? name
+                                                        : NULL;
+    *o = (struct object){ .base = info->dlpi_addr, .self = self && name[0] != '\0',
+                          .unsafe = unsafe_object(name), .first_seg = b->nseg };
+    if (path && !(o->path = strdup(path))) {
+        b->failed = true;
+        return 1;
+    }
+    b->nobj++;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
             continue;
-        struct table *t = b->t;
-        if (t->n == t->cap) {
-            size_t cap = t->cap * 2;
-            struct table *bigger = realloc(t, sizeof *t + cap * sizeof t->r[0]);
-            if (!bigger) {
-                b->failed = true;
-                return 1;
-            }
-            bigger->cap = cap;
-            b->t = t = bigger;
+        if (!grow(&b->segs, &b->capseg, b->nseg + 1, sizeof *b->segs)) {
+            b->failed = true;
+            return 1;
         }
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        t->r[t->n++] = (struct range){ lo, lo + ph->p_memsz, kind };
+        b->segs[b->nseg++] = (struct span){ lo, lo + ph->p_memsz, 0, 0 };
+        o->nseg++;
     }
     return 0;
 }
 
-static int by_lo(const void *a, const void *b)
+static void span_add(struct build *b, uintptr_t lo, uintptr_t hi, enum level lv,
+                     enum green_code kind)
 {
-    const struct range *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
+    if (lo >= hi)
+        return;
+    if (!grow(&b->spans, &b->capspan, b->nspan + 1, sizeof *b->spans)) {
+        b->failed = true;
+        return;
+    }
+    b->spans[b->nspan++] = (struct span){ lo, hi, (uint8_t)lv, (uint8_t)kind };
 }
 
-static struct table *build(void)
+/* Is [lo, hi) inside one of o's executable segments? */
+static bool in_object(const struct build *b, const struct object *o, uintptr_t lo, uintptr_t hi)
 {
-    struct build b = { malloc(sizeof *b.t + 16 * sizeof b.t->r[0]), false,
-                       (uintptr_t)&green__sp_classify };
-    if (!b.t)
-        return NULL;
-    b.t->n = 0;
-    b.t->cap = 16;
-    dl_iterate_phdr(add_object, &b);
-    if (b.failed) {
-        free(b.t);
-        return NULL;
-    }
-    qsort(b.t->r, b.t->n, sizeof b.t->r[0], by_lo);
-    size_t k = 0;
-    for (size_t i = 0; i < b.t->n; i++) {
-        if (k && b.t->r[i].lo <= b.t->r[k - 1].hi && b.t->r[i].kind == b.t->r[k - 1].kind) {
-            if (b.t->r[i].hi > b.t->r[k - 1].hi)
-                b.t->r[k - 1].hi = b.t->r[i].hi;
-        } else {
-            b.t->r[k++] = b.t->r[i];
-        }
-    }
-    b.t->n = k;
-    return b.t;
-}
-
-bool green__sp_knows_runtime(void)
-{
-    const struct table *t = atomic_load_explicit(&current, memory_order_acquire);
-    for (size_t i = 0; t && i < t->n; i++)
-        if (t->r[i].kind == GREEN_SP_RUNTIME)
+    for (size_t i = o->first_seg; i < o->first_seg + o->nseg; i++)
+        if (lo >= b->segs[i].lo && hi <= b->segs[i].hi)
             return true;
     return false;
 }
 
-int green__sp_acquire(void)
+/* Requires: lock held.  o's sections, from the cache or its file. */
+static const struct green__sp_sections *sections_of(const struct object *o)
+{
+    for (size_t i = 0; i < ncache; i++)
+        if (cache[i].base == o->base && strcmp(cache[i].path, o->path) == 0) {
+            cache[i].seen = true;
+            return &cache[i].s;
+        }
+    char *path = strdup(o->path);
+    if (!path || !grow(&cache, &capcache, ncache + 1, sizeof *cache)) {
+        free(path);
+        return NULL;
+    }
+    struct objsec *c = &cache[ncache++];
+    *c = (struct objsec){ .base = o->base, .path = path, .seen = true };
+    /* An unreadable file has no sections we can know of. */
+    green__sp_elf_sections(path, o->base, &c->s);
+    return &c->s;
+}
+
+/* Requires: lock held.  Forget the sections of objects no longer loaded. */
+static void cache_sweep(void)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ncache; i++) {
+        if (cache[i].seen) {
+            cache[i].seen = false;
+            cache[k++] = cache[i];
+        } else {
+            free(cache[i].path);
+        }
+    }
+    ncache = k;
+}
+
+/* Requires: lock held. */
+static void add_object_spans(struct build *b, const struct object *o)
+{
+    enum green_code kind = o->self     ? GREEN_CODE_RUNTIME
+                           : o->unsafe ? GREEN_CODE_UNSAFE
+                                       : GREEN_CODE_PREEMPTIBLE;
+    for (size_t i = o->first_seg; i < o->first_seg + o->nseg; i++)
+        span_add(b, b->segs[i].lo, b->segs[i].hi, o->self ? LV_RUNTIME : LV_OBJECT, kind);
+    /* Whole objects that are unsafe or libgreen need no sections. */
+    if (o->self || o->unsafe || !o->path)
+        return;
+    const struct green__sp_sections *s = sections_of(o);
+    if (!s)
+        return;
+    if (in_object(b, o, s->nopreempt_lo, s->nopreempt_hi))
+        span_add(b, s->nopreempt_lo, s->nopreempt_hi, LV_SECTION, GREEN_CODE_NOPREEMPT);
+    if (in_object(b, o, s->runtime_lo, s->runtime_hi))
+        span_add(b, s->runtime_lo, s->runtime_hi, LV_RUNTIME, GREEN_CODE_RUNTIME);
+}
+
+/* Where spans of one level overlap, the stricter kind wins. */
+static int strictness(enum green_code k)
+{
+    switch (k) {
+    case GREEN_CODE_PREEMPTIBLE: return 0;
+    case GREEN_CODE_NOPREEMPT: return 1;
+    case GREEN_CODE_UNSAFE: return 2;
+    default: return 3;
+    }
+}
+
+struct event {
+    uintptr_t at;
+    int delta;
+    uint8_t level, kind;
+};
+
+static int by_at(const void *a, const void *b)
+{
+    const struct event *x = a, *y = b;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+static void emit(struct green__sp_table *t, uintptr_t lo, uintptr_t hi, enum green_code kind)
+{
+    if (t->n && t->r[t->n - 1].hi == lo && t->r[t->n - 1].kind == kind)
+        t->r[t->n - 1].hi = hi;
+    else
+        t->r[t->n++] = (struct range){ lo, hi, kind };
+}
+
+/* Paint the spans into disjoint ranges: a sweep over their ends. */
+static struct green__sp_table *paint(const struct build *b)
+{
+    size_t ne = 2 * b->nspan;
+    struct event *ev = malloc((ne ? ne : 1) * sizeof *ev);
+    struct green__sp_table *t = malloc(sizeof *t + (ne ? ne : 1) * sizeof t->r[0]);
+    if (!ev || !t) {
+        free(ev);
+        free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < b->nspan; i++) {
+        const struct span *s = &b->spans[i];
+        ev[2 * i] = (struct event){ s->lo, 1, s->level, s->kind };
+        ev[2 * i + 1] = (struct event){ s->hi, -1, s->level, s->kind };
+    }
+    qsort(ev, ne, sizeof *ev, by_at);
+    t->retired_next = NULL;
+    t->knows_runtime = false;
+    t->n = 0;
+    unsigned active[NLEVELS][GREEN_CODE_RUNTIME + 1] = { { 0 } };
+    int cur = -1;                    /* kind painted from ev[i-1].at, or none */
+    for (size_t i = 0; i < ne;) {
+        uintptr_t at = ev[i].at;
+        if (cur >= 0 && i > 0 && at > ev[i - 1].at)
+            emit(t, ev[i - 1].at, at, (enum green_code)cur);
+        for (; i < ne && ev[i].at == at; i++)
+            active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
+        cur = -1;
+        for (int lv = NLEVELS - 1; lv >= 0 && cur < 0; lv--)
+            for (int k = 0; k <= GREEN_CODE_RUNTIME; k++)
+                if (active[lv][k] && (cur < 0 || strictness(k) > strictness(cur)))
+                    cur = k;
+    }
+    for (size_t i = 0; i < t->n; i++)
+        t->knows_runtime |= t->r[i].kind == GREEN_CODE_RUNTIME;
+    free(ev);
+    return t;
+}
+
+static void build_free(struct build *b)
+{
+    for (size_t i = 0; i < b->nobj; i++)
+        free(b->obj[i].path);
+    free(b->obj);
+    free(b->segs);
+    free(b->spans);
+}
+
+/* Requires: lock held.  Free the retired tables no reader can hold. */
+static void reclaim(void)
+{
+    if (retired && atomic_load(&readers) == 0) {
+        while (retired) {
+            struct green__sp_table *next = retired->retired_next;
+            free(retired);
+            retired = next;
+        }
+    }
+}
+
+/* Requires: lock held.  Build and publish a new table: 0 or ENOMEM. */
+static int rebuild(void)
+{
+    struct build b = { 0 };
+    dl_iterate_phdr(collect, &b);
+    for (size_t i = 0; i < b.nobj && !b.failed; i++)
+        add_object_spans(&b, &b.obj[i]);
+    for (size_t i = 0; i < nuranges && !b.failed; i++)
+        span_add(&b, uranges[i].lo, uranges[i].hi, LV_USER, uranges[i].kind);
+    struct green__sp_table *t = b.failed ? NULL : paint(&b);
+    build_free(&b);
+    if (!t)
+        return ENOMEM;
+    cache_sweep();
+    built_adds = b.adds;
+    built_subs = b.subs;
+    struct green__sp_table *old = atomic_exchange(&current, t);
+    if (old) {
+        old->retired_next = retired;
+        retired = old;
+    }
+    green__sp_walk_flush();
+    reclaim();
+    return 0;
+}
+
+/* ---- Keeping it current ------------------------------------------------- */
+
+static int read_counts(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    unsigned long long *c = arg;
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
+        c[0] = info->dlpi_adds;
+        c[1] = info->dlpi_subs;
+    }
+    return 1;                        /* the first object is enough */
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Requires: lock held. */
+static int refresh_locked(bool force)
+{
+    unsigned long long c[2] = { 0, 0 };
+    dl_iterate_phdr(read_counts, c);
+    if (!force && atomic_load(&current) && c[0] == built_adds && c[1] == built_subs)
+        return 0;
+    return rebuild();
+}
+
+void green__sp_refresh(void)
+{
+    bool hinted = atomic_exchange_explicit(&stale_hint, false, memory_order_relaxed);
+    if (pthread_mutex_trylock(&lock) != 0)
+        return;                      /* someone is building: that will do */
+    uint64_t now = mono_ns();
+    if (hinted || now - last_check_ns >= 1000000u) {
+        last_check_ns = now;
+        refresh_locked(false);
+    }
+    reclaim();
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- Runs --------------------------------------------------------------- */
+
+/* Requires: lock held.  Apply d (+1 / -1) to the count of each name in the
+ * ':'-separated list; true if a name came or went. */
+static bool names_adjust(const char *list, int d, int *err)
+{
+    bool changed = false;
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        size_t i = 0;
+        while (i < nnames && !(strlen(names[i].s) == len && memcmp(names[i].s, p, len) == 0))
+            i++;
+        if (len && d > 0 && i == nnames) {
+            char *s = strndup(p, len);
+            if (!s || !grow(&names, &capnames, nnames + 1, sizeof *names)) {
+                free(s);
+                *err = ENOMEM;
+                return changed;
+            }
+            names[nnames++] = (struct name){ s, 1 };
+            changed = true;
+        } else if (len && i < nnames) {
+            names[i].refs += (unsigned)d;
+            if (names[i].refs == 0) {
+                free(names[i].s);
+                names[i] = names[--nnames];
+                changed = true;
+            }
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return changed;
+}
+
+int green__sp_acquire(const char *unsafe)
 {
     int err = 0;
     pthread_mutex_lock(&lock);
-    if (users == 0) {
-        struct table *t = build();
-        if (t)
-            atomic_store_explicit(&current, t, memory_order_release);
-        else
-            err = ENOMEM;
-    }
+    bool changed = names_adjust(unsafe, 1, &err);
     if (!err)
-        users++;
+        err = refresh_locked(changed);
+    if (err)
+        names_adjust(unsafe, -1, &(int){ 0 });
     pthread_mutex_unlock(&lock);
     return err;
 }
 
-void green__sp_release(void)
+void green__sp_release(const char *unsafe)
 {
     pthread_mutex_lock(&lock);
-    if (--users == 0)
-        free(atomic_exchange_explicit(&current, NULL, memory_order_acq_rel));
+    if (names_adjust(unsafe, -1, &(int){ 0 }))
+        refresh_locked(true);
+    reclaim();
     pthread_mutex_unlock(&lock);
 }
 
-/* AS-safe */
-enum green__sp_kind green__sp_classify(uintptr_t pc)
+/* ---- The public calls ---------------------------------------------------- */
+
+int green_code_range_add(const void *start, size_t len, int kind)
 {
-    const struct table *t = atomic_load_explicit(&current, memory_order_acquire);
-    if (!t)
-        return GREEN_SP_UNSAFE;
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (pc < t->r[mid].lo)
-            hi = mid;
-        else if (pc >= t->r[mid].hi)
-            lo = mid + 1;
-        else
-            return t->r[mid].kind;
+    uintptr_t lo = (uintptr_t)start, hi = lo + len;
+    if (!start || len == 0 || hi < lo ||
+        (kind != GREEN_CODE_PREEMPTIBLE && kind != GREEN_CODE_UNSAFE))
+        return EINVAL;
+    int err = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nuranges; i++)
+        if (lo < uranges[i].hi && uranges[i].lo < hi)
+            err = EEXIST;
+    if (!err && !grow(&uranges, &capuranges, nuranges + 1, sizeof *uranges))
+        err = ENOMEM;
+    if (!err) {
+        uranges[nuranges++] = (struct user_range){ lo, hi, (enum green_code)kind };
+        if ((err = rebuild()) != 0)
+            nuranges--;
     }
-    return GREEN_SP_SAFE;
+    pthread_mutex_unlock(&lock);
+    return err;
+}
+
+int green_code_range_remove(const void *start, size_t len)
+{
+    uintptr_t lo = (uintptr_t)start, hi = lo + len;
+    int err = ENOENT;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nuranges; i++) {
+        if (uranges[i].lo == lo && uranges[i].hi == hi) {
+            struct user_range gone = uranges[i];
+            uranges[i] = uranges[--nuranges];
+            if ((err = rebuild()) != 0)
+                uranges[nuranges++] = gone;   /* still in force */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return err;
+}
+
+int green_code_kind(const void *pc)
+{
+    if (!atomic_load(&current)) {
+        pthread_mutex_lock(&lock);
+        if (!atomic_load(&current))
+            rebuild();
+        pthread_mutex_unlock(&lock);
+    }
+    const struct green__sp_table *t = green__sp_enter();
+    enum green_code kind = green__sp_lookup(t, (uintptr_t)pc);
+    green__sp_exit();
+    return (int)kind;
 }

@@ -121,6 +121,9 @@ static inline void green__spin_unlock(green__spin_t *l)
 void *green__ctx_switch(void **save_sp, void *new_sp, void *transfer);
 /* First return address of a new thread: calls r12(transfer, rbx). */
 void green__ctx_entry(void);
+/* fn(arg) from a known return address: the base of a green thread's own
+ * frames, where the safepoint walk stops. */
+void *green__call_entry(void *(*fn)(void *), void *arg);
 
 /* ---- Green threads ------------------------------------------------------ */
 
@@ -189,10 +192,17 @@ struct green__thread {
 
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
 
-    /* Preemption.  nopreempt: the thread's own; preempt_pending: set by the
-     * signal handler on this thread's worker, cleared by the thread. */
+    /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by
+     * the signal handler on this thread's worker when it refuses, cleared
+     * by the thread at its next switch or poll (read with __atomic: the
+     * handler interrupts the thread itself).  patch_slot / patch_ret: the
+     * handler pointed the return address in *patch_slot (originally
+     * patch_ret) of a GREEN_NOPREEMPT function at the deferred trampoline;
+     * the thread clears patch_slot when that fires (signals/handler.c). */
     unsigned nopreempt;              /* green_nopreempt_begin depth */
     bool preempt_pending;            /* a preemption was refused meanwhile */
+    uint64_t *patch_slot;
+    uint64_t patch_ret;
 
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
@@ -416,6 +426,11 @@ struct green__worker *green__sched_leave(struct green__worker *w);
 void green__sched_preempted(struct green__worker *w);
 /* Done by every context right after it is switched to. */
 void green__switch_finish(struct green__worker *w);
+/* A refused preemption is pending on the running thread: take it now (a
+ * yield).  Returns the worker the thread resumes on. */
+struct green__worker *green__take_deferred(struct green__worker *w);
+/* Refused preemptions taken at polls and returns, for green_stats. */
+extern _Atomic uint64_t green__deferred_taken;
 
 /* sysmon.c */
 int green__sysmon_start(struct green__rt *rt);
@@ -579,6 +594,11 @@ static inline int green__enter(struct green__worker **wp, struct green__thread *
     struct green__worker *w = green__worker_self();
     if (GREEN_UNLIKELY(!w || w->cur == &w->g0))
         return EPERM;
+    /* A safepoint poll: every call into libgreen is one (not inside
+     * green_nopreempt_begin/end: the end takes it). */
+    if (GREEN_UNLIKELY(__atomic_load_n(&w->cur->preempt_pending, __ATOMIC_RELAXED)) &&
+        w->cur->nopreempt == 0)
+        w = green__take_deferred(w);
     *wp = w;
     *tp = w->cur;
     return 0;

@@ -108,4 +108,30 @@ green__ctx_entry:
     .cfi_endproc
     .size   green__ctx_entry, .-green__ctx_entry
 
+/*
+ * void *green__call_entry(void *(*fn)(void *), void *arg): fn(arg), from a
+ * return address the safepoint walk knows (green__call_entry_ret).  Every
+ * green thread's own code runs under this frame; the walk of a preempted
+ * thread's callers ends here instead of reading on into the scheduler.
+ */
+    .globl  green__call_entry
+    .hidden green__call_entry
+    .globl  green__call_entry_ret
+    .hidden green__call_entry_ret
+    .type   green__call_entry, @function
+    .p2align 4
+green__call_entry:
+    .cfi_startproc
+    subq    $8, %rsp                /* 16-byte alignment for the call */
+    .cfi_adjust_cfa_offset 8
+    movq    %rdi, %rax
+    movq    %rsi, %rdi
+    call    *%rax
+green__call_entry_ret:
+    addq    $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    ret
+    .cfi_endproc
+    .size   green__call_entry, .-green__call_entry
+
     .section .note.GNU-stack, "", @progbits

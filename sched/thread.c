@@ -120,6 +120,7 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
+    t->patch_slot = NULL;
     t->asan_fake = NULL;
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
@@ -131,7 +132,7 @@ void green__thread_main(struct green__worker *w, struct green__thread *t)
 {
     green__switch_finish(w);
     *w->errno_loc = 0;
-    void *ret = t->fn(t->arg);
+    void *ret = green__call_entry(t->fn, t->arg);
     green__thread_exit(green__worker_self(), ret);
 }
 

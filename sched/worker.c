@@ -103,6 +103,8 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
 {
     struct green__thread *from = w->cur;
     from->err = *w->errno_loc;
+    /* Any switch satisfies a refused preemption. */
+    __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
     if (to != &w->g0) {
         while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
             green__cpu_relax();
@@ -220,6 +222,16 @@ void green_yield(void)
     self->state = GREEN_T_RUNNABLE;
     green__runq_push(w, self);
     green__switch(w, t);
+}
+
+_Atomic uint64_t green__deferred_taken;
+
+struct green__worker *green__take_deferred(struct green__worker *w)
+{
+    __atomic_store_n(&w->cur->preempt_pending, false, __ATOMIC_RELAXED);
+    atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    green_yield();
+    return green__worker_self();
 }
 
 /* ---- Making threads runnable -------------------------------------------- */

@@ -58,7 +58,7 @@ uint64_t green__xsave_size;
 
 static struct {
     _Atomic uint64_t signals_sent, preemptions, refused_runtime, refused_nopreempt,
-        refused_unsafe_pc, refused_headroom, foreign;
+        refused_unsafe_pc, refused_headroom, foreign, refused_unsafe_frame, refused_unwind;
 } stats;
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -75,6 +75,9 @@ void green_stats(green_stats_t *s)
     s->refused_unsafe_pc = atomic_load(&stats.refused_unsafe_pc);
     s->refused_headroom = atomic_load(&stats.refused_headroom);
     s->foreign_signals = atomic_load(&stats.foreign);
+    s->refused_unsafe_frame = atomic_load(&stats.refused_unsafe_frame);
+    s->refused_unwind = atomic_load(&stats.refused_unwind);
+    s->deferred_taken = atomic_load(&green__deferred_taken);
 }
 
 /* ---- Installation ------------------------------------------------------- */
@@ -103,12 +106,12 @@ int green__sig_install(struct green__rt *rt)
     int sig = rt->cfg.signo, err = 0;
     if ((err = xsave_setup()) != 0)
         return err;
-    if ((err = green__sp_acquire()) != 0)
+    if ((err = green__sp_acquire(rt->cfg.unsafe_objects)) != 0)
         return err;
     if (!green__sp_knows_runtime()) {
         /* Statically linked, libgreen's code is part of the program and
          * the table cannot keep the signal out of the scheduler. */
-        green__sp_release();
+        green__sp_release(rt->cfg.unsafe_objects);
         green__write_str(2, "libgreen: preemption by signal (GREEN_PREEMPT=signal, the "
                             "default) needs the shared library (libgreen.so) for now; link "
                             "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=off\n");
@@ -129,9 +132,10 @@ int green__sig_install(struct green__rt *rt)
     }
     pthread_mutex_unlock(&install_lock);
     if (err) {
-        green__sp_release();
+        green__sp_release(rt->cfg.unsafe_objects);
         return err;
     }
+    green__sp_walk_init();
     return 0;
 }
 
@@ -147,7 +151,7 @@ void green__sig_uninstall(struct green__rt *rt)
             sigaction(sig, &old_action[sig], NULL);
     }
     pthread_mutex_unlock(&install_lock);
-    green__sp_release();
+    green__sp_release(rt->cfg.unsafe_objects);
 }
 
 /* ---- The handler -------------------------------------------------------- */
@@ -265,6 +269,90 @@ static bool slice_timer_fired(struct green__worker *w)
 
 /* ---- The handler, continued --------------------------------------------- */
 
+/* AS-safe.  Make t call the trampoline: past the red zone, push the
+ * interrupted PC as the return address. */
+static void inject(greg_t *g)
+{
+    uint64_t *nsp = (uint64_t *)((uintptr_t)g[REG_RSP] - 128);
+    *--nsp = (uint64_t)g[REG_RIP];
+    g[REG_RSP] = (greg_t)(uintptr_t)nsp;
+    g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;
+}
+
+/* AS-safe.  Take back t's hook on a GREEN_NOPREEMPT function's return, if
+ * it is still live (below sp the frame is gone: left by longjmp). */
+static void unhook_return(struct green__thread *t, uintptr_t sp)
+{
+    uint64_t *slot = t->patch_slot;
+    if (slot && (uintptr_t)slot > sp &&
+        *slot == (uint64_t)(uintptr_t)green__deferred_trampoline)
+        *slot = t->patch_ret;
+    t->patch_slot = NULL;
+}
+
+/* AS-safe.  Take the refused preemption when the GREEN_NOPREEMPT function
+ * whose return address is in *slot returns. */
+static void hook_return(struct green__thread *t, uint64_t *slot)
+{
+    if (!slot)
+        return;                      /* the monitor retries instead */
+    t->patch_ret = *slot;
+    t->patch_slot = slot;
+    *slot = (uint64_t)(uintptr_t)green__deferred_trampoline;
+}
+
+/* AS-safe.  May the thread interrupted in uc be switched out here?  If not,
+ * count why and leave the preemption pending on it. */
+static bool decide(struct green__worker *w, struct green__thread *t,
+                   const struct green__sp_table *tbl, ucontext_t *uc)
+{
+    greg_t *g = uc->uc_mcontext.gregs;
+    uintptr_t pc = (uintptr_t)g[REG_RIP], sp = (uintptr_t)g[REG_RSP];
+    if (t == &w->g0) {
+        count(&stats.refused_runtime);
+        return false;
+    }
+    enum green_code kind = green__sp_lookup(tbl, pc);
+    _Atomic uint64_t *why;
+    if (kind == GREEN_CODE_RUNTIME) {
+        why = &stats.refused_runtime;
+    } else if (t->nopreempt) {
+        why = &stats.refused_nopreempt;
+    } else if (kind == GREEN_CODE_UNSAFE || kind == GREEN_CODE_UNKNOWN) {
+        why = &stats.refused_unsafe_pc;
+        if (kind == GREEN_CODE_UNKNOWN) {
+            /* Maybe a library loaded since the table was built. */
+            green__sp_hint_stale();
+            green__sysmon_poke(w->rt);
+        }
+    } else if (sp < (uintptr_t)t->stack_lo + 136 + green__xsave_size + GREEN_HEADROOM ||
+               sp > (uintptr_t)t->stack_hi) {
+        why = &stats.refused_headroom;
+    } else {
+        uint64_t *slot;
+        unhook_return(t, sp);        /* the walk must see the real caller */
+        switch (green__sp_walk(tbl, uc, kind, (uintptr_t)t->stack_lo,
+                               (uintptr_t)t->stack_hi, &slot)) {
+        case GREEN_WALK_SAFE:
+            inject(g);
+            return true;
+        case GREEN_WALK_NOPREEMPT:
+            why = &stats.refused_nopreempt;
+            hook_return(t, slot);
+            break;
+        case GREEN_WALK_UNSAFE:
+            why = &stats.refused_unsafe_frame;
+            break;
+        default:
+            why = &stats.refused_unwind;
+            break;
+        }
+    }
+    count(why);
+    t->preempt_pending = true;
+    return false;
+}
+
 /* AS-safe */
 static void on_signal(int sig, siginfo_t *si, void *uctx)
 {
@@ -285,33 +373,9 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
         errno = saved;
         return;
     }
-
-    ucontext_t *uc = uctx;
-    greg_t *g = uc->uc_mcontext.gregs;
-    struct green__thread *t = w->cur;
-    uintptr_t pc = (uintptr_t)g[REG_RIP];
-    uintptr_t sp = (uintptr_t)g[REG_RSP];
-    enum green__sp_kind kind = t == &w->g0 ? GREEN_SP_RUNTIME : green__sp_classify(pc);
-    bool taken = false;
-    if (kind == GREEN_SP_RUNTIME) {
-        count(&stats.refused_runtime);
-    } else if (t->nopreempt) {
-        t->preempt_pending = true;
-        count(&stats.refused_nopreempt);
-    } else if (kind == GREEN_SP_UNSAFE) {
-        count(&stats.refused_unsafe_pc);
-    } else if (sp < (uintptr_t)t->stack_lo + 136 + green__xsave_size + GREEN_HEADROOM ||
-               sp > (uintptr_t)t->stack_hi) {
-        count(&stats.refused_headroom);
-    } else {
-        /* Make the thread call the trampoline: past the red zone, push
-         * the interrupted PC as the return address. */
-        uint64_t *nsp = (uint64_t *)(sp - 128);
-        *--nsp = (uint64_t)pc;
-        g[REG_RSP] = (greg_t)(uintptr_t)nsp;
-        g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;
-        taken = true;
-    }
+    const struct green__sp_table *tbl = green__sp_enter();
+    bool taken = decide(w, w->cur, tbl, uctx);
+    green__sp_exit();
     /* Refused: the monitor retries, with its backoff. */
     if (timed && !taken)
         slice_timer_release(w);
@@ -319,10 +383,26 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
 }
 
 /* Called by the trampoline with every register of the thread saved. */
-void green__preempt_switch(void)
+void green__preempt_switch(uint64_t *ret_slot)
 {
     struct green__worker *w = green__worker_self();
-    count(&stats.preemptions);
+    struct green__thread *t = w->cur;
+    bool deferred = *ret_slot == 0;
+    if (deferred) {
+        /* A GREEN_NOPREEMPT function returned: back to its caller after
+         * this, and switch only if no switch took the preemption since. */
+        *ret_slot = t->patch_ret;
+        t->patch_slot = NULL;
+        if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED))
+            return;
+        t->preempt_pending = false;
+        atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    } else {
+        count(&stats.preemptions);
+    }
+#ifdef GREEN_TRACE
+    green__trace_preempt(deferred);
+#endif
     slice_timer_arm(w);
     green__sched_preempted(w);
 }
@@ -391,6 +471,7 @@ static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green_
  */
 uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
 {
+    green__sp_refresh();             /* objects loaded or unloaded? */
     uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
     uint64_t next = GREEN_FOREVER;
     bool due = false;
@@ -465,9 +546,15 @@ void green_nopreempt_end(void)
     if (!w || w->cur == &w->g0)
         return;
     struct green__thread *t = w->cur;
-    if (t->nopreempt > 0 && --t->nopreempt == 0 && t->preempt_pending) {
-        /* The preemption refused meanwhile is taken now. */
-        t->preempt_pending = false;
-        green_yield();
-    }
+    if (t->nopreempt > 0 && --t->nopreempt == 0 &&
+        __atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED))
+        green__take_deferred(w);     /* the one refused meanwhile */
+}
+
+void green_safepoint(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (w && w->cur != &w->g0 && w->cur->nopreempt == 0 &&
+        __atomic_load_n(&w->cur->preempt_pending, __ATOMIC_RELAXED))
+        green__take_deferred(w);
 }

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int signal_start(struct green__rt *rt) { return green__sig_install(rt); }
 static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
@@ -36,8 +38,17 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
     switch (cfg.preempt) {
     case GREEN_PREEMPT_OFF:
         return green__run(main_fn, arg, &cfg, ret, NULL);
-    case GREEN_PREEMPT_SIGNAL:
-        return green__run(main_fn, arg, &cfg, ret, &signal_hooks);
+    case GREEN_PREEMPT_SIGNAL: {
+        /* The run keeps its own copy of the names (the environment may
+         * change while it runs). */
+        char *unsafe = NULL;
+        if (cfg.unsafe_objects && !(unsafe = strdup(cfg.unsafe_objects)))
+            return ENOMEM;
+        cfg.unsafe_objects = unsafe;
+        err = green__run(main_fn, arg, &cfg, ret, &signal_hooks);
+        free(unsafe);
+        return err;
+    }
     default:
         fprintf(stderr, "libgreen: preemption mode %s is not available yet; "
                         "use GREEN_PREEMPT=signal or off\n",

@@ -21,9 +21,18 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 /* On a worker's own thread as it stops: delete its slice timer. */
 void green__sig_worker_exit(struct green__worker *w);
 
-/* The trampoline's entry, and the call it makes with every register saved. */
+/* The trampolines' entries, and the call they make with every register
+ * saved: ret_slot holds the interrupted PC, or 0 when a GREEN_NOPREEMPT
+ * function returned into green__deferred_trampoline. */
 void green__preempt_trampoline(void);
-void green__preempt_switch(void);
+void green__deferred_trampoline(void);
+void green__preempt_switch(uint64_t *ret_slot);
+
+#ifdef GREEN_TRACE
+/* Test builds (libgreen-trace): record the frames of each preemption,
+ * called from green__preempt_switch before the switch (trace.c). */
+void green__trace_preempt(bool deferred);
+#endif
 
 /* XSAVE area size for this CPU's enabled state (CPUID leaf 0xD), set by
  * green__sig_install; read by the trampoline. */

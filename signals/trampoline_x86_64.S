@@ -104,6 +104,7 @@ green__preempt_trampoline:
     xsave64 (%rsp)
     cld                             /* the ABI wants DF clear at a call */
 
+    leaq    128(%rbx), %rdi         /* where the return address is */
     call    green__preempt_switch
 
     movl    $-1, %eax
@@ -146,5 +147,30 @@ green__preempt_trampoline:
     ret     $128
     .cfi_endproc
     .size   green__preempt_trampoline, .-green__preempt_trampoline
+
+/*
+ * The deferred trampoline.  When a preemption is refused inside a
+ * GREEN_NOPREEMPT function, the handler replaces that function's return
+ * address with this address (keeping the original in the thread), so the
+ * preemption is taken the moment the function returns.  Here every
+ * register holds what the caller will see -- the return value in rax, rdx,
+ * xmm0/1 or st0/1 -- except rflags, which no caller expects kept across a
+ * call.  Build the frame green__preempt_trampoline expects, with 0 for the
+ * return address: green__preempt_switch sees the 0, puts the original
+ * return address in its place, and switches only if the preemption is still
+ * pending.
+ */
+    .globl  green__deferred_trampoline
+    .hidden green__deferred_trampoline
+    .type   green__deferred_trampoline, @function
+    .p2align 4
+green__deferred_trampoline:
+    .cfi_startproc
+    .cfi_undefined %rip
+    subq    $136, %rsp
+    movq    $0, (%rsp)
+    jmp     green__preempt_trampoline
+    .cfi_endproc
+    .size   green__deferred_trampoline, .-green__deferred_trampoline
 
     .section .note.GNU-stack, "", @progbits

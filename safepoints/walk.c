@@ -1,0 +1,88 @@
+/*
+ * The walk: is any caller of the interrupted code unsafe?
+ *
+ * A PC in the program's own code can still run with a lock held by a caller:
+ * a comparator called back from qsort, a pthread_once routine, a global
+ * C++ constructor run by the dynamic loader.  Before a preemption is taken,
+ * the handler walks the interrupted thread's frames with libunwind, from the
+ * signal frame (UNW_INIT_SIGNAL_FRAME: the first PC is exact, not a return
+ * address) up to the thread's base -- the return address inside
+ * green__call_entry, under which every green thread's own code runs -- and
+ * looks each return address up in the table (at address - 1: a call that
+ * never returns may end its function).
+ *
+ * Verdicts: every frame preemptible -> SAFE; any frame unsafe, unknown, or
+ * in libgreen other than the base -> UNSAFE; otherwise, if a frame is a
+ * GREEN_NOPREEMPT function -> NOPREEMPT, with the stack slot holding the
+ * return address of the outermost such frame, where the deferred preemption
+ * can be hooked (its caller is then known to be preemptible).  A walk that
+ * ends without reaching the base, or goes deeper than GREEN_WALK_MAX_DEPTH
+ * frames, is FAILED: the handler refuses rather than guess.
+ *
+ * libunwind's local unwinding is meant to be called from signal handlers:
+ * it allocates nothing, and its per-thread cache is safe there.  It finds
+ * unwind tables through dl_iterate_phdr, whose lock is recursive; the
+ * handler never walks when the PC is in the loader or libc, so the thread it
+ * interrupted cannot be inside that lock's critical section.
+ */
+#define UNW_LOCAL_ONLY
+#include "safepoints.h"
+
+#include <libunwind.h>
+
+/* The return address of the call that runs a green thread's function
+ * (sched/switch_x86_64.S). */
+extern const char green__call_entry_ret[];
+
+void green__sp_walk_init(void)
+{
+    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+}
+
+void green__sp_walk_flush(void)
+{
+    /* Unloaded objects' unwind rules must not be used for what replaces
+     * them at the same addresses. */
+    unw_flush_cache(unw_local_addr_space, 0, 0);
+}
+
+/* AS-safe */
+enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
+                                   enum green_code kind, uintptr_t lo, uintptr_t hi,
+                                   uint64_t **ret_slot)
+{
+    unw_cursor_t c;
+    *ret_slot = NULL;
+    if (unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) < 0)
+        return GREEN_WALK_FAILED;
+    bool nopreempt = kind == GREEN_CODE_NOPREEMPT;
+    bool prev_nopreempt = nopreempt;
+    for (int depth = 1; depth <= GREEN_WALK_MAX_DEPTH; depth++) {
+        if (unw_step(&c) <= 0)
+            return GREEN_WALK_FAILED;
+        unw_word_t ip, sp;
+        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || unw_get_reg(&c, UNW_REG_SP, &sp) < 0)
+            return GREEN_WALK_FAILED;
+        if (prev_nopreempt) {
+            /* The caller's stack pointer is the callee's CFA; its return
+             * address sits just below. */
+            uint64_t *slot = (uint64_t *)(uintptr_t)(sp - 8);
+            *ret_slot = (uintptr_t)slot >= lo && (uintptr_t)slot + 8 <= hi && *slot == ip
+                            ? slot
+                            : NULL;
+        }
+        if (ip == (unw_word_t)(uintptr_t)green__call_entry_ret)
+            return nopreempt ? GREEN_WALK_NOPREEMPT : GREEN_WALK_SAFE;
+        switch (green__sp_lookup(t, (uintptr_t)ip - 1)) {
+        case GREEN_CODE_PREEMPTIBLE:
+            prev_nopreempt = false;
+            break;
+        case GREEN_CODE_NOPREEMPT:
+            nopreempt = prev_nopreempt = true;
+            break;
+        default:
+            return GREEN_WALK_UNSAFE;
+        }
+    }
+    return GREEN_WALK_FAILED;
+}
