@@ -235,6 +235,9 @@ static void slice_timer_arm(struct green__worker *w)
                              atomic_load_explicit(&w->timer_next, memory_order_relaxed));
     w->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&w->slice_timed, 1, memory_order_relaxed);
+#ifdef GREEN_TRACE
+    green__trace_deadline(w, end);
+#endif
     struct itimerspec it = { { 0, 0 },
                              { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
     if (timer_settime(w->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)
@@ -313,6 +316,7 @@ static bool decide(struct green__worker *w, struct green__thread *t,
         return false;
     }
     enum green_code kind = green__sp_lookup(tbl, pc);
+    GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
     if (kind == GREEN_CODE_RUNTIME) {
         why = &stats.refused_runtime;
@@ -331,8 +335,10 @@ static bool decide(struct green__worker *w, struct green__thread *t,
     } else {
         uint64_t *slot;
         unhook_return(t, sp);        /* the walk must see the real caller */
-        switch (green__sp_walk(tbl, uc, kind, (uintptr_t)t->stack_lo,
-                               (uintptr_t)t->stack_hi, &slot)) {
+        enum green__sp_walk verdict = green__sp_walk(tbl, uc, kind, (uintptr_t)t->stack_lo,
+                                                     (uintptr_t)t->stack_hi, &slot);
+        GREEN_TRACE_STAMP(w, GREEN_STAMP_WALKED);
+        switch (verdict) {
         case GREEN_WALK_SAFE:
             inject(g);
             return true;
@@ -373,6 +379,7 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
         errno = saved;
         return;
     }
+    GREEN_TRACE_STAMP(w, GREEN_STAMP_ENTRY);
     const struct green__sp_table *tbl = green__sp_enter();
     bool taken = decide(w, w->cur, tbl, uctx);
     green__sp_exit();
@@ -388,6 +395,7 @@ void green__preempt_switch(uint64_t *ret_slot)
     struct green__worker *w = green__worker_self();
     struct green__thread *t = w->cur;
     bool deferred = *ret_slot == 0;
+    GREEN_TRACE_STAMP(w, GREEN_STAMP_SAVED);
     if (deferred) {
         /* A GREEN_NOPREEMPT function returned: back to its caller after
          * this, and switch only if no switch took the preemption since. */
@@ -404,7 +412,9 @@ void green__preempt_switch(uint64_t *ret_slot)
     green__trace_preempt(deferred);
 #endif
     slice_timer_arm(w);
+    GREEN_TRACE_STAMP(w, GREEN_STAMP_ARMED);
     green__sched_preempted(w);
+    GREEN_TRACE_STAMP(green__worker_self(), GREEN_STAMP_RESUMED);
 }
 
 /* ---- The monitor's side -------------------------------------------------- */

@@ -29,9 +29,23 @@ void green__deferred_trampoline(void);
 void green__preempt_switch(uint64_t *ret_slot);
 
 #ifdef GREEN_TRACE
-/* Test builds (libgreen-trace): record the frames of each preemption,
- * called from green__preempt_switch before the switch (trace.c). */
+/* Test builds (libgreen-trace, trace.c): the frames of each preemption,
+ * from green__preempt_switch before the switch; and the time stamps of its
+ * stages, for the cost breakdown in bench/safepoint_bench. */
+enum green__stamp {
+    GREEN_STAMP_ENTRY,               /* the handler has recognised its signal */
+    GREEN_STAMP_DECIDED,             /* the PC looked up, the cheap checks done */
+    GREEN_STAMP_WALKED,              /* the callers walked: the handler returns */
+    GREEN_STAMP_SAVED,               /* the trampoline saved the state */
+    GREEN_STAMP_ARMED,               /* the slice timer is set */
+    GREEN_STAMP_RESUMED,             /* the next thread runs */
+};
 void green__trace_preempt(bool deferred);
+void green__trace_stamp(struct green__worker *w, enum green__stamp s); /* AS-safe */
+void green__trace_deadline(struct green__worker *w, uint64_t ns);
+#define GREEN_TRACE_STAMP(w, s) green__trace_stamp((w), (s))
+#else
+#define GREEN_TRACE_STAMP(w, s) ((void)0)
 #endif
 
 /* XSAVE area size for this CPU's enabled state (CPUID leaf 0xD), set by

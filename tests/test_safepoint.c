@@ -17,7 +17,7 @@
 
 /* ---- The oracle ---------------------------------------------------------- */
 
-enum what { W_UNSAFE_OBJECT, W_NOPREEMPT, W_LIBGREEN, W_TEST_UNSAFE };
+enum what { W_UNSAFE_OBJECT, W_NOPREEMPT, W_LIBGREEN, W_SANITIZER };
 
 struct orange {
     uintptr_t lo, hi;
@@ -56,6 +56,8 @@ static int oracle_object(struct dl_phdr_info *info, size_t size, void *arg)
     bool hit = strstr(base, "libgreen-trace") != NULL;
     if (hit)
         what = W_LIBGREEN;
+    if (!hit && (hit = strncmp(base, "libasan", 7) == 0 || strncmp(base, "libubsan", 8) == 0))
+        what = W_SANITIZER;
     for (size_t i = 0; !hit && i < sizeof unsafe_names / sizeof unsafe_names[0]; i++)
         hit = strncmp(base, unsafe_names[i], strlen(unsafe_names[i])) == 0;
     if (!hit && extra_unsafe && strstr(base, extra_unsafe))
@@ -101,9 +103,11 @@ static void check_trace(void *const *ip, int n, bool deferred)
     atomic_fetch_add(&traced, 1);
     if (deferred)
         atomic_fetch_add(&taken_deferred, 1);
+    /* Skip the switch path: libgreen's frames, and under ASan its
+     * interceptor of backtrace(). */
     int i = 0;
-    while (i < n && (oracle_find((uintptr_t)ip[i]) ?: &(struct orange){ .what = W_UNSAFE_OBJECT })
-                            ->what == W_LIBGREEN)
+    for (const struct orange *o; i < n && (o = oracle_find((uintptr_t)ip[i])) &&
+                                 (o->what == W_LIBGREEN || o->what == W_SANITIZER);)
         i++;
     for (int k = i; k < n; k++) {
         /* Return addresses are looked up one byte back (a call may end its
