@@ -8,6 +8,10 @@
 # so the noise of a shared machine falls on all alike; the table shows the
 # median of each.  Raw figures go to BUILD_DIR/bench/bench.log.
 #
+# A third table, "Safepoint", is bench/safepoint_bench's own: the cost of
+# the handler's table lookup, and of each stage of a preemption by depth of
+# the interrupted stack (libgreen alone: no peer has these stages).
+#
 # A second table, "Preemption", runs the preemption benchmarks (ticker,
 # preempt_cost, yield_signals) in several variants -- libgreen with
 # preemption off and by signal at several quanta, Go with and without its
@@ -24,7 +28,7 @@
 #                         TICKER (ticks), PREEMPT_COST (xorshift steps per
 #                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
-#   BENCH_TABLES          which tables to run: "main preempt" (both)
+#   BENCH_TABLES          which tables to run: "main preempt safepoint" (all)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
 #   GREEN_*               passed to green_bench (GREEN_STACK_SIZE, GREEN_PREEMPT...);
@@ -45,7 +49,7 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 REPS=${BENCH_REPS:-5}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 TIMEOUT=${BENCH_TIMEOUT:-300}
-TABLES=${BENCH_TABLES:-main preempt}
+TABLES=${BENCH_TABLES:-main preempt safepoint}
 LOG=$OUT/bench.log
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greenbench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$TMP"' EXIT
@@ -455,4 +459,8 @@ awk -v ymax1000="$(max_of "$TMP/yield_signals.green_q1000")" \
     }' "$TMP/pmedians"
 esac
 echo
+case " $TABLES " in *" safepoint "*)
+    echo
+    "$BUILD/bench/safepoint_bench" "$REPS" | tee -a "$LOG" || die "safepoint_bench failed"
+esac
 echo "raw figures: $LOG"

@@ -7,6 +7,9 @@
 #   CHECK_JOBS=n             test programs run at once (default 1)
 #   STRESS_SECONDS=n         stress run in build/ (default 20)
 #   ASAN_STRESS_SECONDS=n    stress run in build-asan/ (default 10)
+#   SAFEPOINT_SIGNALS=n      signals the safepoint mix runs for in build/
+#                            (default 1000000, about 75 s here)
+#   ASAN_SAFEPOINT_SIGNALS=n the same in build-asan/ (default 200000)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,8 +45,8 @@ show_logs() {
     fi
 }
 
-build() {   # build DIR STRESS_SECONDS CONFIGURE-ARGS...
-    dir=$1; secs=$2; shift 2
+build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
+    dir=$1; secs=$2; signals=$3; shift 3
     echo "==> $dir: configure $*"
     mkdir -p "$dir"
     (cd "$dir" && ../configure "$@") || { echo "run.sh: configure failed in $dir (see $dir/config.log)" >&2; exit 1; }
@@ -53,7 +56,8 @@ build() {   # build DIR STRESS_SECONDS CONFIGURE-ARGS...
     # Build the test programs in parallel, then run the tests one at a time
     # (CHECK_JOBS): timing tests and the stress run must not share the CPUs.
     (cd "$dir" && make -j"$jobs" check TESTS=) || { echo "run.sh: building the tests failed in $dir" >&2; exit 1; }
-    if ! (cd "$dir" && STRESS_SECONDS=$secs make -j"$check_jobs" check); then
+    if ! (cd "$dir" && STRESS_SECONDS=$secs GREEN_TEST_SIGNALS=$signals \
+            make -j"$check_jobs" check); then
         show_logs "$dir"
         echo "run.sh: make check failed in $dir" >&2
         exit 1
@@ -81,8 +85,8 @@ fi
 echo "==> autoreconf -fi"
 autoreconf -fi
 
-build build "${STRESS_SECONDS:-20}"
-build build-asan "${ASAN_STRESS_SECONDS:-10}" --enable-asan
+build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
+build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" --enable-asan
 
 echo "==> run.sh: all tests passed (build/ and build-asan/)"
 # One closing line for whoever reads only the end: every Criterion test case

@@ -353,11 +353,11 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 }
 
 Test(safepoint, libc_under_a_50us_quantum_is_never_preempted_where_a_lock_may_be_held,
-     .timeout = 240)
+     .timeout = 300)
 {
     shared_file = fopen("/dev/null", "w");
     cr_assert_not_null(shared_file);
-    struct mix mx = { env_u64("GREEN_TEST_SIGNALS", 1000000), env_u64("GREEN_TEST_SECONDS", 120) * SEC,
+    struct mix mx = { env_u64("GREEN_TEST_SIGNALS", 1000000), env_u64("GREEN_TEST_SECONDS", 200) * SEC,
                       0, 0 };
     trace_on();
     green_stats_t s0 = stats_now();
