@@ -338,7 +338,7 @@ static struct preempt_counts counts_now(void)
         .signals = s.signals_sent,
         .preemptions = s.preemptions,
         .refusals = s.refused_runtime + s.refused_nopreempt + s.refused_unsafe_pc +
-                    s.refused_headroom,
+                    s.refused_headroom + s.refused_unsafe_frame + s.refused_unwind,
     };
 }
 
