@@ -33,8 +33,9 @@ void green__sp_release(const char *unsafe);
 
 /* Rebuild the table if objects were loaded or unloaded (dlopen, dlclose)
  * since it was built, and free the tables no handler can still read.  The
- * monitor calls it; cheap when nothing changed. */
-void green__sp_refresh(void);
+ * monitor calls it at every look, with the time (CLOCK_MONOTONIC ns); it
+ * does something at most once a millisecond, or at once after a hint. */
+void green__sp_refresh(uint64_t now);
 
 /* AS-safe.  A handler met unknown code: the next refresh looks at once. */
 void green__sp_hint_stale(void);

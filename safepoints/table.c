@@ -47,7 +47,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct range {
     uintptr_t lo, hi;
@@ -66,10 +65,11 @@ static _Atomic(struct green__sp_table *) current;
 static _Atomic unsigned readers;
 static atomic_bool stale_hint;
 
+static _Atomic uint64_t last_check_ns; /* any monitor; written under lock */
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct green__sp_table *retired;
 static unsigned long long built_adds, built_subs;
-static uint64_t last_check_ns;
 
 /* green_code_range_add's ranges: disjoint. */
 struct user_range {
@@ -474,13 +474,6 @@ static int read_counts(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;                        /* the first object is enough */
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Requires: lock held. */
 static int refresh_locked(bool force)
 {
@@ -491,16 +484,17 @@ static int refresh_locked(bool force)
     return rebuild();
 }
 
-void green__sp_refresh(void)
+void green__sp_refresh(uint64_t now)
 {
-    bool hinted = atomic_exchange_explicit(&stale_hint, false, memory_order_relaxed);
+    /* Most looks end here: no lock, no system call. */
+    if (!atomic_load_explicit(&stale_hint, memory_order_relaxed) &&
+        now - atomic_load_explicit(&last_check_ns, memory_order_relaxed) < 1000000u)
+        return;
     if (pthread_mutex_trylock(&lock) != 0)
         return;                      /* someone is building: that will do */
-    uint64_t now = mono_ns();
-    if (hinted || now - last_check_ns >= 1000000u) {
-        last_check_ns = now;
-        refresh_locked(false);
-    }
+    atomic_store_explicit(&stale_hint, false, memory_order_relaxed);
+    atomic_store_explicit(&last_check_ns, now, memory_order_relaxed);
+    refresh_locked(false);
     reclaim();
     pthread_mutex_unlock(&lock);
 }

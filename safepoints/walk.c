@@ -49,6 +49,17 @@ void green__sp_walk_flush(void)
     unw_flush_cache(unw_local_addr_space, 0, 0);
 }
 
+/* AS-safe.  What a caller frame whose return address is ip says: GREEN_WALK_
+ * SAFE (preemptible), _NOPREEMPT, or _UNSAFE (anything else). */
+static enum green__sp_walk caller(const struct green__sp_table *t, uintptr_t ip)
+{
+    switch (green__sp_lookup(t, ip - 1)) {
+    case GREEN_CODE_PREEMPTIBLE: return GREEN_WALK_SAFE;
+    case GREEN_CODE_NOPREEMPT: return GREEN_WALK_NOPREEMPT;
+    default: return GREEN_WALK_UNSAFE;
+    }
+}
+
 /* AS-safe.  The frame-by-frame walk: unw_step over each caller.  Finds the
  * return-address slot of a GREEN_NOPREEMPT frame, which the fast walk
  * cannot. */
@@ -78,16 +89,11 @@ static enum green__sp_walk walk_steps(const struct green__sp_table *t, ucontext_
         }
         if (ip == (unw_word_t)(uintptr_t)green__call_entry_ret)
             return nopreempt ? GREEN_WALK_NOPREEMPT : GREEN_WALK_SAFE;
-        switch (green__sp_lookup(t, (uintptr_t)ip - 1)) {
-        case GREEN_CODE_PREEMPTIBLE:
-            prev_nopreempt = false;
-            break;
-        case GREEN_CODE_NOPREEMPT:
-            nopreempt = prev_nopreempt = true;
-            break;
-        default:
-            return GREEN_WALK_UNSAFE;
-        }
+        enum green__sp_walk v = caller(t, (uintptr_t)ip);
+        if (v == GREEN_WALK_UNSAFE)
+            return v;
+        prev_nopreempt = v == GREEN_WALK_NOPREEMPT;
+        nopreempt |= prev_nopreempt;
     }
     return GREEN_WALK_FAILED;
 }
@@ -107,6 +113,7 @@ enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *
      * dl_iterate_phdr each (~0.5 us here).  The interrupted PC is the entry
      * equal to the context's; its callers follow. */
     void *ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES];
+    *ret_slot = NULL;
     int n = unw_backtrace(ip, (int)(sizeof ip / sizeof ip[0]));
     void *pc = (void *)(uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
     int i = 0;
@@ -116,27 +123,15 @@ enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *
         return walk_steps(t, uc, kind, lo, hi, ret_slot);
     bool nopreempt = kind == GREEN_CODE_NOPREEMPT;
     for (i++; i < n; i++) {
-        if (ip[i] == (void *)green__call_entry_ret) {
-            if (!nopreempt) {
-                *ret_slot = NULL;
-                return GREEN_WALK_SAFE;
-            }
+        if (ip[i] == (void *)green__call_entry_ret)
             /* Rare: find where to hook the nopreempt function's return. */
-            return walk_steps(t, uc, kind, lo, hi, ret_slot);
-        }
-        switch (green__sp_lookup(t, (uintptr_t)ip[i] - 1)) {
-        case GREEN_CODE_PREEMPTIBLE:
-            break;
-        case GREEN_CODE_NOPREEMPT:
-            nopreempt = true;
-            break;
-        default:
-            *ret_slot = NULL;
-            return GREEN_WALK_UNSAFE;
-        }
+            return nopreempt ? walk_steps(t, uc, kind, lo, hi, ret_slot) : GREEN_WALK_SAFE;
+        enum green__sp_walk v = caller(t, (uintptr_t)ip[i]);
+        if (v == GREEN_WALK_UNSAFE)
+            return v;
+        nopreempt |= v == GREEN_WALK_NOPREEMPT;
     }
     /* Stopped short of the base: no unwind information somewhere, or too
      * deep. */
-    *ret_slot = NULL;
     return GREEN_WALK_FAILED;
 }

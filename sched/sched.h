@@ -431,6 +431,17 @@ void green__switch_finish(struct green__worker *w);
 struct green__worker *green__take_deferred(struct green__worker *w);
 /* Refused preemptions taken at polls and returns, for green_stats. */
 extern _Atomic uint64_t green__deferred_taken;
+/* A safepoint poll on w's running green thread: take a pending preemption
+ * unless inside green_nopreempt_begin/end (the end polls).  Returns the
+ * worker the thread runs on afterwards. */
+static inline struct green__worker *green__poll(struct green__worker *w)
+{
+    struct green__thread *t = w->cur;
+    if (GREEN_UNLIKELY(__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) &&
+        t->nopreempt == 0)
+        return green__take_deferred(w);
+    return w;
+}
 
 /* sysmon.c */
 int green__sysmon_start(struct green__rt *rt);
@@ -594,11 +605,7 @@ static inline int green__enter(struct green__worker **wp, struct green__thread *
     struct green__worker *w = green__worker_self();
     if (GREEN_UNLIKELY(!w || w->cur == &w->g0))
         return EPERM;
-    /* A safepoint poll: every call into libgreen is one (not inside
-     * green_nopreempt_begin/end: the end takes it). */
-    if (GREEN_UNLIKELY(__atomic_load_n(&w->cur->preempt_pending, __ATOMIC_RELAXED)) &&
-        w->cur->nopreempt == 0)
-        w = green__take_deferred(w);
+    w = green__poll(w);              /* every call into libgreen is a safepoint */
     *wp = w;
     *tp = w->cur;
     return 0;

@@ -235,9 +235,7 @@ static void slice_timer_arm(struct green__worker *w)
                              atomic_load_explicit(&w->timer_next, memory_order_relaxed));
     w->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&w->slice_timed, 1, memory_order_relaxed);
-#ifdef GREEN_TRACE
-    green__trace_deadline(w, end);
-#endif
+    GREEN_TRACE_DEADLINE(w, end);
     struct itimerspec it = { { 0, 0 },
                              { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
     if (timer_settime(w->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)
@@ -408,9 +406,7 @@ void green__preempt_switch(uint64_t *ret_slot)
     } else {
         count(&stats.preemptions);
     }
-#ifdef GREEN_TRACE
-    green__trace_preempt(deferred);
-#endif
+    GREEN_TRACE_PREEMPT(deferred);
     slice_timer_arm(w);
     GREEN_TRACE_STAMP(w, GREEN_STAMP_ARMED);
     green__sched_preempted(w);
@@ -481,7 +477,7 @@ static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green_
  */
 uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
 {
-    green__sp_refresh();             /* objects loaded or unloaded? */
+    green__sp_refresh(now);          /* objects loaded or unloaded? */
     uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
     uint64_t next = GREEN_FOREVER;
     bool due = false;
@@ -556,15 +552,13 @@ void green_nopreempt_end(void)
     if (!w || w->cur == &w->g0)
         return;
     struct green__thread *t = w->cur;
-    if (t->nopreempt > 0 && --t->nopreempt == 0 &&
-        __atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED))
-        green__take_deferred(w);     /* the one refused meanwhile */
+    if (t->nopreempt > 0 && --t->nopreempt == 0)
+        green__poll(w);              /* the one refused meanwhile */
 }
 
 void green_safepoint(void)
 {
     struct green__worker *w = green__worker_self();
-    if (w && w->cur != &w->g0 && w->cur->nopreempt == 0 &&
-        __atomic_load_n(&w->cur->preempt_pending, __ATOMIC_RELAXED))
-        green__take_deferred(w);
+    if (w && w->cur != &w->g0)
+        green__poll(w);
 }

@@ -44,8 +44,12 @@ void green__trace_preempt(bool deferred);
 void green__trace_stamp(struct green__worker *w, enum green__stamp s); /* AS-safe */
 void green__trace_deadline(struct green__worker *w, uint64_t ns);
 #define GREEN_TRACE_STAMP(w, s) green__trace_stamp((w), (s))
+#define GREEN_TRACE_DEADLINE(w, ns) green__trace_deadline((w), (ns))
+#define GREEN_TRACE_PREEMPT(deferred) green__trace_preempt(deferred)
 #else
 #define GREEN_TRACE_STAMP(w, s) ((void)0)
+#define GREEN_TRACE_DEADLINE(w, ns) ((void)0)
+#define GREEN_TRACE_PREEMPT(deferred) ((void)0)
 #endif
 
 /* XSAVE area size for this CPU's enabled state (CPUID leaf 0xD), set by
