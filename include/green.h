@@ -43,6 +43,17 @@ enum green_preempt {
     GREEN_PREEMPT_BOTH   = 3,
 };
 
+/* A deterministic run: one worker, preemption by the reduction budget (never
+ * by signal), timers on a virtual clock, and every choice -- which runnable
+ * thread runs next, how long each slice is, select's pick -- drawn from the
+ * seed.  The same program with the same seed runs the same schedule. */
+enum green_deterministic {
+    GREEN_DETERMINISTIC_OFF   = 0,
+    GREEN_DETERMINISTIC_ON    = 1,
+    GREEN_DETERMINISTIC_PRINT = 2,  /* also print the seed and the schedule's
+                                     * digest on stderr when the run ends */
+};
+
 typedef struct green_config {
     unsigned workers;      /* worker OS threads; 0: one per online CPU   GREEN_WORKERS */
     unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
@@ -53,7 +64,9 @@ typedef struct green_config {
     uint64_t seed;         /* seed for every random choice               GREEN_SEED */
     const char *unsafe_objects; /* more objects never to preempt in: a
                             * ':'-separated list of file names or paths  GREEN_UNSAFE */
-    uint64_t reserved[7];  /* zero: room for fields to come, same ABI */
+    unsigned deterministic;/* enum green_deterministic, default off      GREEN_DETERMINISTIC */
+    unsigned reserved32;   /* zero */
+    uint64_t reserved[6];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
@@ -73,7 +86,11 @@ GREEN_API int green_config_init(green_config_t *cfg);
 GREEN_API int green_run(void *(*main_fn)(void *), void *arg,
                         const green_config_t *cfg, void **ret);
 
-/* Current time on the clock deadlines use, in nanoseconds. */
+/* Current time on the clock deadlines use, in nanoseconds.  On a green
+ * thread of a deterministic run it is that run's virtual clock: it starts at
+ * 1 s, advances 1 ns per reduction the run's threads consume (each call of
+ * green_now_ns is one), and jumps to the next deadline when every thread
+ * waits. */
 GREEN_API uint64_t green_now_ns(void);
 
 /* ---- Green threads ------------------------------------------------------ */
@@ -127,6 +144,33 @@ GREEN_API void green_nopreempt_end(void);
  * pending (the thread was in unsafe code when asked).  Every libgreen call
  * also polls.  Cheap when nothing is pending. */
 GREEN_API void green_safepoint(void);
+
+/* ---- Reduction budget (GREEN_PREEMPT=budget or both) -------------------- */
+
+/* Charge n reductions to the running slice.  When the slice's budget
+ * (green_config_t.budget, default 4000) is spent, the thread yields here, as
+ * at green_yield.  Code built with `pkg-config --cflags --libs green-budget`
+ * (-finstrument-functions and libgreen-budget's hooks) is charged one at
+ * every function entry; every call into libgreen costs one.  In the other
+ * modes, and outside a green thread, it only counts (cheap). */
+GREEN_API void green_reduce(unsigned n);
+
+/* For libgreen-budget's hooks; a program has no need to call these.
+ * green_budget_counter: this OS thread's count of reductions left in the
+ * running slice (the address is fixed for the thread's life).
+ * green_budget_spent: the count reached zero at a function entry.  The
+ * thread yields unless a caller frame forbids it (unsafe code such as a qsort
+ * comparator's caller, or a GREEN_NOPREEMPT function): then the yield waits
+ * for the next safepoint poll, as a refused signal's does. */
+GREEN_API int64_t *green_budget_counter(void);
+GREEN_API void green_budget_spent(void);
+
+/* In a deterministic run (green_config_t.deterministic), from one of its
+ * green threads: the run's seed and a digest of its schedule so far (the
+ * order in which threads took the CPU).  Two runs of one program with one
+ * seed give equal digests.  EPERM: not on a green thread.  EINVAL: the run
+ * is not deterministic.  Either pointer may be NULL. */
+GREEN_API int green_schedule_digest(uint64_t *digest, uint64_t *seed);
 
 /* A function that is never preempted, nor anything it calls, while it runs:
  *     GREEN_NOPREEMPT static void update_shared_table(void) { ... }
@@ -186,7 +230,11 @@ typedef struct green_stats {
                                    * than 256 frames) */
     uint64_t deferred_taken;      /* refused preemptions taken later, at a poll or
                                    * the return of a GREEN_NOPREEMPT function */
-    uint64_t reserved[6];
+    uint64_t budget_yields;       /* slices ended by the reduction budget */
+    uint64_t budget_refused;      /* budgets spent where no switch may happen (an
+                                   * unsafe or GREEN_NOPREEMPT caller, a
+                                   * nopreempt section): left pending */
+    uint64_t reserved[4];
 } green_stats_t;
 
 GREEN_API void green_stats(green_stats_t *s);

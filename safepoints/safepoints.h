@@ -11,6 +11,8 @@
  * elf.c    finds named sections (green_nopreempt, green_runtime) in an
  *          object's file, for the table.
  * walk.c   the handler's libunwind walk of the interrupted frames.
+ * budget.c the reduction budget: green_reduce and the instrumentation
+ *          hooks' way in (libgreen-budget, budget_hooks.c).
  */
 #ifndef GREEN_SAFEPOINTS_H
 #define GREEN_SAFEPOINTS_H
@@ -74,6 +76,10 @@ enum green__sp_walk {
 enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
                                    enum green_code kind, uintptr_t lo, uintptr_t hi,
                                    uint64_t **ret_slot);
+
+/* The same verdict for the calling green thread, from its own code (not a
+ * handler): libgreen's frames on top are skipped. */
+enum green__sp_walk green__sp_walk_here(const struct green__sp_table *t);
 
 /* Set up libunwind for use from the handler (its per-thread cache); drop
  * what it cached, when objects were unloaded. */

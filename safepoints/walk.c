@@ -135,3 +135,26 @@ enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *
      * deep. */
     return GREEN_WALK_FAILED;
 }
+
+/* Not for handlers: from a green thread's own code (the budget's hooks).
+ * The frames on top are libgreen's own -- skipped -- and then must come
+ * only preemptible code (or GREEN_NOPREEMPT functions) up to the base. */
+enum green__sp_walk green__sp_walk_here(const struct green__sp_table *t)
+{
+    void *ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES];
+    int n = unw_backtrace(ip, (int)(sizeof ip / sizeof ip[0]));
+    int i = 0;
+    while (i < n && i < HANDLER_FRAMES &&
+           green__sp_lookup(t, (uintptr_t)ip[i]) == GREEN_CODE_RUNTIME)
+        i++;
+    bool nopreempt = false;
+    for (; i < n; i++) {
+        if (ip[i] == (void *)green__call_entry_ret)
+            return nopreempt ? GREEN_WALK_NOPREEMPT : GREEN_WALK_SAFE;
+        enum green__sp_walk v = caller(t, (uintptr_t)ip[i]);
+        if (v == GREEN_WALK_UNSAFE)
+            return v;
+        nopreempt |= v == GREEN_WALK_NOPREEMPT;
+    }
+    return GREEN_WALK_FAILED;
+}

@@ -149,7 +149,7 @@ static int chan_op(green_chan_t *c, void *elem, bool recv, uint64_t deadline)
             green__ready(w, wake, true);
         return err;
     }
-    if (green__expired(deadline)) {
+    if (green__expired(w->rt, deadline)) {
         green__spin_unlock(&c->lock);
         return ETIMEDOUT;
     }

@@ -105,6 +105,19 @@ static bool parse_preempt(const char *s, int *out)
     return false;
 }
 
+static bool parse_deterministic(const char *s, unsigned *out)
+{
+    static const char *const names[][2] = {
+        { "0", "off" }, { "1", "on" }, { "print", "print" },
+    };
+    for (unsigned i = 0; i < 3; i++)
+        if (strcasecmp(s, names[i][0]) == 0 || strcasecmp(s, names[i][1]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
 static bool signo_ok(int signo)
 {
     if (signo < 1 || signo > SIGRTMAX)
@@ -132,6 +145,8 @@ int green__config_check(const green_config_t *c)
     if (!signo_ok(c->signo))
         return EINVAL;
     if (c->budget == 0 || c->budget > GREEN_MAX_BUDGET)
+        return EINVAL;
+    if (c->deterministic > GREEN_DETERMINISTIC_PRINT || c->reserved32)
         return EINVAL;
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i])
@@ -188,6 +203,9 @@ int green_config_init(green_config_t *cfg)
               "expected reductions per slice from 1 to 1000000000");
     ENV_FIELD("GREEN_SEED", cfg->seed, parse_u64(s, false, &v), (cfg->seed = v, true),
               "expected an unsigned decimal number");
+    ENV_FIELD("GREEN_DETERMINISTIC", cfg->deterministic,
+              parse_deterministic(s, &cfg->deterministic), true,
+              "expected 0 (off), 1 (on) or print");
     /* Any text: names that match no loaded object simply match nothing. */
     cfg->unsafe_objects = getenv("GREEN_UNSAFE");
     return err;

@@ -130,7 +130,7 @@ static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thr
                 return 0;
             }
         }
-        uint64_t now = green__clock_ns();
+        uint64_t now = green__now(w->rt);
         if (deadline <= now) {
             green__spin_unlock(&m->lock);
             if (since)
@@ -235,7 +235,7 @@ static void unlock_slow(struct mutex *m, struct green__worker *w)
         /* Hand over: LOCKED stays set, so nobody barges in between. */
         wt->handoff = true;
         set_owner(m, t);
-        bool still = more && green__clock_ns() - wt->since >= GREEN_STARVE_NS;
+        bool still = more && green__now(w->rt) - wt->since >= GREEN_STARVE_NS;
         atomic_store(&m->state, M_LOCKED | (more ? M_WAITERS : 0) | (still ? M_STARVING : 0));
     } else {
         atomic_store(&m->state, more ? M_WAITERS : 0);

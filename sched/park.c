@@ -37,7 +37,7 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     struct green__thread *self = w->cur;
 
     if (deadline != GREEN_FOREVER) {
-        int err = deadline <= green__clock_ns() ? ETIMEDOUT
+        int err = deadline <= green__now(w->rt) ? ETIMEDOUT
                                                 : green__timer_add(w, self, deadline);
         if (err != 0 && green__claim(self)) {
             self->wait_what = NULL;

@@ -57,6 +57,7 @@ static void rt_free(struct green__rt *rt)
     }
     free(rt->sysmon_seen);
     free(rt->watch);
+    free(rt->detq);
     green__pool_destroy(&rt->stacks);
     green__pool_destroy(&rt->threads);
     free(rt);
@@ -68,8 +69,18 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     if (!rt)
         return ENOMEM;
     rt->cfg = *cfg;
-    if (!rt->cfg.seed)
+    rt->det = cfg->deterministic != GREEN_DETERMINISTIC_OFF;
+    if (!rt->cfg.seed) {
         rt->cfg.seed = green__clock_ns() ^ (uint64_t)getpid() << 32;
+        if (rt->det)                 /* else the run could not be replayed */
+            fprintf(stderr, "libgreen: deterministic run with seed %llu "
+                            "(GREEN_SEED=%llu replays it)\n",
+                    (unsigned long long)rt->cfg.seed, (unsigned long long)rt->cfg.seed);
+    }
+    bool budget = cfg->preempt == GREEN_PREEMPT_BUDGET || cfg->preempt == GREEN_PREEMPT_BOTH;
+    rt->slice_budget = budget ? (int64_t)cfg->budget : GREEN_BUDGET_NONE;
+    rt->vnow = GREEN_DET_EPOCH;
+    rt->digest = 0xcbf29ce484222325u;    /* FNV-1a's offset basis */
     rt->nworkers = cfg->workers ? cfg->workers : online_cpus();
     green__runnext_mode(rt);
     rt->fp_control = green__fp_control();
@@ -145,6 +156,11 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     green__sysmon_stop(rt);
 
     err = rt->result;
+    if (cfg->deterministic == GREEN_DETERMINISTIC_PRINT)
+        fprintf(stderr, "libgreen: deterministic run: seed %llu, %llu switches, "
+                        "schedule digest %016llx\n",
+                (unsigned long long)rt->cfg.seed, (unsigned long long)rt->switches,
+                (unsigned long long)rt->digest);
     if (ret)
         *ret = err == 0 ? rt->main_ret : NULL;
 out:

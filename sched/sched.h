@@ -76,11 +76,6 @@ GREEN_NORETURN void green__panic(const char *fmt, ...)
     } while (0)
 
 uint64_t green__clock_ns(void);
-/* Has deadline passed?  Reads the clock only for a real deadline. */
-static inline bool green__expired(uint64_t deadline)
-{
-    return deadline != GREEN_FOREVER && deadline <= green__clock_ns();
-}
 /* Wait while *word == val, until deadline_ns (CLOCK_MONOTONIC; GREEN_FOREVER
  * for none).  Spurious returns are allowed. */
 void green__futex_wait(_Atomic uint32_t *word, uint32_t val, uint64_t deadline_ns);
@@ -167,6 +162,8 @@ struct green__thread {
      * the joiner right after it sets JW_WAITING, read by exit after that. */
     _Atomic uint64_t jword;
     uint64_t id;                     /* fixed while the slot is in use */
+    uint64_t seq;                    /* spawn number on its spawner's worker:
+                                      * its name in a deterministic run's digest */
     _Atomic(struct green__thread *) joiner;
     void *(*fn)(void *);
     void *arg;
@@ -286,6 +283,7 @@ struct green__worker {
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
+    int64_t slice_len;               /* reductions the running slice was given */
 
     /* Preemption requests: tid fixed at start; preempt_req set by the
      * monitor (CAS 0 -> 1), consumed by this worker's signal handler. */
@@ -390,6 +388,17 @@ struct green__rt {
     uint32_t *sysmon_seen;           /* w->tick at its last look */
     const struct green__hooks *hooks;/* signals/, or NULL */
     struct green__watch *watch;      /* per worker, for hooks->tick */
+
+    /* Slices (slice.c).  slice_budget: fixed.  The rest belongs to a
+     * deterministic run's single worker: its virtual clock, the digest of
+     * its schedule, and its runnable threads (room for every live one is
+     * reserved at spawn, so making one runnable never fails). */
+    int64_t slice_budget;            /* reductions per slice; GREEN_BUDGET_NONE */
+    bool det;                        /* a deterministic run */
+    uint64_t vnow;                   /* virtual clock at the running slice's start */
+    uint64_t digest, switches;
+    struct green__thread **detq;
+    size_t detn, detcap;
 };
 
 /* run.c */
@@ -431,13 +440,61 @@ void green__switch_finish(struct green__worker *w);
 struct green__worker *green__take_deferred(struct green__worker *w);
 /* Refused preemptions taken at polls and returns, for green_stats. */
 extern _Atomic uint64_t green__deferred_taken;
-/* A safepoint poll on w's running green thread: take a pending preemption
- * unless inside green_nopreempt_begin/end (the end polls).  Returns the
- * worker the thread runs on afterwards. */
+
+/* slice.c: the reduction budget's counter, the virtual clock and the
+ * schedule of deterministic runs. */
+#define GREEN_BUDGET_NONE (INT64_MAX / 2)   /* a slice without a budget */
+#define GREEN_DET_EPOCH 1000000000u         /* a deterministic run's clock starts at 1 s */
+/* Reductions left in the running slice of this OS thread's worker: set at
+ * every switch, counted down by polls, green_reduce and the instrumentation
+ * hooks (through green_budget_counter). */
+extern __thread int64_t green__reductions __attribute__((tls_model("initial-exec")));
+extern _Atomic uint64_t green__budget_yields, green__budget_refused;
+void green__det_slice(struct green__worker *w, struct green__thread *to, bool switching);
+uint64_t green__det_now(struct green__rt *rt);
+/* Make room in rt->detq for one more live thread.  0 or ENOMEM. */
+int green__det_reserve(struct green__rt *rt, size_t live);
+void green__det_push(struct green__rt *rt, struct green__thread *t);
+/* A random one of the runnable threads, or NULL. */
+struct green__thread *green__det_take(struct green__worker *w);
+/* Is a timer pending?  Then the virtual clock jumps to it. */
+bool green__det_idle(struct green__rt *rt);
+/* The running slice of w ends and the one of `to` begins (a switch). */
+static inline void green__slice_start(struct green__worker *w, struct green__thread *to)
+{
+    if (GREEN_UNLIKELY(w->rt->det))
+        green__det_slice(w, to, true);
+    else
+        green__reductions = w->rt->slice_budget;
+}
+/* The running thread goes on with a new slice (it yielded, nobody else
+ * could run). */
+static inline void green__slice_refill(struct green__worker *w)
+{
+    if (GREEN_UNLIKELY(w->rt->det))
+        green__det_slice(w, w->cur, false);
+    else
+        green__reductions = w->rt->slice_budget;
+}
+/* The run's clock: CLOCK_MONOTONIC, or a deterministic run's virtual one. */
+static inline uint64_t green__now(struct green__rt *rt)
+{
+    return GREEN_UNLIKELY(rt->det) ? green__det_now(rt) : green__clock_ns();
+}
+/* Has deadline passed on the run's clock?  Reads it only for a real one. */
+static inline bool green__expired(struct green__rt *rt, uint64_t deadline)
+{
+    return deadline != GREEN_FOREVER && deadline <= green__now(rt);
+}
+/* A safepoint poll on w's running green thread: charge one reduction, and
+ * take a pending preemption or a spent budget unless inside
+ * green_nopreempt_begin/end (the end polls).  Returns the worker the thread
+ * runs on afterwards. */
 static inline struct green__worker *green__poll(struct green__worker *w)
 {
     struct green__thread *t = w->cur;
-    if (GREEN_UNLIKELY(__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) &&
+    bool spent = --green__reductions <= 0;
+    if (GREEN_UNLIKELY(spent || __atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) &&
         t->nopreempt == 0)
         return green__take_deferred(w);
     return w;

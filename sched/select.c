@@ -107,7 +107,7 @@ static int run_select(struct green__worker *w, struct green__thread *self,
         *chosen = i;
         return 0;
     }
-    if (try || green__expired(deadline)) {
+    if (try || green__expired(w->rt, deadline)) {
         unlock_all(s);
         return try ? EAGAIN : ETIMEDOUT;
     }

@@ -102,7 +102,8 @@ static void *sysmon_main(void *arg)
         /* Two rhythms: its own look for stuck queues, backing off when
          * nothing happens, and the preemption layer's deadlines. */
         if (now >= next_look) {
-            if (sysmon_tick(rt)) {
+            /* A deterministic run's schedule is its worker's alone. */
+            if (!rt->det && sysmon_tick(rt)) {
                 period = GREEN_SYSMON_BASE_NS;
                 quiet = 0;
             } else if (++quiet > GREEN_SYSMON_QUIET && period < GREEN_SYSMON_MAX_NS) {

@@ -65,6 +65,12 @@ uint64_t green__fp_control(void)
 struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
                                         void *arg, bool detached, int *err)
 {
+    if (w->rt->det) {
+        size_t live = atomic_load_explicit(&w->spawned, memory_order_relaxed) -
+                      atomic_load_explicit(&w->exited, memory_order_relaxed);
+        if ((*err = green__det_reserve(w->rt, live + 1)) != 0)
+            return NULL;
+    }
     struct green__thread *t = green__pool_get(&w->rt->threads, &w->thread_cache, err);
     if (!t)
         return NULL;
@@ -80,6 +86,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->state = GREEN_T_RUNNABLE;
     t->rt = w->rt;
     t->id = id;
+    t->seq = atomic_load_explicit(&w->spawned, memory_order_relaxed);
     t->fn = fn;
     t->arg = arg;
 
@@ -318,7 +325,7 @@ int green_sleep_until(uint64_t deadline)
     int err = green__enter(&w, &self);
     if (err)
         return err;
-    if (deadline <= green__clock_ns()) {
+    if (deadline <= green__now(w->rt)) {
         green_yield();
         return 0;
     }
@@ -329,6 +336,6 @@ int green_sleep_until(uint64_t deadline)
 
 int green_sleep_ns(uint64_t ns)
 {
-    uint64_t now = green__clock_ns();
+    uint64_t now = green_now_ns();
     return green_sleep_until(ns > GREEN_FOREVER - now ? GREEN_FOREVER - 1 : now + ns);
 }

@@ -114,6 +114,7 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     to->state = GREEN_T_RUNNING;
     w->prev = from;
     w->cur = to;
+    green__slice_start(w, to);
     asan_start(w, from, to);
     w = green__ctx_switch(&from->sp, to->sp, w);
     green__switch_finish(w);
@@ -152,11 +153,36 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     return t;
 }
 
+/* A deterministic run (one worker): gather every runnable thread into the
+ * run's pool -- the LIFO slot, the ring, the pinned queue, the global queue,
+ * always in this order -- and draw one at random from the seed. */
+static struct green__thread *det_pick(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    struct green__thread *t;
+    for (;;) {
+        if (atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
+            (t = green__runnext_swap(w, NULL)) != NULL)
+            green__det_push(rt, t);
+        else if ((t = green__runq_pop(w)) != NULL)
+            green__det_push(rt, t);
+        else if (w->pinned_head)
+            green__det_push(rt, pinned_pop(w));
+        else if (atomic_load_explicit(&rt->glen, memory_order_relaxed) &&
+                 (t = green__globq_take(w, GREEN_RUNQ_SIZE / 2)) != NULL)
+            green__det_push(rt, t);
+        else
+            return green__det_take(w);
+    }
+}
+
 /* The next thread from w's own queues, or NULL. */
 static struct green__thread *pick(struct green__worker *w)
 {
     struct green__thread *t;
     new_slice(w);
+    if (GREEN_UNLIKELY(w->rt->det))
+        return det_pick(w);
     if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
         w->fair_tick = 0;
         if (atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
@@ -187,7 +213,7 @@ static void check_timers(struct green__worker *w)
 {
     uint64_t next = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
     if (next != GREEN_FOREVER) {
-        uint64_t now = green__clock_ns();
+        uint64_t now = green__now(w->rt);
         if (next <= now)
             green__timers_run(w, w, now);
     }
@@ -203,6 +229,7 @@ struct green__worker *green__sched_leave(struct green__worker *w)
     struct green__thread *t = pick(w);
     if (t == self) {                 /* woken before it got away */
         self->state = GREEN_T_RUNNING;
+        green__slice_refill(w);
         return w;
     }
     return green__switch(w, t ? t : &w->g0);
@@ -216,8 +243,10 @@ void green_yield(void)
     if ((atomic_load_explicit(&w->tick, memory_order_relaxed) & 63) == 0)
         check_timers(w);
     struct green__thread *t = pick(w);
-    if (!t)
+    if (!t) {
+        green__slice_refill(w);      /* nobody else: a new slice all the same */
         return;
+    }
     struct green__thread *self = w->cur;
     self->state = GREEN_T_RUNNABLE;
     green__runq_push(w, self);
@@ -226,10 +255,17 @@ void green_yield(void)
 
 _Atomic uint64_t green__deferred_taken;
 
+/* At a poll: a refused preemption is pending, or the slice's budget is
+ * spent (both are satisfied by one yield). */
 struct green__worker *green__take_deferred(struct green__worker *w)
 {
-    __atomic_store_n(&w->cur->preempt_pending, false, __ATOMIC_RELAXED);
-    atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    struct green__thread *t = w->cur;
+    if (__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&t->preempt_pending, false, __ATOMIC_RELAXED);
+        atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&green__budget_yields, 1, memory_order_relaxed);
+    }
     green_yield();
     return green__worker_self();
 }
@@ -520,11 +556,18 @@ static struct green__thread *find_runnable(struct green__worker *w)
     for (;;) {
         if (atomic_load_explicit(&rt->done, memory_order_acquire))
             return NULL;
-        uint64_t now = green__clock_ns();
+        uint64_t now = green__now(rt);
         if (green__timers_next(rt) <= now)
             run_all_timers(w, now);
         if ((t = pick(w)) != NULL || (t = green__globq_take(w, GREEN_RUNQ_SIZE / 2)))
             break;
+        if (GREEN_UNLIKELY(rt->det)) {
+            /* One worker, nothing to steal, and no timer but on the virtual
+             * clock: move it to the next deadline, or rest. */
+            if (!green__det_idle(rt))
+                go_idle(w);
+            continue;
+        }
         unsigned busy = rt->nworkers - atomic_load(&rt->nidle);
         if (w->spinning || 2 * atomic_load(&rt->nspinning) < busy) {
             if (!w->spinning) {
@@ -555,6 +598,8 @@ void green__worker_loop(struct green__worker *w)
 {
     w->cur = &w->g0;
     w->g0.state = GREEN_T_RUNNING;
+    green__reductions = 0;           /* whatever an earlier run left */
+    w->slice_len = 0;
     struct green__thread *t;
     while ((t = find_runnable(w)) != NULL)
         w = green__switch(w, t);

@@ -78,6 +78,8 @@ void green_stats(green_stats_t *s)
     s->refused_unsafe_frame = atomic_load(&stats.refused_unsafe_frame);
     s->refused_unwind = atomic_load(&stats.refused_unwind);
     s->deferred_taken = atomic_load(&green__deferred_taken);
+    s->budget_yields = atomic_load(&green__budget_yields);
+    s->budget_refused = atomic_load(&green__budget_refused);
 }
 
 /* ---- Installation ------------------------------------------------------- */

@@ -4,10 +4,14 @@
  * The runtime itself is sched/run.c (green__run); this layer decides which
  * hooks it gets.  Cooperative mode (GREEN_PREEMPT=off) gets none.  Signal
  * mode installs the handler for the run and hands the monitor
- * green__sig_tick, which names the monitor's next deadline.  The reduction budget (and "both")
- * come later; asking for them is an error today, not a silent downgrade.
+ * green__sig_tick, which names the monitor's next deadline.  Budget mode
+ * needs no signal: its hooks only keep the safepoint table (which the
+ * budget's walk reads) built and fresh; the budget itself is the slices'
+ * (sched/slice.c, safepoints/budget.c).  "both" is signal mode's hooks with
+ * the budget on.  A deterministic run has one worker and never signals.
  */
 #include "signals.h"
+#include "safepoints.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +20,27 @@
 
 static int signal_start(struct green__rt *rt) { return green__sig_install(rt); }
 static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
+
+static int budget_start(struct green__rt *rt)
+{
+    int err = green__sp_acquire(rt->cfg.unsafe_objects);
+    if (!err)
+        green__sp_walk_init();
+    return err;
+}
+static void budget_stop(struct green__rt *rt) { green__sp_release(rt->cfg.unsafe_objects); }
+static uint64_t budget_tick(struct green__rt *rt, uint64_t now)
+{
+    (void)rt;
+    green__sp_refresh(now);          /* objects loaded or unloaded? */
+    return GREEN_FOREVER;            /* the monitor's own rhythm will do */
+}
+
+static const struct green__hooks budget_hooks = {
+    .start = budget_start,
+    .stop = budget_stop,
+    .tick = budget_tick,
+};
 
 static const struct green__hooks signal_hooks = {
     .start = signal_start,
@@ -35,24 +60,34 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
     if ((err = green__config_check(&cfg)) != 0)
         return err;
 
+    if (cfg.deterministic != GREEN_DETERMINISTIC_OFF) {
+        if (cfg.workers > 1) {
+            fprintf(stderr, "libgreen: a deterministic run has one worker; "
+                            "%u were asked for (GREEN_WORKERS)\n", cfg.workers);
+            return EINVAL;
+        }
+        cfg.workers = 1;
+        if (cfg.preempt != GREEN_PREEMPT_OFF)
+            cfg.preempt = GREEN_PREEMPT_BUDGET;  /* signals come at machine times */
+    }
+    const struct green__hooks *hooks = NULL;
     switch (cfg.preempt) {
     case GREEN_PREEMPT_OFF:
         return green__run(main_fn, arg, &cfg, ret, NULL);
-    case GREEN_PREEMPT_SIGNAL: {
-        /* The run keeps its own copy of the names (the environment may
-         * change while it runs). */
-        char *unsafe = NULL;
-        if (cfg.unsafe_objects && !(unsafe = strdup(cfg.unsafe_objects)))
-            return ENOMEM;
-        cfg.unsafe_objects = unsafe;
-        err = green__run(main_fn, arg, &cfg, ret, &signal_hooks);
-        free(unsafe);
-        return err;
-    }
+    case GREEN_PREEMPT_BUDGET:
+        hooks = &budget_hooks;
+        break;
     default:
-        fprintf(stderr, "libgreen: preemption mode %s is not available yet; "
-                        "use GREEN_PREEMPT=signal or off\n",
-                cfg.preempt == GREEN_PREEMPT_BUDGET ? "budget" : "both");
-        return ENOTSUP;
+        hooks = &signal_hooks;
+        break;
     }
+    /* The run keeps its own copy of the names (the environment may change
+     * while it runs). */
+    char *unsafe = NULL;
+    if (cfg.unsafe_objects && !(unsafe = strdup(cfg.unsafe_objects)))
+        return ENOMEM;
+    cfg.unsafe_objects = unsafe;
+    err = green__run(main_fn, arg, &cfg, ret, hooks);
+    free(unsafe);
+    return err;
 }

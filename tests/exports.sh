@@ -27,3 +27,15 @@ if ! echo "$syms" | awk '$NF ~ /^green_[^_]/ { found = 1 } END { exit !found }';
     exit 1
 fi
 echo "exports.sh: ok: only green_* exported"
+
+# libgreen-budget.so: the instrumentation hooks and nothing else.
+blib=${abs_top_builddir:-.}/.libs/libgreen-budget.so
+bsyms=$($NM -D --defined-only "$blib") || { echo "exports.sh: nm failed on $blib"; exit 99; }
+echo "$bsyms"
+got=$(echo "$bsyms" | awk '!($2 == "A") { sub(/@.*/, "", $NF); print $NF }' | sort | tr '\n' ' ')
+want="__cyg_profile_func_enter __cyg_profile_func_enter_bare __cyg_profile_func_exit "
+if test "$got" != "$want"; then
+    echo "exports.sh: FAIL: $blib exports \"$got\", not \"$want\""
+    exit 1
+fi
+echo "exports.sh: ok: libgreen-budget.so exports the hooks only"

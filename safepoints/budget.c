@@ -1,0 +1,102 @@
+/*
+ * The reduction budget: preemption without signals, as BEAM does it.
+ *
+ * Each slice gets a number of reductions (green_config_t.budget, default
+ * 4000, BEAM's); code charges them as it runs, and a thread whose slice has
+ * none left yields at the next point where a switch is allowed.  What
+ * charges (the counter itself, green__reductions, is sched/slice.c's):
+ *
+ *   1. every function entry in code built with -finstrument-functions: the
+ *      hooks in libgreen-budget (budget_hooks.c) count down this OS thread's
+ *      counter through the address green_budget_counter gave them, and call
+ *      green_budget_spent at zero;
+ *   2. green_reduce(n), for loops the program knows to be long;
+ *   3. every call into libgreen, one each (green__poll).
+ *
+ * No signal, no clock read, no system call on any of these paths.
+ *
+ * Where the yield may happen.  A call into libgreen or to green_reduce is a
+ * switch point by the API's contract, like green_yield.  A function entry is
+ * a safe point for the compiler -- a real call, with nothing live in
+ * caller-saved registers -- but not always for the program: a comparator
+ * called back from qsort, a pthread_once routine or a GREEN_NOPREEMPT
+ * function's callee may run with a lock held by a caller or inside code that
+ * must not be interleaved.  So green_budget_spent walks the callers as the
+ * signal handler does (walk.c, green__sp_walk_here, against the same
+ * safepoint table) and yields only when every one up to the thread's base is
+ * preemptible.  Otherwise the yield stays pending, as a refused signal's
+ * does, for the next poll (any libgreen call, green_safepoint,
+ * green_nopreempt_end), and the slice gets another budget before the hooks
+ * look again.  The walk costs ~0.1-1 us, once per budget.
+ *
+ * The yield at a function entry keeps the thread on its worker, as a
+ * preemption by signal does (green__sched_preempted): the interrupted
+ * function's callers may hold the address of errno or of a __thread
+ * variable in a register, believing no call can change the OS thread.
+ *
+ * Rejected: the hooks in libgreen.so itself.  The names
+ * __cyg_profile_func_enter/exit would then be bound by every program that
+ * links libgreen, and a profiler's own hooks, loaded later, would silently
+ * lose to them (or win, and the budget would silently stop).  The hooks come
+ * in their own library, which a program asks for with
+ * `pkg-config green-budget`, and libgreen.so keeps exporting only green_*.
+ */
+#include "sched.h"
+#include "safepoints.h"
+
+int64_t *green_budget_counter(void)
+{
+    return &green__reductions;
+}
+
+/* The caller is not a green thread of a run with a budget: give it a slice
+ * no program counts down. */
+static bool no_budget(struct green__worker *w)
+{
+    if (w && w->cur != &w->g0 && w->rt->slice_budget != GREEN_BUDGET_NONE)
+        return false;
+    if (!w)
+        green__reductions = GREEN_BUDGET_NONE;
+    return true;
+}
+
+void green_reduce(unsigned n)
+{
+    green__reductions -= n;
+    if (GREEN_LIKELY(green__reductions > 0))
+        return;
+    struct green__worker *w = green__worker_self();
+    if (no_budget(w) || w->cur->nopreempt)
+        return;                      /* green_nopreempt_end polls */
+    atomic_fetch_add_explicit(&green__budget_yields, 1, memory_order_relaxed);
+    green_yield();
+}
+
+/* May the calling green thread switch here, at a function entry? */
+static bool callers_allow(struct green__thread *t)
+{
+    if (t->nopreempt)
+        return false;
+    const struct green__sp_table *tab = green__sp_enter();
+    enum green__sp_walk v = tab ? green__sp_walk_here(tab) : GREEN_WALK_FAILED;
+    green__sp_exit();
+    return v == GREEN_WALK_SAFE;
+}
+
+void green_budget_spent(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (no_budget(w))
+        return;
+    struct green__thread *t = w->cur;
+    if (!callers_allow(t)) {
+        atomic_fetch_add_explicit(&green__budget_refused, 1, memory_order_relaxed);
+        __atomic_store_n(&t->preempt_pending, true, __ATOMIC_RELAXED);
+        green__slice_refill(w);
+        return;
+    }
+    atomic_fetch_add_explicit(&green__budget_yields, 1, memory_order_relaxed);
+    green__sched_preempted(w);       /* returns on w */
+    if (green__reductions <= 0)      /* nobody else ran: no switch set it */
+        green__slice_refill(w);
+}
