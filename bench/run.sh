@@ -12,6 +12,11 @@
 # the handler's table lookup, and of each stage of a preemption by depth of
 # the interrupted stack (libgreen alone: no peer has these stages).
 #
+# A fourth table, "Reduction budget", is bench/budget_bench's: what
+# -finstrument-functions and the budget cost on a call-heavy workload, and
+# the preemption latency of budget mode beside signal mode; Go's ticker
+# beside a hog that calls (ticker_calls) is its peer.
+#
 # A second table, "Preemption", runs the preemption benchmarks (ticker,
 # preempt_cost, yield_signals) in several variants -- libgreen with
 # preemption off and by signal at several quanta, Go with and without its
@@ -28,7 +33,8 @@
 #                         TICKER (ticks), PREEMPT_COST (xorshift steps per
 #                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
-#   BENCH_TABLES          which tables to run: "main preempt safepoint" (all)
+#   BENCH_TABLES          which tables to run: "main preempt safepoint budget" (all)
+#   BENCH_BUDGET_TICKS    ticks per latency run in the budget table (1000)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
 #   GREEN_*               passed to green_bench (GREEN_STACK_SIZE, GREEN_PREEMPT...);
@@ -49,7 +55,7 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 REPS=${BENCH_REPS:-5}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 TIMEOUT=${BENCH_TIMEOUT:-300}
-TABLES=${BENCH_TABLES:-main preempt safepoint}
+TABLES=${BENCH_TABLES:-main preempt safepoint budget}
 LOG=$OUT/bench.log
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greenbench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$TMP"' EXIT
@@ -463,5 +469,33 @@ echo
 case " $TABLES " in *" safepoint "*)
     echo
     "$BUILD/bench/safepoint_bench" "$REPS" | tee -a "$LOG" || die "safepoint_bench failed"
+esac
+case " $TABLES " in *" budget "*)
+    echo
+    "$BUILD/bench/budget_bench" "$REPS" "${BENCH_BUDGET_TICKS:-1000}" | tee -a "$LOG" ||
+        die "budget_bench failed"
+    if [ -n "${BIN[go]}" ]; then
+        # Go's peer of the budget: the same ticker beside a hog that calls,
+        # with its prologue checks only (asyncpreemptoff) and with signals.
+        for rep in $(seq "$REPS"); do
+            for v in coop async; do
+                env=GOMAXPROCS=1
+                [ $v = coop ] && env="$env GODEBUG=asyncpreemptoff=1"
+                run_bin "go_$v" "${BIN[go]}" ticker_calls "${BENCH_GO_TICKER_CALLS_N:-200}" \
+                    "$rep" "$env"
+            done
+        done
+        echo >&2
+        echo
+        echo "Go 1.19 peer: the same ticker beside a fib hog, GOMAXPROCS=1, ${BENCH_GO_TICKER_CALLS_N:-200} ticks (us late; medians of $REPS)"
+        echo
+        echo "| variant | p50 | p99 | max |"
+        echo "|---|---|---|---|"
+        for v in coop async; do
+            label="Go, prologue checks only (asyncpreemptoff=1)"
+            [ $v = async ] && label="Go, default (async preemption too)"
+            echo "| $label | $(median "$TMP/ticker_p50.go_$v") | $(median "$TMP/ticker_p99.go_$v") | $(median "$TMP/ticker_max.go_$v") |"
+        done
+    fi
 esac
 echo "raw figures: $LOG"

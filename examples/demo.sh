@@ -41,4 +41,7 @@ echo "==> build/examples/token_ring $*"
 build/examples/token_ring "$@"
 echo
 echo "==> build/examples/preempt_demo"
-exec build/examples/preempt_demo
+build/examples/preempt_demo
+echo
+echo "==> build/examples/race_hunt   (deterministic runs: find a race by seed, replay it)"
+exec build/examples/race_hunt

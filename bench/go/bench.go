@@ -21,6 +21,10 @@
 //	ticker N         GOMAXPROCS 1: a call-free CPU hog beside a goroutine
 //	                 that sleeps 1 ms N times -> ticker_p50, ticker_p99,
 //	                 ticker_max <us> us (lateness: actual sleep - 1 ms)
+//	ticker_calls N   the same beside a hog that calls (naive fib(20) in a
+//	                 loop): what the reduction budget's peer is -- Go's
+//	                 cooperative preemption at function prologues, which
+//	                 alone remains with GODEBUG=asyncpreemptoff=1
 //	preempt_cost N   4 goroutines, GOMAXPROCS 2, each N xorshift64 steps, no
 //	                 calls -> preempt_cost <ms> ms (elapsed),
 //	                 preempt_cost_cpu <ms> ms (user+system CPU time)
@@ -224,11 +228,31 @@ func hog(done chan<- struct{}) {
 	close(done)
 }
 
+func fib(n uint) uint64 {
+	if n < 2 {
+		return uint64(n)
+	}
+	return fib(n-1) + fib(n-2)
+}
+
+// callingHog calls fib in a loop: a preemption request is honoured at any
+// of its function prologues.
+func callingHog(done chan<- struct{}) {
+	for atomic.LoadInt32(&hogStop) == 0 {
+		crunchSink += fib(20)
+	}
+	close(done)
+}
+
 // runTicker fills late with the lateness of len(late) 1 ms sleeps beside the hog.
-func runTicker(late []time.Duration) {
+func runTicker(late []time.Duration, calls bool) {
 	atomic.StoreInt32(&hogStop, 0)
 	hogDone, tickDone := make(chan struct{}), make(chan struct{})
-	go hog(hogDone)
+	if calls {
+		go callingHog(hogDone)
+	} else {
+		go hog(hogDone)
+	}
 	go func() {
 		for i := range late {
 			t0 := time.Now()
@@ -251,12 +275,15 @@ func percentile(v []time.Duration, p int) time.Duration {
 	return v[rank-1]
 }
 
-func benchTicker(n uint64) {
+func benchTicker(n uint64)      { tickerWith(n, false) }
+func benchTickerCalls(n uint64) { tickerWith(n, true) }
+
+func tickerWith(n uint64, calls bool) {
 	if n/10 > 0 {
-		runTicker(make([]time.Duration, n/10))
+		runTicker(make([]time.Duration, n/10), calls)
 	}
 	late := make([]time.Duration, n)
-	runTicker(late)
+	runTicker(late, calls)
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 	fmt.Printf("ticker_p50 %.1f us\n", us(percentile(late, 50)))
@@ -364,12 +391,13 @@ var benches = map[string]bench{
 	"mutex":         {20000000, runMutex, 1, "ns/lock+unlock", nil, 0},
 	"park":          {1000000, nil, 1, "B/thread", runPark, 0},
 	"ticker":        {2000, nil, 1, "", benchTicker, 1},
+	"ticker_calls":  {200, nil, 1, "", benchTickerCalls, 1},
 	"preempt_cost":  {200000000, nil, 1, "", benchPreemptCost, 2},
 	"yield_signals": {500, nil, 1, "", benchYieldSignals, 2},
 }
 
 func usage() {
-	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|preempt_cost|yield_signals [N]")
+	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|preempt_cost|yield_signals [N]")
 }
 
 func main() {
