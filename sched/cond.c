@@ -61,7 +61,7 @@ int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
     green__wq_push(&c->q, &wt);
     green__spin_unlock(&c->lock);
 
-    green__assert(green_mutex_unlock(m) == 0);
+    green__assert(green__mutex_unlock(w, self, m) == 0);  /* no poll: we are parking */
     err = green__park(&w, deadline);
     if (err) {
         green__spin_lock(&c->lock);

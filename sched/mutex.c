@@ -250,8 +250,15 @@ int green_mutex_unlock(green_mutex_t *mp)
     struct green__worker *w;
     struct green__thread *self;
     int err = green__enter_obj(&w, &self, mp);
-    if (err)
-        return err;
+    return err ? err : green__mutex_unlock(w, self, mp);
+}
+
+/* No safepoint poll here: green_cond_wait unlocks while it is already
+ * claimable (green__park_prepare), where a yield would let a waker queue
+ * the thread a second time. */
+int green__mutex_unlock(struct green__worker *w, struct green__thread *self,
+                        green_mutex_t *mp)
+{
     struct mutex *m = impl(mp);
     if (owner(m) != self || !(atomic_load(&m->state) & M_LOCKED))
         return EPERM;

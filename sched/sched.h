@@ -670,6 +670,8 @@ static inline int green__enter(struct green__worker **wp, struct green__thread *
 
 /* mutex.c */
 bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);
+/* green_mutex_unlock without the safepoint poll of green__enter. */
+int green__mutex_unlock(struct green__worker *w, struct green__thread *self, green_mutex_t *m);
 
 /* chan.c: a channel, and its two halves for select.c.  Under c->lock,
  * try to send / receive without blocking: 0 (done; *wake, if set, must be

@@ -138,6 +138,20 @@ static inline void *hog_run(void *arg)
     return NULL;
 }
 
+/* A hog and the thread that watches it: spawn both, wait for the watcher,
+ * then for the hog (which the watcher stops).  NULL, or P(1) when a spawn
+ * failed: the value for a green_run main to return. */
+static inline void *hog_beside(void *(*hog)(void *), void *hog_arg, void *(*watcher)(void *),
+                               void *watcher_arg)
+{
+    green_t h, t;
+    if (green_spawn(&h, hog, hog_arg) != 0 || green_spawn(&t, watcher, watcher_arg) != 0)
+        return P(1);
+    green_join(t, NULL);
+    green_join(h, NULL);
+    return NULL;
+}
+
 /* errno read and written afresh (see test_context.c: a compiler may keep
  * &errno across a call). */
 __attribute__((noinline, unused)) static int errno_get(void)

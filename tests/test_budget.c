@@ -68,12 +68,7 @@ static void *fib_ticks(void *arg)
 static void *fib_ticker_main(void *arg)
 {
     struct fib_ticker *k = arg;
-    green_t h, t;
-    if (green_spawn(&h, fib_hog, k) != 0 || green_spawn(&t, fib_ticks, k) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(fib_hog, k, fib_ticks, k);
 }
 
 Test(budget, an_instrumented_fib_beside_a_ticker_keeps_it_ticking_with_no_signal,
@@ -128,12 +123,7 @@ static void *both_call_free(void *arg)
     atomic_store(&b->stop, 0);
     b->hog.stop = &b->stop;
     b->hog.until = tsc_after(20 * SEC);
-    green_t h, t;
-    if (green_spawn(&h, hog_run, &b->hog) != 0 || green_spawn(&t, both_ticks, b) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(hog_run, &b->hog, both_ticks, b);
 }
 
 Test(budget, both_mode_catches_a_call_free_loop_by_signal_and_a_call_heavy_one_by_budget,
@@ -341,4 +331,68 @@ Test(budget, instrumented_code_runs_unchanged_outside_a_budget, .timeout = 30)
     green_stats_t s1 = stats_now();
     cr_expect_eq(r, 75025, "on a green thread in signal mode");
     cr_expect_eq(s1.budget_yields - s0.budget_yields, 0, "signal mode yielded for a budget");
+}
+
+/* ---- a spent budget never yields a thread that is already parking ------- */
+
+#define TURN_THREADS 16
+#define TURN_ROUNDS 1000
+
+struct turns {
+    green_mutex_t m;
+    green_cond_t cv;
+    unsigned turn;                   /* whose turn, under m */
+    unsigned long done[TURN_THREADS];
+};
+
+static struct turns turns;
+
+static void *take_turns(void *arg)
+{
+    unsigned me = (unsigned)U(arg);
+    for (int i = 0; i < TURN_ROUNDS; i++) {
+        green_mutex_lock(&turns.m);
+        while (turns.turn % TURN_THREADS != me)
+            green_cond_wait(&turns.cv, &turns.m);
+        turns.turn++;
+        turns.done[me]++;
+        green_mutex_unlock(&turns.m);
+        green_cond_broadcast(&turns.cv);     /* outside the lock: it may meet a
+                                              * waiter still on its way to park */
+    }
+    return NULL;
+}
+
+static void *turns_main(void *arg)
+{
+    (void)arg;
+    green_t t[TURN_THREADS];
+    for (uintptr_t i = 0; i < TURN_THREADS; i++)
+        if (green_spawn(&t[i], take_turns, P(i)) != 0)
+            return P(1);
+    for (int i = 0; i < TURN_THREADS; i++)
+        green_join(t[i], NULL);
+    return NULL;
+}
+
+Test(budget, a_budget_of_one_yields_at_every_call_and_never_inside_a_park, .timeout = 60)
+{
+    /* Every libgreen call spends the whole budget, including the unlock
+     * green_cond_wait makes once the thread is already claimable: a yield
+     * there would let the broadcast queue it a second time. */
+    memset(&turns, 0, sizeof turns);
+    green_config_t cfg = config(2);
+    cfg.preempt = GREEN_PREEMPT_BUDGET;
+    cfg.budget = 1;
+    green_stats_t s0 = stats_now();
+    void *ret = NULL;
+    cr_assert_eq(green_run(turns_main, NULL, &cfg, &ret), 0);
+    cr_assert_null(ret);
+    green_stats_t s1 = stats_now();
+    cr_expect_eq(turns.turn, TURN_THREADS * TURN_ROUNDS);
+    for (int i = 0; i < TURN_THREADS; i++)
+        cr_expect_eq(turns.done[i], TURN_ROUNDS);
+    cr_log_info("budget 1, 2 workers: %u turns, %llu budget yields", turns.turn,
+                (unsigned long long)(s1.budget_yields - s0.budget_yields));
+    cr_expect_gt(s1.budget_yields - s0.budget_yields, TURN_THREADS * TURN_ROUNDS);
 }

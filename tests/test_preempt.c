@@ -56,12 +56,7 @@ static void *tick_200(void *arg)
 static void *ticker_main(void *arg)
 {
     struct ticker *k = arg;
-    green_t h, t;
-    if (green_spawn(&h, hog_run, &k->hog) != 0 || green_spawn(&t, tick_200, k) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(hog_run, &k->hog, tick_200, k);
 }
 
 /* nanosleep(1 ms) TICKS times on a plain pthread, at the same time as the
@@ -162,12 +157,7 @@ static void *hog_then_done(void *arg)
 static void *starve_main(void *arg)
 {
     struct ticker *k = arg;
-    green_t h, t;
-    if (green_spawn(&h, hog_then_done, k) != 0 || green_spawn(&t, tick_until_hog_done, k) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(hog_then_done, k, tick_until_hog_done, k);
 }
 
 /* The control: what the test above would see if preemption did nothing. */
@@ -423,12 +413,7 @@ static void *sectioner(void *arg)
 static void *nopreempt_main(void *arg)
 {
     struct nopreempt *n = arg;
-    green_t h, t;
-    if (green_spawn(&h, hog_run, &n->hog) != 0 || green_spawn(&t, sectioner, n) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(hog_run, &n->hog, sectioner, n);
 }
 
 Test(preempt, nopreempt_sections_are_not_preempted, .timeout = 30)

@@ -394,12 +394,7 @@ static void *red_zone_run(void *arg)
 static void *red_zone_main(void *arg)
 {
     struct red_zone *r = arg;
-    green_t h, t;
-    if (green_spawn(&h, hog_run, &r->hog) != 0 || green_spawn(&t, red_zone_run, r) != 0)
-        return P(1);
-    green_join(t, NULL);
-    green_join(h, NULL);
-    return NULL;
+    return hog_beside(hog_run, &r->hog, red_zone_run, r);
 }
 
 Test(preempt, the_red_zone_of_an_interrupted_leaf_function_is_intact, .timeout = 30)

@@ -28,10 +28,15 @@
  * the round and the seed, and exits 1; a round that takes over a minute is
  * reported as hung.  Otherwise it prints a summary and exits 0.
  *
+ * Each round also draws its preemption mode (off, signal, budget, both;
+ * unless GREEN_PREEMPT is set), its reduction budget (a tiny one in a
+ * quarter of the rounds, so that budget yields land everywhere), and in one
+ * round of eight -- unless GREEN_DETERMINISTIC or --workers is set -- a
+ * deterministic run on one worker.
+ *
  * The seed drives every random choice the test makes (each thread gets its
- * own generator seeded by its parent), and is passed on as cfg.seed.  The
- * schedule itself is not replayed: that is the runtime's deterministic
- * mode, a later feature.
+ * own generator seeded by its parent), and is passed on as cfg.seed.  Only
+ * a deterministic round replays its schedule from it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -86,6 +91,7 @@ struct round {
     uint64_t seed;         /* this round's, drawn from the program's seed */
     long index;
     unsigned workers;
+    char mode[48];         /* preemption mode, budget, deterministic */
     atomic_long ops;       /* API calls made */
     atomic_long started;   /* threads successfully spawned */
     atomic_long finished;  /* threads that reached their end */
@@ -106,8 +112,8 @@ static void failf(struct round *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    printf("stress: FAIL: %s (round %ld, %u workers, seed %" PRIu64 ")\n", why, r->index,
-           r->workers, the_seed);
+    printf("stress: FAIL: %s (round %ld, %u workers, %s, seed %" PRIu64 ")\n", why, r->index,
+           r->workers, r->mode, the_seed);
     fflush(stdout);
     _exit(1);
 }
@@ -830,6 +836,7 @@ static uint64_t mono_ns(void)
 
 /* The watchdog: a round that runs over a minute is reported as hung. */
 static atomic_uint_fast64_t round_started_ns;
+static char watched_mode[48];  /* the round's r->mode, for the report */
 static atomic_long watched_round;
 
 static void *watchdog(void *arg)
@@ -839,8 +846,8 @@ static void *watchdog(void *arg)
         sleep(1);
         uint64_t t0 = atomic_load(&round_started_ns);
         if (t0 && mono_ns() - t0 > 60ull * 1000 * MS) {
-            printf("stress: FAIL: round %ld hung for over 60 s (seed %" PRIu64 ")\n",
-                   atomic_load(&watched_round), the_seed);
+            printf("stress: FAIL: round %ld (%s) hung for over 60 s (seed %" PRIu64 ")\n",
+                   atomic_load(&watched_round), watched_mode, the_seed);
             fflush(stdout);
             _exit(1);
         }
@@ -904,9 +911,22 @@ int main(int argc, char **argv)
             return 1;
         }
         unsigned w = workers >= 0 ? (unsigned)workers : (unsigned)between(&g, 1, 4);
+        if (!getenv("GREEN_PREEMPT"))
+            cfg.preempt = (int)below(&g, 4);
+        if (!getenv("GREEN_BUDGET"))
+            cfg.budget = (unsigned)(below(&g, 4) == 0 ? between(&g, 1, 50) : between(&g, 100, 4000));
+        if (!getenv("GREEN_DETERMINISTIC") && workers < 0 && below(&g, 8) == 0) {
+            cfg.deterministic = GREEN_DETERMINISTIC_ON;
+            w = 1;
+        }
+        static const char *const modes[] = { "off", "signal", "budget", "both" };
+        snprintf(r->mode, sizeof r->mode, "%s, budget %u%s",
+                 cfg.preempt >= 0 && cfg.preempt < 4 ? modes[cfg.preempt] : "?", cfg.budget,
+                 cfg.deterministic ? ", deterministic" : "");
         cfg.workers = w;
         r->workers = w;
         cfg.seed = r->seed;
+        memcpy(watched_mode, r->mode, sizeof watched_mode);
         atomic_store(&watched_round, rounds);
         atomic_store(&round_started_ns, mono_ns());
         rc = green_run(round_main, r, &cfg, NULL);
