@@ -116,7 +116,7 @@ int green__sig_install(struct green__rt *rt)
         green__sp_release(rt->cfg.unsafe_objects);
         green__write_str(2, "libgreen: preemption by signal (GREEN_PREEMPT=signal, the "
                             "default) needs the shared library (libgreen.so) for now; link "
-                            "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=off\n");
+                            "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=budget or off\n");
         return ENOTSUP;
     }
     pthread_mutex_lock(&install_lock);
