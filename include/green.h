@@ -133,6 +133,26 @@ GREEN_API void green_yield(void);
 GREEN_API int green_sleep_ns(uint64_t ns);
 GREEN_API int green_sleep_until(uint64_t deadline_ns);
 
+/* ---- File descriptors --------------------------------------------------- */
+
+/* Park the calling green thread until fd may be ready for `events` (POLLIN,
+ * POLLOUT or both, from <poll.h>) or the deadline passes -- the worker runs
+ * other threads meanwhile.  Use it after a call on a non-blocking fd
+ * returned EAGAIN, and retry the call: a return of 0 means "try again",
+ * which now and then yields EAGAIN once more.  fd is registered with the
+ * run's epoll at its first wait (edge-triggered); files that epoll refuses
+ * (regular files) are always ready.  Returns 0; ETIMEDOUT; EBADF: fd < 0,
+ * not open, or closed with green_fd_close meanwhile; EINVAL: bad events;
+ * EPERM: not on a green thread; ENOMEM. */
+GREEN_API int green_fd_wait(int fd, int events, uint64_t deadline_ns);
+
+/* close(fd), first waking every green thread of the caller's run waiting on
+ * it with EBADF and forgetting its registration.  Close with this, not
+ * close(), any fd green threads have waited on: the number may be reused.
+ * Returns 0 or close()'s errno.  From any thread (outside a green thread it
+ * only closes). */
+GREEN_API int green_fd_close(int fd);
+
 /* ---- Preemption --------------------------------------------------------- */
 
 /* Code between begin and end is never preempted (calls nest).  A preemption

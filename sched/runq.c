@@ -134,11 +134,17 @@ static uint32_t grab(struct green__worker *w, struct green__worker *victim)
 {
     struct green__runq *vq = &victim->q, *q = &w->q;
     uint32_t mytail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    /* w may have threads of its own (a steal at a preemption, to balance):
+     * take no more than its ring has room for. */
+    uint32_t room = GREEN_RUNQ_SIZE -
+                    (mytail - atomic_load_explicit(&q->head, memory_order_acquire));
     for (;;) {
         uint32_t head = atomic_load_explicit(&vq->head, memory_order_acquire);
         uint32_t tail = atomic_load_explicit(&vq->tail, memory_order_acquire);
         uint32_t n = tail - head;
         n -= n / 2;
+        if (n > room)
+            n = room;
         if (n == 0)
             return 0;
         if (n > GREEN_RUNQ_SIZE / 2)

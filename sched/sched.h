@@ -319,13 +319,31 @@ struct green__worker {
     size_t ntimers, heapcap;
     _Atomic uint64_t timer_next;
 
-    /* Idle parking.  wakeword: futex; idle_next/idle: under rt->idle_lock. */
+    /* Idle parking.  wakeword: futex; idle_next/idle: under rt->idle_lock.
+     * in_netpoll: asleep in epoll_wait, not on wakeword (netpoll.c). */
     _Atomic uint32_t wakeword;
+    _Atomic uint32_t in_netpoll;
     struct green__worker *idle_next;
     bool idle;
 
     struct green__thread g0;         /* the scheduler loop's context */
 } __attribute__((aligned(GREEN_CACHELINE)));
+
+/* ---- The netpoller (netpoll.c) ------------------------------------------ */
+
+struct green__pfd;                   /* an fd's waiters and edges */
+
+struct green__netpoll {
+    pthread_mutex_t init_lock;       /* making the rest, once */
+    _Atomic uint32_t ready;          /* epfd, evfd and chunks exist */
+    int epfd, evfd;
+    _Atomic(struct green__pfd *) *chunks;   /* fd descriptors, GREEN_PFD_CHUNK each */
+    size_t nchunks;
+    _Atomic uint32_t waiters;        /* threads parked on fds */
+    _Atomic uint32_t blocked;        /* a worker sleeps in epoll_wait */
+    _Atomic uint32_t broken;         /* evfd written and not yet drained */
+    _Atomic uint64_t last_poll;      /* green__clock_ns of the last epoll_wait */
+};
 
 /* ---- The runtime (one green_run) ---------------------------------------- */
 
@@ -399,6 +417,8 @@ struct green__rt {
     uint64_t digest, switches;
     struct green__thread **detq;
     size_t detn, detcap;
+
+    struct green__netpoll np;        /* fds green threads wait on */
 };
 
 /* run.c */
@@ -499,6 +519,23 @@ static inline struct green__worker *green__poll(struct green__worker *w)
         return green__take_deferred(w);
     return w;
 }
+
+/* Wake an idle worker v from its futex or from epoll_wait. */
+void green__worker_wake(struct green__worker *v);
+
+/* netpoll.c */
+/* Poll the run's fds until deadline (absolute green__clock_ns; 0: do not
+ * block, GREEN_FOREVER: no timeout) and make the threads whose fds are
+ * ready runnable, in w's queues (w NULL: the global queue).  Returns how
+ * many. */
+unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline);
+/* Make a blocked green__netpoll return now. */
+void green__netpoll_break(struct green__rt *rt);
+/* Do threads wait on fds? */
+bool green__netpoll_waiting(struct green__rt *rt);
+/* The monitor's look: poll if threads wait and nobody polled lately. */
+void green__netpoll_sysmon(struct green__rt *rt, uint64_t now);
+void green__netpoll_free(struct green__rt *rt);
 
 /* sysmon.c */
 int green__sysmon_start(struct green__rt *rt);

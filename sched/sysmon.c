@@ -111,6 +111,7 @@ static void *sysmon_main(void *arg)
             }
             next_look = now + period;
         }
+        green__netpoll_sysmon(rt, now);  /* fds nobody polls while all are busy */
         uint64_t wake = next_look;
         if (h && h->tick) {
             uint64_t t = h->tick(rt, now);

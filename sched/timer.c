@@ -89,10 +89,8 @@ static void poke_watcher(struct green__rt *rt, uint64_t deadline)
         return;
     green__spin_lock(&rt->idle_lock);
     struct green__worker *v = rt->watcher;
-    if (v) {
-        atomic_store_explicit(&v->wakeword, 1, memory_order_release);
-        green__futex_wake(&v->wakeword, 1);
-    }
+    if (v)
+        green__worker_wake(v);
     green__spin_unlock(&rt->idle_lock);
     if (!v)
         green__wakep(rt);

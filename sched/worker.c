@@ -293,8 +293,18 @@ void green__wakep(struct green__rt *rt)
     green__spin_unlock(&rt->idle_lock);
     if (was_all)
         green__sysmon_kick(rt);
+    green__worker_wake(v);
+}
+
+void green__worker_wake(struct green__worker *v)
+{
     atomic_store_explicit(&v->wakeword, 1, memory_order_release);
     green__futex_wake(&v->wakeword, 1);
+    /* A Dekker pair with go_idle: it publishes in_netpoll, then reads
+     * wakeword. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&v->in_netpoll, memory_order_relaxed))
+        green__netpoll_break(v->rt);
 }
 
 void green__ready(struct green__worker *w, struct green__thread *t, bool next)
@@ -437,17 +447,15 @@ static void run_all_timers(struct green__worker *w, uint64_t now)
 
 static void wake_all(struct green__rt *rt)
 {
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        atomic_store_explicit(&rt->workers[i].wakeword, 1, memory_order_release);
-        green__futex_wake(&rt->workers[i].wakeword, 1);
-    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        green__worker_wake(&rt->workers[i]);
 }
 
 /* Requires: rt->idle_lock held and every worker idle. */
 static void quiescent_check(struct green__rt *rt)
 {
-    if (green__timers_pending(rt))
-        return;
+    if (green__timers_pending(rt) || green__netpoll_waiting(rt))
+        return;                      /* a timer or an fd can still wake one */
     uint64_t spawned = 0, exited = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         spawned += atomic_load_explicit(&rt->workers[i].spawned, memory_order_relaxed);
@@ -532,11 +540,25 @@ static void go_idle(struct green__worker *w)
         if (!watching)
             deadline = GREEN_FOREVER;
     }
-    while (atomic_load_explicit(&w->wakeword, memory_order_acquire) == 0 &&
-           !atomic_load(&rt->done)) {
-        green__futex_wait(&w->wakeword, 0, deadline);
-        if (deadline != GREEN_FOREVER && green__clock_ns() >= deadline)
-            break;
+    /* While threads wait on fds, one idle worker sleeps in epoll_wait
+     * instead (netpoll.c); its wakers break it through the eventfd. */
+    uint32_t zero = 0;
+    if (green__netpoll_waiting(rt) &&
+        atomic_compare_exchange_strong(&rt->np.blocked, &zero, 1)) {
+        atomic_store(&w->in_netpoll, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&w->wakeword, memory_order_acquire) == 0 &&
+            !atomic_load(&rt->done))
+            green__netpoll(rt, w, deadline);
+        atomic_store(&w->in_netpoll, 0);
+        atomic_store(&rt->np.blocked, 0);
+    } else {
+        while (atomic_load_explicit(&w->wakeword, memory_order_acquire) == 0 &&
+               !atomic_load(&rt->done)) {
+            green__futex_wait(&w->wakeword, 0, deadline);
+            if (deadline != GREEN_FOREVER && green__clock_ns() >= deadline)
+                break;
+        }
     }
     if (watching) {
         green__spin_lock(&rt->idle_lock);
@@ -561,6 +583,9 @@ static struct green__thread *find_runnable(struct green__worker *w)
             run_all_timers(w, now);
         if ((t = pick(w)) != NULL || (t = green__globq_take(w, GREEN_RUNQ_SIZE / 2)))
             break;
+        if (green__netpoll_waiting(rt) && !atomic_load(&rt->np.blocked) &&
+            green__netpoll(rt, w, 0) > 0)
+            continue;                /* fds became ready: run their threads */
         if (GREEN_UNLIKELY(rt->det)) {
             /* One worker, nothing to steal, and no timer but on the virtual
              * clock: move it to the next deadline, or rest. */
