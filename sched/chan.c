@@ -79,7 +79,10 @@ size_t green_chan_cap(const green_chan_t *c)
     return c ? c->cap : 0;
 }
 
-int green__chan_send_locked(green_chan_t *c, const void *elem, struct green__thread **wake)
+/* Inlined into chan_op, the channel's hot path; select.c calls it through
+ * green__chan_send_locked. */
+static inline __attribute__((always_inline)) int send_locked(green_chan_t *c, const void *elem,
+                                                             struct green__thread **wake)
 {
     if (c->closed)
         return EPIPE;
@@ -96,6 +99,11 @@ int green__chan_send_locked(green_chan_t *c, const void *elem, struct green__thr
         return 0;
     }
     return EAGAIN;
+}
+
+int green__chan_send_locked(green_chan_t *c, const void *elem, struct green__thread **wake)
+{
+    return send_locked(c, elem, wake);
 }
 
 int green__chan_recv_locked(green_chan_t *c, void *elem, struct green__thread **wake)
@@ -129,7 +137,7 @@ int green__chan_recv_locked(green_chan_t *c, void *elem, struct green__thread **
 }
 
 /* Block on one channel: send (recv == false) or receive. */
-static int chan_op(green_chan_t *c, void *elem, bool recv, uint64_t deadline)
+static inline __attribute__((always_inline)) int chan_op(green_chan_t *c, void *elem, bool recv, uint64_t deadline)
 {
     struct green__worker *w;
     struct green__thread *self;
@@ -142,7 +150,7 @@ static int chan_op(green_chan_t *c, void *elem, bool recv, uint64_t deadline)
     struct green__thread *wake = NULL;
     green__spin_lock(&c->lock);
     err = recv ? green__chan_recv_locked(c, elem, &wake)
-               : green__chan_send_locked(c, elem, &wake);
+               : send_locked(c, elem, &wake);
     if (err != EAGAIN) {
         green__spin_unlock(&c->lock);
         if (wake)
@@ -220,10 +228,6 @@ int green_chan_close(green_chan_t *c)
     fail_all(c, &c->recvq, true, &list);
     fail_all(c, &c->sendq, false, &list);
     green__spin_unlock(&c->lock);
-    while (list) {
-        struct green__thread *t = list;
-        list = t->next;
-        green__ready(w, t, false);
-    }
+    green__ready_list(w, list, false);
     return 0;
 }

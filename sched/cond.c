@@ -99,11 +99,7 @@ static int wake(green_cond_t *cp, bool all)
     }
     green__spin_unlock(&c->lock);
 
-    while (list) {
-        struct green__thread *t = list;
-        list = t->next;
-        green__ready(w, t, !all);
-    }
+    green__ready_list(w, list, !all);
     return 0;
 }
 

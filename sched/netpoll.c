@@ -151,15 +151,6 @@ static void claim_all(struct green__wq *q, int err, struct green__thread **list)
     }
 }
 
-static void ready_list(struct green__worker *w, struct green__thread *list)
-{
-    while (list) {
-        struct green__thread *t = list;
-        list = t->next;
-        green__ready(w, t, false);
-    }
-}
-
 /* Requires: pfd->lock held.  Register fd (edge-triggered, both ways). */
 static int np_register(struct green__netpoll *np, struct green__pfd *p, int fd)
 {
@@ -254,7 +245,7 @@ int green_fd_close(int fd)
             claim_all(&p->rq, EBADF, &list);
             claim_all(&p->wq, EBADF, &list);
             green__spin_unlock(&p->lock);
-            ready_list(w, list);
+            green__ready_list(w, list, false);
         }
     }
     return close(fd) == 0 ? 0 : errno;
@@ -304,7 +295,6 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
     int n = epoll_pwait2(np->epfd, evs, GREEN_NETPOLL_EVENTS, tsp, NULL);
     atomic_store_explicit(&np->last_poll, green__clock_ns(), memory_order_relaxed);
     struct green__thread *list = NULL;
-    unsigned woken = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == BREAK_TAG) {
             uint64_t v;
@@ -315,10 +305,7 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
         }
         np_event(np, evs[i].data.u64, evs[i].events, &list);
     }
-    for (struct green__thread *t = list; t; t = t->next)
-        woken++;
-    ready_list(w, list);
-    return woken;
+    return green__ready_list(w, list, false);
 }
 
 void green__netpoll_break(struct green__rt *rt)

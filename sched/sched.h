@@ -445,6 +445,9 @@ void green__wakep(struct green__rt *rt);
 /* Make t runnable.  w: the caller's worker (its queues are used), or NULL
  * from a foreign thread (the global queue).  next: run t soon (LIFO slot). */
 void green__ready(struct green__worker *w, struct green__thread *t, bool next);
+/* green__ready for each thread of a list chained by t->next; returns how
+ * many. */
+unsigned green__ready_list(struct green__worker *w, struct green__thread *list, bool next);
 /* Switch from the running thread to `to`; returns, on whatever worker
  * resumes the caller, that worker. */
 struct green__worker *green__switch(struct green__worker *w, struct green__thread *to);
@@ -455,8 +458,9 @@ struct green__worker *green__sched_leave(struct green__worker *w);
 void green__sched_preempted(struct green__worker *w);
 /* Done by every context right after it is switched to. */
 void green__switch_finish(struct green__worker *w);
-/* A refused preemption is pending on the running thread: take it now (a
- * yield).  Returns the worker the thread resumes on. */
+/* A refused preemption is pending on the running thread, or its budget is
+ * spent: take it now (a yield), unless inside green_nopreempt_begin/end.
+ * Returns the worker the thread resumes on. */
 struct green__worker *green__take_deferred(struct green__worker *w);
 /* Refused preemptions taken at polls and returns, for green_stats. */
 extern _Atomic uint64_t green__deferred_taken;
@@ -512,11 +516,9 @@ static inline bool green__expired(struct green__rt *rt, uint64_t deadline)
  * runs on afterwards. */
 static inline struct green__worker *green__poll(struct green__worker *w)
 {
-    struct green__thread *t = w->cur;
     bool spent = --green__reductions <= 0;
-    if (GREEN_UNLIKELY(spent || __atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) &&
-        t->nopreempt == 0)
-        return green__take_deferred(w);
+    if (GREEN_UNLIKELY(spent || __atomic_load_n(&w->cur->preempt_pending, __ATOMIC_RELAXED)))
+        return green__take_deferred(w);  /* it checks for a nopreempt section */
     return w;
 }
 

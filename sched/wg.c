@@ -67,11 +67,7 @@ int green_wg_add(green_wg_t *gp, int64_t delta)
     }
     green__spin_unlock(&g->lock);
 
-    while (list) {
-        struct green__thread *t = list;
-        list = t->next;
-        green__ready(w, t, false);
-    }
+    green__ready_list(w, list, false);
     return 0;
 }
 

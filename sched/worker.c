@@ -156,7 +156,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
 /* A deterministic run (one worker): gather every runnable thread into the
  * run's pool -- the LIFO slot, the ring, the pinned queue, the global queue,
  * always in this order -- and draw one at random from the seed. */
-static struct green__thread *det_pick(struct green__worker *w)
+static __attribute__((noinline, cold)) struct green__thread *det_pick(struct green__worker *w)
 {
     struct green__rt *rt = w->rt;
     struct green__thread *t;
@@ -260,6 +260,8 @@ _Atomic uint64_t green__deferred_taken;
 struct green__worker *green__take_deferred(struct green__worker *w)
 {
     struct green__thread *t = w->cur;
+    if (t->nopreempt)
+        return w;                    /* green_nopreempt_end polls again */
     if (__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) {
         __atomic_store_n(&t->preempt_pending, false, __ATOMIC_RELAXED);
         atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
@@ -330,6 +332,18 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
         atomic_thread_fence(memory_order_seq_cst);
         green__wakep(rt);
     }
+}
+
+unsigned green__ready_list(struct green__worker *w, struct green__thread *list, bool next)
+{
+    unsigned n = 0;
+    while (list) {
+        struct green__thread *t = list;
+        list = t->next;              /* green__ready reuses t->next */
+        green__ready(w, t, next);
+        n++;
+    }
+    return n;
 }
 
 /* ---- Finding work ------------------------------------------------------- */
