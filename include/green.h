@@ -65,7 +65,8 @@ typedef struct green_config {
     const char *unsafe_objects; /* more objects never to preempt in: a
                             * ':'-separated list of file names or paths  GREEN_UNSAFE */
     unsigned deterministic;/* enum green_deterministic, default off      GREEN_DETERMINISTIC */
-    unsigned reserved32;   /* zero */
+    unsigned offload_threads; /* most OS threads green_offload may use at
+                            * once; 0: the default, 16       GREEN_OFFLOAD_THREADS */
     uint64_t reserved[6];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
@@ -146,12 +147,39 @@ GREEN_API int green_sleep_until(uint64_t deadline_ns);
  * EPERM: not on a green thread; ENOMEM. */
 GREEN_API int green_fd_wait(int fd, int events, uint64_t deadline_ns);
 
-/* close(fd), first waking every green thread of the caller's run waiting on
- * it with EBADF and forgetting its registration.  Close with this, not
- * close(), any fd green threads have waited on: the number may be reused.
- * Returns 0 or close()'s errno.  From any thread (outside a green thread it
- * only closes). */
+/* Like poll(2) on a green thread: park until one of the nfds fds is ready
+ * for its events (revents filled in as poll does, *nready -- if not NULL --
+ * set to the number of fds with revents) or the deadline passes (ETIMEDOUT,
+ * every revents 0).  Negative fds are skipped; a closed fd is reported
+ * POLLNVAL.  Returns 0; ETIMEDOUT; EINVAL (fds NULL with nfds > 0, or more
+ * fds than RLIMIT_NOFILE); EPERM: not on a green thread; ENOMEM. */
+struct pollfd;
+GREEN_API int green_poll(struct pollfd *fds, size_t nfds, uint64_t deadline_ns, int *nready);
+
+/* Wake every green thread waiting on fd (in green_fd_wait or green_poll, in
+ * any run) with EBADF and forget its registration, without closing it.
+ * Call it before fd's number is given to another file (dup2 onto it, a
+ * close that does not go through green_fd_close).  Returns 0; EBADF for
+ * fd < 0.  From any thread. */
+GREEN_API int green_fd_forget(int fd);
+
+/* green_fd_forget(fd), then close(fd).  Close with this, not close(), any fd
+ * green threads have waited on: its number may be reused.  Returns 0 or
+ * close()'s errno.  From any thread. */
 GREEN_API int green_fd_close(int fd);
+
+/* ---- Offloading --------------------------------------------------------- */
+
+/* Run fn(arg) on one of the run's offload OS threads and park the calling
+ * green thread until it returns; *ret (if ret is not NULL) receives its
+ * result.  For work that would block a worker and cannot be polled: a
+ * blocking library call, regular-file I/O, getaddrinfo.  The pool starts
+ * threads as jobs arrive, at most green_config_t.offload_threads (default
+ * 16) at once; more jobs wait their turn in order.  fn cannot be cancelled
+ * and keeps its thread until it returns.  Outside a green thread fn runs
+ * right there.  Returns 0; EINVAL: fn is NULL; EAGAIN: the pool has no
+ * thread and none could be started. */
+GREEN_API int green_offload(void *(*fn)(void *), void *arg, void **ret);
 
 /* ---- Preemption --------------------------------------------------------- */
 

@@ -22,6 +22,7 @@
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MAX_SECTIONS 65536u
@@ -91,7 +92,7 @@ int green__sp_elf_sections(const char *path, uintptr_t base, struct green__sp_se
     size_t n, len;
     char *names;
     int err = read_headers(fd, &sh, &n, &names, &len);
-    close(fd);
+    syscall(SYS_close, fd);      /* not close(): the LD_PRELOAD shim interposes it */
     if (err)
         return err;
     for (size_t i = 1; i < n; i++) {

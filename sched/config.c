@@ -28,6 +28,7 @@
 #define GREEN_MAX_QUANTUM_US 10000000u
 #define GREEN_DEFAULT_BUDGET 4000u
 #define GREEN_MAX_BUDGET 1000000000u
+#define GREEN_MAX_OFFLOAD_THREADS 65536u
 
 static void complain(const char *name, const char *value, const char *why)
 {
@@ -146,7 +147,8 @@ int green__config_check(const green_config_t *c)
         return EINVAL;
     if (c->budget == 0 || c->budget > GREEN_MAX_BUDGET)
         return EINVAL;
-    if (c->deterministic > GREEN_DETERMINISTIC_PRINT || c->reserved32)
+    if (c->deterministic > GREEN_DETERMINISTIC_PRINT ||
+        c->offload_threads > GREEN_MAX_OFFLOAD_THREADS)
         return EINVAL;
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i])
@@ -181,6 +183,7 @@ int green_config_init(green_config_t *cfg)
     cfg->stack_size = GREEN_DEFAULT_STACK;
     cfg->budget = GREEN_DEFAULT_BUDGET;
     cfg->seed = 0;
+    cfg->offload_threads = GREEN_DEFAULT_OFFLOAD_THREADS;
 
     int err = 0;
     uint64_t v;
@@ -206,6 +209,9 @@ int green_config_init(green_config_t *cfg)
     ENV_FIELD("GREEN_DETERMINISTIC", cfg->deterministic,
               parse_deterministic(s, &cfg->deterministic), true,
               "expected 0 (off), 1 (on) or print");
+    ENV_FIELD("GREEN_OFFLOAD_THREADS", cfg->offload_threads, parse_u64(s, false, &v),
+              v >= 1 && v <= GREEN_MAX_OFFLOAD_THREADS && (cfg->offload_threads = (unsigned)v, true),
+              "expected a number of offload threads from 1 to 65536");
     /* Any text: names that match no loaded object simply match nothing. */
     cfg->unsafe_objects = getenv("GREEN_UNSAFE");
     return err;

@@ -43,6 +43,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -55,7 +56,6 @@
 #define GREEN_PFD_MIN_FDS (1u << 20)
 #define GREEN_PFD_MAX_FDS (1u << 26)
 #define GREEN_NETPOLL_EVENTS 128
-#define GREEN_NETPOLL_STALE_NS 10000000u  /* 10 ms, as Go's sysmon */
 #define BREAK_TAG UINT64_MAX
 
 struct green__pfd {
@@ -65,6 +65,11 @@ struct green__pfd {
     bool rready, wready;
     struct green__wq rq, wq;
 };
+
+/* Every run's netpoller that exists, for green_fd_forget, which must reach
+ * the waiters of an fd whatever run they belong to. */
+static pthread_mutex_t np_list_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct green__netpoll *np_list;
 
 /* Make the run's epoll instance, its eventfd and the chunk array, once. */
 static int np_init(struct green__rt *rt)
@@ -96,11 +101,15 @@ static int np_init(struct green__rt *rt)
             free(np->chunks);
             np->chunks = NULL;
             if (np->epfd >= 0)
-                close(np->epfd);
+                green__sys_close(np->epfd);
             if (np->evfd >= 0)
-                close(np->evfd);
+                green__sys_close(np->evfd);
             np->epfd = np->evfd = -1;
         } else {
+            pthread_mutex_lock(&np_list_lock);
+            np->next = np_list;
+            np_list = np;
+            pthread_mutex_unlock(&np_list_lock);
             atomic_store_explicit(&np->ready, 1, memory_order_release);
         }
     }
@@ -113,11 +122,17 @@ void green__netpoll_free(struct green__rt *rt)
     struct green__netpoll *np = &rt->np;
     if (!atomic_load(&np->ready))
         return;
+    pthread_mutex_lock(&np_list_lock);
+    struct green__netpoll **pp = &np_list;
+    while (*pp != np)
+        pp = &(*pp)->next;
+    *pp = np->next;
+    pthread_mutex_unlock(&np_list_lock);
     for (size_t i = 0; i < np->nchunks; i++)
         free(atomic_load(&np->chunks[i]));
     free(np->chunks);
-    close(np->epfd);
-    close(np->evfd);
+    green__sys_close(np->epfd);
+    green__sys_close(np->evfd);
 }
 
 /* fd's descriptor; made if `make`.  NULL: fd out of range, or no memory. */
@@ -155,7 +170,7 @@ static void claim_all(struct green__wq *q, int err, struct green__thread **list)
 static int np_register(struct green__netpoll *np, struct green__pfd *p, int fd)
 {
     struct epoll_event ev = {
-        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        .events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET,
         .data.u64 = (uint64_t)p->gen << 32 | (uint32_t)fd,
     };
     if (epoll_ctl(np->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -168,6 +183,101 @@ static int np_register(struct green__netpoll *np, struct green__pfd *p, int fd)
     return 0;
 }
 
+/* What a pollfd asks for, as the two wait queues of its fd. */
+static bool wants_in(short events) { return (events & ~(POLLOUT | POLLWRNORM | POLLWRBAND)) || !events; }
+static bool wants_out(short events) { return events & (POLLOUT | POLLWRNORM | POLLWRBAND); }
+
+/* The waiters of one wait on several fds: two per fd, on the caller's stack
+ * up to STACK_FDS fds. */
+#define STACK_FDS 4
+
+/* Park self until one of the n fds (fd < 0: skipped) may be ready for its
+ * events, or the deadline.  0: an edge arrived (possibly one recorded
+ * earlier, which may be stale: the caller retries and may get EAGAIN again);
+ * ETIMEDOUT; EBADF (one of them closed meanwhile, or out of range); ENOMEM. */
+static int wait_fds(struct green__worker *w, struct green__thread *self,
+                    const struct pollfd *fds, size_t n, uint64_t deadline,
+                    const char *what)
+{
+    struct green__rt *rt = w->rt;
+    struct green__netpoll *np = &rt->np;
+    int err = np_init(rt);
+    if (err)
+        return err;
+    struct green__waiter stack_wt[2 * STACK_FDS], *wt = stack_wt;
+    struct green__pfd *stack_p[STACK_FDS], **ps = stack_p;
+    if (n > STACK_FDS) {
+        wt = malloc(n * (2 * sizeof *wt + sizeof *ps));
+        if (!wt)
+            return ENOMEM;
+        ps = (struct green__pfd **)(wt + 2 * n);
+    }
+    green__park_prepare(self, what, NULL, false);
+    size_t linked = 0;
+    bool ready = false;
+    for (; linked < n && !ready && !err; linked++) {
+        int fd = fds[linked].fd;
+        struct green__waiter *rw = &wt[2 * linked], *ww = rw + 1;
+        *rw = (struct green__waiter){ .t = self };
+        *ww = (struct green__waiter){ .t = self };
+        struct green__pfd *p = ps[linked] = fd < 0 ? NULL : lookup(np, fd, true);
+        if (fd < 0)
+            continue;
+        if (!p) {
+            err = (size_t)fd / GREEN_PFD_CHUNK >= np->nchunks ? EBADF : ENOMEM;
+            break;
+        }
+        bool in = wants_in(fds[linked].events), out = wants_out(fds[linked].events);
+        green__spin_lock(&p->lock);
+        if (!p->registered && (err = np_register(np, p, fd)) != 0) {
+            /* EPERM: a regular file or a directory, which epoll refuses:
+             * always ready, as poll() says. */
+            ready = err == EPERM;
+            err = ready ? 0 : err;
+        } else if ((in && p->rready) || (out && p->wready)) {
+            if (in)
+                p->rready = false;
+            if (out)
+                p->wready = false;
+            ready = true;
+        } else {
+            if (in)
+                green__wq_push(&p->rq, rw);
+            if (out)
+                green__wq_push(&p->wq, ww);
+        }
+        green__spin_unlock(&p->lock);
+    }
+    if (!ready && !err && green__expired(rt, deadline))
+        err = ETIMEDOUT;
+    atomic_fetch_add(&np->waiters, 1);
+    if ((ready || err) && green__claim(self)) {
+        /* Nobody claimed us: we need not park. */
+        self->wait_what = NULL;
+    } else {
+        /* Parked -- or claimed by an edge meanwhile, so we must leave the
+         * CPU once all the same (green__park). */
+        int perr = green__park(&w, ready || err ? GREEN_FOREVER : deadline);
+        if (!ready && !err)
+            err = perr;
+    }
+    atomic_fetch_sub(&np->waiters, 1);
+    for (size_t i = 0; i < linked; i++) {
+        struct green__waiter *rw = &wt[2 * i], *ww = rw + 1;
+        if (rw->linked || ww->linked) {
+            green__spin_lock(&ps[i]->lock);
+            if (rw->linked)
+                green__wq_remove(&ps[i]->rq, rw);
+            if (ww->linked)
+                green__wq_remove(&ps[i]->wq, ww);
+            green__spin_unlock(&ps[i]->lock);
+        }
+    }
+    if (wt != stack_wt)
+        free(wt);
+    return err;
+}
+
 int green_fd_wait(int fd, int events, uint64_t deadline)
 {
     struct green__worker *w;
@@ -177,78 +287,86 @@ int green_fd_wait(int fd, int events, uint64_t deadline)
         return err;
     if (fd < 0 || !(events & (POLLIN | POLLOUT)) || (events & ~(POLLIN | POLLOUT)))
         return fd < 0 ? EBADF : EINVAL;
-    struct green__rt *rt = w->rt;
-    struct green__netpoll *np = &rt->np;
-    if ((err = np_init(rt)) != 0)
+    struct pollfd pfd = { .fd = fd, .events = (short)events };
+    return wait_fds(w, self, &pfd, 1, deadline, "green_fd_wait");
+}
+
+/* poll(fds, n, 0), made directly (the shim interposes poll). */
+static int poll_now(struct pollfd *fds, size_t n)
+{
+    struct timespec zero = { 0, 0 };
+    long r;
+    while ((r = syscall(SYS_ppoll, fds, n, &zero, NULL, 0)) < 0 && errno == EINTR)
+        ;
+    return r < 0 ? -errno : (int)r;
+}
+
+int green_poll(struct pollfd *fds, size_t n, uint64_t deadline, int *nready)
+{
+    struct green__worker *w;
+    struct green__thread *self;
+    int err = green__enter(&w, &self);
+    if (nready)
+        *nready = 0;
+    if (err)
         return err;
-    struct green__pfd *p = lookup(np, fd, true);
+    if ((n && !fds) || n > INT_MAX)
+        return EINVAL;
+    for (;;) {
+        int r = poll_now(fds, n);
+        if (r < 0)
+            return -r;               /* EFAULT, EINVAL (more than RLIMIT_NOFILE), ENOMEM */
+        if (r > 0) {
+            if (nready)
+                *nready = r;
+            return 0;
+        }
+        w = green__worker_self();
+        err = wait_fds(w, self, fds, n, deadline, "green_poll");
+        /* EBADF: an fd was closed meanwhile; poll now says POLLNVAL. */
+        if (err == ETIMEDOUT || err == ENOMEM)
+            return err;
+    }
+}
+
+/* Requires: np is listed.  Forget fd in one run's netpoller. */
+static void forget_in(struct green__worker *w, struct green__netpoll *np, int fd)
+{
+    struct green__pfd *p = lookup(np, fd, false);
     if (!p)
-        return (size_t)fd / GREEN_PFD_CHUNK >= np->nchunks ? EBADF : ENOMEM;
-
+        return;
+    struct green__thread *list = NULL;
     green__spin_lock(&p->lock);
-    if (!p->registered && (err = np_register(np, p, fd)) != 0) {
-        green__spin_unlock(&p->lock);
-        /* EPERM: a regular file or a directory, which epoll refuses:
-         * always ready, as poll() says. */
-        return err == EPERM ? 0 : err;
-    }
-    bool ready = false;
-    if ((events & POLLIN) && p->rready) {
-        p->rready = false;
-        ready = true;
-    }
-    if ((events & POLLOUT) && p->wready) {
-        p->wready = false;
-        ready = true;
-    }
-    if (ready || green__expired(rt, deadline)) {
-        green__spin_unlock(&p->lock);
-        return ready ? 0 : ETIMEDOUT;
-    }
-    struct green__waiter rw = { .t = self }, ww = { .t = self };
-    green__park_prepare(self, "green_fd_wait", p, false);
-    if (events & POLLIN)
-        green__wq_push(&p->rq, &rw);
-    if (events & POLLOUT)
-        green__wq_push(&p->wq, &ww);
-    atomic_fetch_add(&np->waiters, 1);
+    if (p->registered)
+        epoll_ctl(np->epfd, EPOLL_CTL_DEL, fd, NULL);
+    p->registered = p->rready = p->wready = false;
+    p->gen++;
+    claim_all(&p->rq, EBADF, &list);
+    claim_all(&p->wq, EBADF, &list);
     green__spin_unlock(&p->lock);
+    green__ready_list(w, list, false);
+}
 
-    err = green__park(&w, deadline);
-
-    atomic_fetch_sub(&np->waiters, 1);
-    if (rw.linked || ww.linked) {
-        green__spin_lock(&p->lock);
-        if (rw.linked)
-            green__wq_remove(&p->rq, &rw);
-        if (ww.linked)
-            green__wq_remove(&p->wq, &ww);
-        green__spin_unlock(&p->lock);
-    }
-    return err;
+int green_fd_forget(int fd)
+{
+    if (fd < 0)
+        return EBADF;
+    struct green__worker *w = green__worker_self();
+    if (w && w->cur != &w->g0)
+        w = green__poll(w);
+    else
+        w = NULL;                    /* woken threads go to their global queues */
+    pthread_mutex_lock(&np_list_lock);
+    for (struct green__netpoll *np = np_list; np; np = np->next)
+        forget_in(w, np, fd);
+    pthread_mutex_unlock(&np_list_lock);
+    return 0;
 }
 
 int green_fd_close(int fd)
 {
-    struct green__worker *w = green__worker_self();
-    if (w && w->cur != &w->g0) {
-        w = green__poll(w);
-        struct green__netpoll *np = &w->rt->np;
-        struct green__pfd *p = atomic_load(&np->ready) ? lookup(np, fd, false) : NULL;
-        if (p) {
-            struct green__thread *list = NULL;
-            green__spin_lock(&p->lock);
-            if (p->registered)
-                epoll_ctl(np->epfd, EPOLL_CTL_DEL, fd, NULL);
-            p->registered = p->rready = p->wready = false;
-            p->gen++;
-            claim_all(&p->rq, EBADF, &list);
-            claim_all(&p->wq, EBADF, &list);
-            green__spin_unlock(&p->lock);
-            green__ready_list(w, list, false);
-        }
-    }
-    return close(fd) == 0 ? 0 : errno;
+    green_fd_forget(fd);
+    return green__sys_close(fd) == 0 ? 0 : errno;
 }
 
 /* An epoll event for (gen, fd): wake its waiters, or remember the edge. */
@@ -258,7 +376,7 @@ static void np_event(struct green__netpoll *np, uint64_t tag, uint32_t ev,
     struct green__pfd *p = lookup(np, (int)(uint32_t)tag, false);
     if (!p)
         return;
-    bool in = ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+    bool in = ev & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     bool out = ev & (EPOLLOUT | EPOLLHUP | EPOLLERR);
     green__spin_lock(&p->lock);
     if (p->gen == (uint32_t)(tag >> 32)) {
@@ -298,7 +416,7 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == BREAK_TAG) {
             uint64_t v;
-            while (read(np->evfd, &v, sizeof v) > 0)
+            while (green__sys_read(np->evfd, &v, sizeof v) > 0)
                 ;
             atomic_store(&np->broken, 0);
             continue;
@@ -313,7 +431,7 @@ void green__netpoll_break(struct green__rt *rt)
     struct green__netpoll *np = &rt->np;
     if (atomic_load(&np->ready) && atomic_exchange(&np->broken, 1) == 0) {
         uint64_t one = 1;
-        while (write(np->evfd, &one, sizeof one) < 0 && errno == EINTR)
+        while (green__sys_write(np->evfd, &one, sizeof one) < 0 && errno == EINTR)
             ;
     }
 }
@@ -323,12 +441,12 @@ bool green__netpoll_waiting(struct green__rt *rt)
     return atomic_load_explicit(&rt->np.waiters, memory_order_relaxed) != 0;
 }
 
-/* The monitor: nobody has polled for a while, and threads wait on fds. */
-void green__netpoll_sysmon(struct green__rt *rt, uint64_t now)
+void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_t now,
+                          uint64_t stale_ns)
 {
     struct green__netpoll *np = &rt->np;
     if (!green__netpoll_waiting(rt) || atomic_load(&np->blocked) ||
-        now - atomic_load_explicit(&np->last_poll, memory_order_relaxed) < GREEN_NETPOLL_STALE_NS)
+        now - atomic_load_explicit(&np->last_poll, memory_order_relaxed) < stale_ns)
         return;
-    green__netpoll(rt, NULL, 0);
+    green__netpoll(rt, w, 0);
 }

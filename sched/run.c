@@ -58,6 +58,7 @@ static void rt_free(struct green__rt *rt)
     free(rt->sysmon_seen);
     free(rt->watch);
     free(rt->detq);
+    green__offload_free(rt);
     green__netpoll_free(rt);
     pthread_mutex_destroy(&rt->np.init_lock);
     green__pool_destroy(&rt->stacks);
@@ -72,6 +73,7 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
         return ENOMEM;
     rt->cfg = *cfg;
     pthread_mutex_init(&rt->np.init_lock, NULL);
+    green__offload_init(rt);
     rt->det = cfg->deterministic != GREEN_DETERMINISTIC_OFF;
     if (!rt->cfg.seed) {
         rt->cfg.seed = green__clock_ns() ^ (uint64_t)getpid() << 32;

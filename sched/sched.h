@@ -43,6 +43,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GREEN_ASAN 1
@@ -157,6 +159,7 @@ struct green__thread {
     struct green__thread *next;      /* link in the global queue / a free list */
     struct green__rt *rt;            /* the run it belongs to; fixed */
     struct green__worker *home;      /* last worker that ran it */
+    uint32_t pin_mark;               /* pinned: its worker's ring tail then */
 
     /* Identity and join.  jword: any thread, by CAS.  joiner: written by
      * the joiner right after it sets JW_WAITING, read by exit after that. */
@@ -279,7 +282,6 @@ struct green__worker {
     bool spinning;                   /* counted in rt->nspinning */
     struct green__cache stack_cache; /* free stacks and control blocks */
     struct green__cache thread_cache;
-    bool pin_turn;                   /* alternate pinned queue and ring */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
@@ -343,6 +345,21 @@ struct green__netpoll {
     _Atomic uint32_t blocked;        /* a worker sleeps in epoll_wait */
     _Atomic uint32_t broken;         /* evfd written and not yet drained */
     _Atomic uint64_t last_poll;      /* green__clock_ns of the last epoll_wait */
+    struct green__netpoll *next;     /* in the process's list (netpoll.c) */
+};
+
+/* The offload pool (offload.c): OS threads that run green_offload's jobs.
+ * Under lock; threads are started on demand, up to max, and kept until the
+ * run ends. */
+#define GREEN_DEFAULT_OFFLOAD_THREADS 16u
+struct green__offload {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;             /* jobs queued, or stopping */
+    struct green__job *head, *tail;  /* queued jobs (on their threads' stacks) */
+    unsigned nthreads, nidle, nqueued, max;
+    bool stopping;
+    pthread_t *tids;                 /* nthreads of them, to join */
+    _Atomic uint32_t pending;        /* green threads parked on a job */
 };
 
 /* ---- The runtime (one green_run) ---------------------------------------- */
@@ -419,6 +436,7 @@ struct green__rt {
     size_t detn, detcap;
 
     struct green__netpoll np;        /* fds green threads wait on */
+    struct green__offload off;       /* green_offload's OS threads */
 };
 
 /* run.c */
@@ -535,9 +553,36 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
 void green__netpoll_break(struct green__rt *rt);
 /* Do threads wait on fds? */
 bool green__netpoll_waiting(struct green__rt *rt);
-/* The monitor's look: poll if threads wait and nobody polled lately. */
-void green__netpoll_sysmon(struct green__rt *rt, uint64_t now);
+/* Poll without blocking if threads wait and nobody has polled for
+ * stale_ns (the monitor, w NULL; a worker at a preemption). */
+void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_t now,
+                          uint64_t stale_ns);
+#define GREEN_NETPOLL_STALE_NS 10000000u  /* the monitor's: 10 ms, as Go's sysmon */
+#define GREEN_NETPOLL_PREEMPT_NS 500000u  /* a worker's, at a preemption */
 void green__netpoll_free(struct green__rt *rt);
+
+/* offload.c */
+void green__offload_init(struct green__rt *rt);
+/* After the workers stopped: stop and join the pool's threads. */
+void green__offload_free(struct green__rt *rt);
+/* Do threads wait on offloaded jobs? */
+bool green__offload_waiting(struct green__rt *rt);
+
+/* The system calls the LD_PRELOAD shim interposes, made without going
+ * through their libc names: libgreen must never enter the shim (the shim
+ * calls libgreen, which would call the shim...).  -1 and errno on failure. */
+static inline ssize_t green__sys_read(int fd, void *buf, size_t n)
+{
+    return syscall(SYS_read, fd, buf, n);
+}
+static inline ssize_t green__sys_write(int fd, const void *buf, size_t n)
+{
+    return syscall(SYS_write, fd, buf, n);
+}
+static inline int green__sys_close(int fd)
+{
+    return (int)syscall(SYS_close, fd);
+}
 
 /* sysmon.c */
 int green__sysmon_start(struct green__rt *rt);

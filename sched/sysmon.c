@@ -111,7 +111,7 @@ static void *sysmon_main(void *arg)
             }
             next_look = now + period;
         }
-        green__netpoll_sysmon(rt, now);  /* fds nobody polls while all are busy */
+        green__netpoll_stale(rt, NULL, now, GREEN_NETPOLL_STALE_NS); /* while all are busy */
         uint64_t wake = next_look;
         if (h && h->tick) {
             uint64_t t = h->tick(rt, now);

@@ -101,7 +101,7 @@ void green__write_str(int fd, const char *s)
     while (s[n])
         n++;
     while (n > 0) {
-        ssize_t w = write(fd, s, n);
+        ssize_t w = green__sys_write(fd, s, n);
         if (w <= 0)
             return;
         s += w;

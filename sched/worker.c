@@ -132,9 +132,14 @@ static void add_relaxed(_Atomic uint32_t *c, uint32_t d)
 /* A scheduling decision: the monitor dates slices by it. */
 static void new_slice(struct green__worker *w) { add_relaxed(&w->tick, 1); }
 
+/* A preempted thread waits behind the threads queued in the ring when it
+ * was preempted (pin_mark), as it would at the tail of a FIFO: the ring
+ * cannot make it wait longer, and it cannot take a quantum per thread the
+ * ring holds. */
 static void pinned_push(struct green__worker *w, struct green__thread *t)
 {
     t->next = NULL;
+    t->pin_mark = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
     if (w->pinned_tail)
         w->pinned_tail->next = t;
     else
@@ -196,9 +201,11 @@ static struct green__thread *pick(struct green__worker *w)
         return t;
     }
     w->runnext_streak = 0;
-    /* Threads preempted here wait in the pinned queue; it and the ring
-     * take turns, so neither starves the other. */
-    if (w->pinned_head && (w->pin_turn = !w->pin_turn))
+    /* Threads preempted here wait in the pinned queue until the ring has
+     * run what it held when they were preempted. */
+    if (w->pinned_head &&
+        (int32_t)(atomic_load_explicit(&w->q.head, memory_order_relaxed) -
+                  w->pinned_head->pin_mark) >= 0)
         return pinned_pop(w);
     if ((t = green__runq_pop(w)) != NULL)
         return t;
@@ -407,8 +414,16 @@ void green__sched_preempted(struct green__worker *w)
 {
     struct green__thread *self = w->cur;
     struct green__rt *rt = w->rt;
-    /* A thread that ran a whole quantum kept this worker from its timers. */
+    /* A thread that ran a whole quantum kept this worker from its timers,
+     * its fds and the global queue: what they have for it queues up in the
+     * ring before self is pinned behind it. */
     check_timers(w);
+    if (GREEN_LIKELY(!rt->det)) {
+        green__netpoll_stale(rt, w, green__clock_ns(), GREEN_NETPOLL_PREEMPT_NS);
+        struct green__thread *g = green__globq_take(w, GREEN_RUNQ_SIZE / 2);
+        if (g)
+            green__runq_push(w, g);
+    }
     struct green__thread *t = NULL;
     if (rt_has_others(w)) {
         /* An idle worker could take the threads queued here -- but not
@@ -468,8 +483,8 @@ static void wake_all(struct green__rt *rt)
 /* Requires: rt->idle_lock held and every worker idle. */
 static void quiescent_check(struct green__rt *rt)
 {
-    if (green__timers_pending(rt) || green__netpoll_waiting(rt))
-        return;                      /* a timer or an fd can still wake one */
+    if (green__timers_pending(rt) || green__netpoll_waiting(rt) || green__offload_waiting(rt))
+        return;                      /* a timer, an fd or a job can still wake one */
     uint64_t spawned = 0, exited = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         spawned += atomic_load_explicit(&rt->workers[i].spawned, memory_order_relaxed);

@@ -39,3 +39,18 @@ if test "$got" != "$want"; then
     exit 1
 fi
 echo "exports.sh: ok: libgreen-budget.so exports the hooks only"
+
+# libgreen-preload.so: exactly the names it interposes
+# (preload/green-preload.map), each a function of libc's.
+plib=${abs_top_builddir:-.}/preload/.libs/libgreen-preload.so
+psyms=$($NM -D --defined-only "$plib") || { echo "exports.sh: nm failed on $plib"; exit 99; }
+got=$(echo "$psyms" | awk '!($2 == "A") { sub(/@.*/, "", $NF); print $NF }' | sort | tr '\n' ' ')
+want=$(printf '%s\n' __poll_chk __ppoll_chk __read_chk __recv_chk __recvfrom_chk accept accept4 \
+    clock_nanosleep close connect dup dup2 dup3 fcntl fcntl64 getaddrinfo getnameinfo ioctl \
+    nanosleep poll ppoll pselect read readv recv recvfrom recvmsg select send sendmsg sendto \
+    setsockopt sleep usleep write writev | sort | tr '\n' ' ')
+if test "$got" != "$want"; then
+    echo "exports.sh: FAIL: $plib exports \"$got\", not \"$want\""
+    exit 1
+fi
+echo "exports.sh: ok: libgreen-preload.so exports the interposed calls only"

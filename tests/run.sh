@@ -17,7 +17,7 @@ cd "$root"
 jobs=${JOBS:-2}
 check_jobs=${CHECK_JOBS:-1}
 
-packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev"
+packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev libhiredis-dev redis-server"
 
 install_missing() {
     missing=
