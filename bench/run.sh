@@ -17,6 +17,13 @@
 # the preemption latency of budget mode beside signal mode; Go's ticker
 # beside a hog that calls (ticker_calls) is its peer.
 #
+# A fifth table, "echo", is not run by default (BENCH_TABLES=echo, or add it
+# to the list): bench/echo_bench.sh runs examples/echo_server -- plain
+# blocking calls, one thread per connection -- on green threads under the
+# preload shim, on pthreads, and Go's peer (go_bench echo_server), loaded by
+# bench/echo_load at 100, 1000 and 10000 connections (ECHO_* variables,
+# described in echo_bench.sh).  Its raw figures go to the same log.
+#
 # A second table, "Preemption", runs the preemption benchmarks (ticker,
 # preempt_cost, yield_signals) in several variants -- libgreen with
 # preemption off and by signal at several quanta, Go with and without its
@@ -33,7 +40,8 @@
 #                         TICKER (ticks), PREEMPT_COST (xorshift steps per
 #                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
-#   BENCH_TABLES          which tables to run: "main preempt safepoint budget" (all)
+#   BENCH_TABLES          which tables to run: "main preempt safepoint budget" (the
+#                         default); "echo" is the fifth, run only when named
 #   BENCH_BUDGET_TICKS    ticks per latency run in the budget table (1000)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
@@ -497,5 +505,9 @@ case " $TABLES " in *" budget "*)
             echo "| $label | $(median "$TMP/ticker_p50.go_$v") | $(median "$TMP/ticker_p99.go_$v") | $(median "$TMP/ticker_max.go_$v") |"
         done
     fi
+esac
+case " $TABLES " in *" echo "*)
+    # It finds its binaries in $BUILD, and reports failures itself.
+    GO_BENCH=${BIN[go]} ECHO_LOG=$LOG "$SRC/echo_bench.sh" "$BUILD" || die "echo_bench.sh failed"
 esac
 echo "raw figures: $LOG"

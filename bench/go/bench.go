@@ -31,6 +31,15 @@
 //	yield_signals N  4 goroutines, GOMAXPROCS 2, runtime.Gosched() in a loop
 //	                 for N ms -> yield_signals_yields <count> yields
 //
+// The echo benchmark's Go peer (bench/echo_bench.sh), a server, not a
+// benchmark: it serves until killed and prints nothing more:
+//
+//	echo_server [PORT]  a TCP echo server on 127.0.0.1:PORT (default 0: any
+//	                    free port), one goroutine per connection reading
+//	                    into a 4 KiB buffer and writing it all back until
+//	                    EOF -- the Go of examples/echo_server.c; prints
+//	                    "listening on 127.0.0.1:PORT" once listening
+//
 // yield and ticker set GOMAXPROCS to 1, preempt_cost and yield_signals to 2,
 // unless the GOMAXPROCS variable is set (run.sh sets it).  Timing is the
 // monotonic clock around the whole pass, after an untimed warm-up pass of
@@ -40,7 +49,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
 	"sort"
@@ -374,6 +386,62 @@ func benchYieldSignals(n uint64) {
 	fmt.Printf("yield_signals_yields %d yields\n", runYieldLoop(n))
 }
 
+// ---- Echo server ---------------------------------------------------------
+
+const echoBuf = 4096 // as examples/echo_server.c
+
+func echoConn(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, echoBuf)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				fmt.Fprintf(os.Stderr, "go_bench: echo_server: %v\n", err)
+			}
+			return
+		}
+	}
+}
+
+// runEchoServer accepts as net/http does: a temporary error (out of fds...)
+// pauses and retries, anything else is fatal.
+func runEchoServer(args []string) {
+	port := "0"
+	if len(args) > 1 {
+		usage()
+	} else if len(args) == 1 {
+		if v, err := strconv.ParseUint(args[0], 10, 16); err != nil {
+			fail("bad port %q", args[0])
+		} else {
+			port = strconv.FormatUint(v, 10)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		fail("echo_server: %v", err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // as net/http
+				fmt.Fprintf(os.Stderr, "go_bench: echo_server: accept: %v (pausing 10 ms)\n", err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			fail("echo_server: accept: %v", err)
+		}
+		go echoConn(c)
+	}
+}
+
 type bench struct {
 	defaultN uint64
 	run      func(n uint64) time.Duration // nil: own runs and prints all
@@ -397,7 +465,8 @@ var benches = map[string]bench{
 }
 
 func usage() {
-	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|preempt_cost|yield_signals [N]")
+	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|preempt_cost|yield_signals [N]\n" +
+		"       go_bench echo_server [PORT]")
 }
 
 func main() {
@@ -405,6 +474,10 @@ func main() {
 		usage()
 	}
 	name := os.Args[1]
+	if name == "echo_server" {
+		runEchoServer(os.Args[2:])
+		return
+	}
 	b, ok := benches[name]
 	if !ok {
 		usage()
