@@ -44,4 +44,33 @@ echo "==> build/examples/preempt_demo"
 build/examples/preempt_demo
 echo
 echo "==> build/examples/race_hunt   (deterministic runs: find a race by seed, replay it)"
-exec build/examples/race_hunt
+build/examples/race_hunt
+echo
+
+# The echo server in plain blocking calls, a thread per connection: green
+# threads under the LD_PRELOAD shim, then pthreads, each loaded for 3 s by
+# 2000 connections (bench/echo_bench.sh is the full table, beside Go).
+(cd build && make -j"$jobs" bench/echo_load >/dev/null)
+echo "==> examples/echo_server under LD_PRELOAD=libgreen-preload.so, and with --pthreads"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+for mode in green pthreads; do
+    out=$(mktemp)
+    if test $mode = green; then
+        GREEN_WORKERS=2 LD_PRELOAD=$PWD/build/preload/.libs/libgreen-preload.so \
+            LD_LIBRARY_PATH=$PWD/build/.libs build/examples/.libs/echo_server >"$out" &
+    else
+        LD_LIBRARY_PATH=$PWD/build/.libs build/examples/.libs/echo_server --pthreads >"$out" &
+    fi
+    pid=$!
+    port=
+    for _ in $(seq 100); do
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
+        test -n "$port" && break
+        sleep 0.05
+    done
+    printf '%-9s ' "$mode"
+    build/bench/echo_load --port "$port" --conns 2000 --secs 3 --warmup 1 | tail -1
+    kill "$pid"
+    wait "$pid" 2>/dev/null
+    rm -f "$out"
+done

@@ -169,6 +169,8 @@ __attribute__((noinline)) static void set_errno(int e)
 enum { KIND_NONE = 0, KIND_POLL = 1, KIND_WAIT = 2, KIND_FILE = 3 };
 #define KIND_MASK 3u
 #define USER_NB 4u          /* the program asked for O_NONBLOCK */
+#define STREAM 8u           /* a byte stream: a pipe, a FIFO, a SOCK_STREAM socket */
+#define DRAINED 16u         /* its last read came back short (see io_drained) */
 
 struct fdinfo {
     _Atomic uint32_t word;             /* kind | USER_NB; 0: not looked at */
@@ -241,6 +243,13 @@ static void copy_info(int from, int to)
     atomic_store(&b->sndtimeo, a ? atomic_load(&a->sndtimeo) : 0);
 }
 
+static int sock_type(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : -1;
+}
+
 /* On a green thread: fd's kind, looked at now if never before.  0 when fd
  * is not open (the call then gets the kernel's EBADF) or has no record. */
 static uint32_t classify(int fd)
@@ -265,6 +274,8 @@ static uint32_t classify(int fd)
         break;
     default:                         /* sockets, FIFOs, eventfd, timerfd... */
         kind = KIND_POLL;
+        if (S_ISFIFO(st.st_mode) || (S_ISSOCK(st.st_mode) && sock_type(fd) == SOCK_STREAM))
+            kind |= STREAM;
         if (!(fl & O_NONBLOCK) && NEXT(fcntl)(fd, F_SETFL, fl | O_NONBLOCK) != 0)
             kind = KIND_WAIT;
         break;
@@ -291,6 +302,7 @@ struct io {
     short events;                    /* POLLIN or POLLOUT */
     bool green;
     bool timed;                      /* deadline computed */
+    uint32_t word;                   /* what the shim knows of fd */
     uint64_t deadline;               /* from SO_RCVTIMEO / SO_SNDTIMEO */
 };
 
@@ -302,7 +314,7 @@ struct io {
 static uint32_t io_begin(struct io *io, int fd, short events)
 {
     *io = (struct io){ .fd = fd, .events = events, .green = on_green() };
-    uint32_t word = io->green ? classify(fd) : word_of(fd);
+    uint32_t word = io->word = io->green ? classify(fd) : word_of(fd);
     if (!word || (word & USER_NB))
         return 0;
     uint32_t kind = word & KIND_MASK;
@@ -402,14 +414,45 @@ static ssize_t file_call(struct file_call c)
 
 /* The body of every call that reads or writes: make `call` as io_begin says,
  * retrying while io_again. */
-#define IO_CALL(fd, events, call, file_expr)                                   \
+/* Reads on a stream whose last read came back short.  That read drained
+ * it, and every byte that arrives since makes an epoll edge: so on a green
+ * thread the next read waits for the edge first -- no system call when it
+ * has come already (green_fd_wait finds it recorded) -- rather than try,
+ * get EAGAIN and wait.  One system call less per request of a
+ * request/response protocol.  Not for datagrams: a short one says nothing
+ * of the next.  false: the wait failed (errno set). */
+static bool io_drained(struct io *io)
+{
+    struct fdinfo *fi = info(io->fd, false);
+    if (!fi || !(atomic_fetch_and(&fi->word, ~DRAINED) & DRAINED))
+        return true;
+    set_errno(EAGAIN);
+    return io_again(io);
+}
+
+static void io_note_short(struct io *io, ssize_t r, size_t want)
+{
+    struct fdinfo *fi;
+    if (r > 0 && (size_t)r < want && (fi = info(io->fd, false)) != NULL)
+        atomic_fetch_or(&fi->word, DRAINED);
+}
+
+/* The body of every call that reads or writes: make `call` as io_begin says,
+ * retrying while io_again.  want: for a read, the bytes asked for (0: not
+ * known, or not a plain read). */
+#define IO_CALL(fd, events, want, call, file_expr)                             \
     do {                                                                       \
         struct io io_;                                                         \
         switch (io_begin(&io_, (fd), (events))) {                              \
         case KIND_POLL: {                                                      \
             ssize_t r_;                                                        \
+            bool drains_ = (want) && io_.green && (io_.word & STREAM);         \
+            if (drains_ && (io_.word & DRAINED) && !io_drained(&io_))          \
+                return -1;                                                     \
             while ((r_ = (call)) < 0 && io_again(&io_))                        \
                 ;                                                              \
+            if (drains_)                                                       \
+                io_note_short(&io_, r_, (want));                               \
             return r_;                                                         \
         }                                                                      \
         case KIND_FILE:                                                        \
@@ -421,69 +464,69 @@ static ssize_t file_call(struct file_call c)
 
 SHIM ssize_t read(int fd, void *buf, size_t n)
 {
-    IO_CALL(fd, POLLIN, NEXT(read)(fd, buf, n),
+    IO_CALL(fd, POLLIN, n, NEXT(read)(fd, buf, n),
             file_call((struct file_call){ .op = OP_READ, .fd = fd, .buf = buf, .n = n }));
 }
 
 SHIM ssize_t write(int fd, const void *buf, size_t n)
 {
-    IO_CALL(fd, POLLOUT, NEXT(write)(fd, buf, n),
+    IO_CALL(fd, POLLOUT, 0, NEXT(write)(fd, buf, n),
             file_call((struct file_call){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf,
                                           .n = n }));
 }
 
 SHIM ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    IO_CALL(fd, POLLIN, NEXT(readv)(fd, iov, iovcnt),
+    IO_CALL(fd, POLLIN, 0, NEXT(readv)(fd, iov, iovcnt),
             file_call((struct file_call){ .op = OP_READV, .fd = fd, .iov = iov,
                                           .iovcnt = iovcnt }));
 }
 
 SHIM ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    IO_CALL(fd, POLLOUT, NEXT(writev)(fd, iov, iovcnt),
+    IO_CALL(fd, POLLOUT, 0, NEXT(writev)(fd, iov, iovcnt),
             file_call((struct file_call){ .op = OP_WRITEV, .fd = fd, .iov = iov,
                                           .iovcnt = iovcnt }));
 }
 
 /* The socket calls: MSG_DONTWAIT asks for EAGAIN, like O_NONBLOCK. */
-#define SOCK_CALL(fd, events, flags, call)                                     \
+#define SOCK_CALL(fd, events, flags, want, call)                               \
     do {                                                                       \
         if ((flags) & MSG_DONTWAIT)                                            \
             return (call);                                                     \
-        IO_CALL(fd, events, call, (call));                                     \
+        IO_CALL(fd, events, (flags) & MSG_PEEK ? 0 : (want), call, (call));    \
     } while (0)
 
 SHIM ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    SOCK_CALL(fd, POLLIN, flags, NEXT(recv)(fd, buf, n, flags));
+    SOCK_CALL(fd, POLLIN, flags, n, NEXT(recv)(fd, buf, n, flags));
 }
 
 SHIM ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *sa,
                       socklen_t *len)
 {
-    SOCK_CALL(fd, POLLIN, flags, NEXT(recvfrom)(fd, buf, n, flags, sa, len));
+    SOCK_CALL(fd, POLLIN, flags, n, NEXT(recvfrom)(fd, buf, n, flags, sa, len));
 }
 
 SHIM ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    SOCK_CALL(fd, POLLIN, flags, NEXT(recvmsg)(fd, msg, flags));
+    SOCK_CALL(fd, POLLIN, flags, 0, NEXT(recvmsg)(fd, msg, flags));
 }
 
 SHIM ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    SOCK_CALL(fd, POLLOUT, flags, NEXT(send)(fd, buf, n, flags));
+    SOCK_CALL(fd, POLLOUT, flags, 0, NEXT(send)(fd, buf, n, flags));
 }
 
 SHIM ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                     const struct sockaddr *sa, socklen_t len)
 {
-    SOCK_CALL(fd, POLLOUT, flags, NEXT(sendto)(fd, buf, n, flags, sa, len));
+    SOCK_CALL(fd, POLLOUT, flags, 0, NEXT(sendto)(fd, buf, n, flags, sa, len));
 }
 
 SHIM ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    SOCK_CALL(fd, POLLOUT, flags, NEXT(sendmsg)(fd, msg, flags));
+    SOCK_CALL(fd, POLLOUT, flags, 0, NEXT(sendmsg)(fd, msg, flags));
 }
 
 /* _FORTIFY_SOURCE's checked forms, which libc serves without its plain
@@ -531,7 +574,8 @@ SHIM int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
     if (r >= 0) {
         struct fdinfo *fi = info(r, io.green);
         if (fi) {
-            atomic_store(&fi->word, io.green ? KIND_POLL | ((flags & SOCK_NONBLOCK) ? USER_NB : 0)
+            atomic_store(&fi->word, io.green ? KIND_POLL | (io.word & STREAM) |
+                                                   ((flags & SOCK_NONBLOCK) ? USER_NB : 0)
                                              : 0);
             atomic_store(&fi->rcvtimeo, 0);
             atomic_store(&fi->sndtimeo, 0);

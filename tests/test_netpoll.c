@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "many_sockets.h"
 
 static void nonblocking(int fd)
 {
@@ -241,132 +242,33 @@ Test(netpoll, bad_input_gets_an_errno, .timeout = 10)
 
 /* ---- 10 000 threads on their own sockets beside CPU hogs ---------------------- */
 
-#define MANY 10000
-
-struct many {
-    unsigned n;
-    int fds[MANY];
-    unsigned short ports[MANY];
-    atomic_uint parked, received, wrong;
-    atomic_int stop;
-    atomic_ulong spins[2];
-    unsigned long spins_at_send[2];
-    volatile int hog_workers[2];
-    uint64_t send_ns, done_ns;
-};
-
-static struct many many;
-
 static void *udp_reader(void *arg)
 {
     unsigned i = (unsigned)U(arg);
     unsigned v;
+    bool said = false;
     for (;;) {
         ssize_t n = recv(many.fds[i], &v, sizeof v, 0);
         if (n == sizeof v)
             break;
         if (n < 0 && errno != EAGAIN) {
-            atomic_fetch_add(&many.wrong, 1);
+            many_got(i, false, 0);
             return NULL;
         }
-        atomic_fetch_add(&many.parked, 1);
+        if (!said) {
+            many_waiting();
+            said = true;
+        }
         if (green_fd_wait(many.fds[i], POLLIN, GREEN_FOREVER) != 0) {
-            atomic_fetch_add(&many.wrong, 1);
+            many_got(i, false, 0);
             return NULL;
         }
     }
-    if (v != i)
-        atomic_fetch_add(&many.wrong, 1);
-    if (atomic_fetch_add(&many.received, 1) + 1 == many.n)
-        many.done_ns = mono_ns();
-    return NULL;
-}
-
-static void *cpu_hog(void *arg)
-{
-    unsigned k = (unsigned)U(arg);
-    volatile unsigned long x = 0;
-    while (!atomic_load_explicit(&many.stop, memory_order_relaxed)) {
-        for (int i = 0; i < 10000; i++)
-            x++;
-        atomic_fetch_add_explicit(&many.spins[k], 1, memory_order_relaxed);
-        many.hog_workers[k] = green_worker_index();
-    }
-    return NULL;
-}
-
-static void *many_main(void *arg)
-{
-    (void)arg;
-    green_t hogs[2];
-    for (uintptr_t k = 0; k < 2; k++)
-        green_spawn(&hogs[k], cpu_hog, P(k));
-    /* Preemption spreads the hogs over the workers (and then pins them). */
-    uint64_t until = green_now_ns() + 5000 * (uint64_t)MS;
-    while ((!atomic_load(&many.spins[0]) || !atomic_load(&many.spins[1]) ||
-            many.hog_workers[0] == many.hog_workers[1]) && green_now_ns() < until)
-        green_sleep_ns(1 * MS);
-    for (uintptr_t i = 0; i < many.n; i++)
-        if (green_spawn(NULL, udp_reader, P(i)) != 0)
-            return P(1);
-    while (atomic_load(&many.parked) < many.n)
-        green_sleep_ns(1 * MS);
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    many.spins_at_send[0] = atomic_load(&many.spins[0]);
-    many.spins_at_send[1] = atomic_load(&many.spins[1]);
-    many.send_ns = mono_ns();
-    for (unsigned i = 0; i < many.n; i++) {
-        to.sin_port = many.ports[i];
-        if (sendto(s, &i, sizeof i, 0, (struct sockaddr *)&to, sizeof to) != sizeof i)
-            atomic_fetch_add(&many.wrong, 1);
-    }
-    close(s);
-    while (atomic_load(&many.received) + atomic_load(&many.wrong) < many.n)
-        green_sleep_ns(1 * MS);
-    atomic_store(&many.stop, 1);
-    for (int k = 0; k < 2; k++)
-        green_join(hogs[k], NULL);
+    many_got(i, true, v);
     return NULL;
 }
 
 Test(netpoll, ten_thousand_threads_wait_on_their_own_sockets_beside_cpu_hogs, .timeout = 120)
 {
-    memset(&many, 0, sizeof many);
-    struct rlimit rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = MANY + 64;
-    if (rl.rlim_cur < want) {
-        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
-        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    }
-    many.n = rl.rlim_cur >= want ? MANY : (unsigned)(rl.rlim_cur - 64);
-    cr_assert_geq(many.n, 1000u, "RLIMIT_NOFILE allows only %u sockets", many.n);
-    for (unsigned i = 0; i < many.n; i++) {
-        many.fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        cr_assert_geq(many.fds[i], 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof a;
-        cr_assert_eq(bind(many.fds[i], (struct sockaddr *)&a, sizeof a), 0);
-        cr_assert_eq(getsockname(many.fds[i], (struct sockaddr *)&a, &len), 0);
-        many.ports[i] = a.sin_port;
-    }
-    green_config_t cfg = config(2);
-    cfg.preempt = GREEN_PREEMPT_SIGNAL;
-    void *ret = NULL;
-    cr_assert_eq(green_run(many_main, NULL, &cfg, &ret), 0);
-    cr_assert_null(ret);
-    cr_log_info("%u threads parked on their own UDP sockets beside 2 CPU hogs on 2 workers: "
-                "all received %.1f ms after the first send; hogs on workers %d and %d",
-                many.n, (double)(many.done_ns - many.send_ns) / 1e6, many.hog_workers[0],
-                many.hog_workers[1]);
-    cr_expect_eq(atomic_load(&many.received), many.n);
-    cr_expect_eq(atomic_load(&many.wrong), 0);
-    for (int k = 0; k < 2; k++)
-        cr_expect_gt(atomic_load(&many.spins[k]), many.spins_at_send[k],
-                     "hog %d stopped while the readers ran", k);
-    cr_expect_neq(many.hog_workers[0], many.hog_workers[1], "both hogs on one worker");
-    for (unsigned i = 0; i < many.n; i++)
-        green_fd_close(many.fds[i]);
+    many_run(udp_reader, true, "parked in green_fd_wait", green_fd_close);
 }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "many_sockets.h"
 
 /* errno read afresh: after a call that parked, the thread may be on another
  * worker, and a compiler may keep &errno from before (README). */
@@ -872,109 +873,18 @@ Test(preload, green_offload_runs_jobs_on_a_pool_of_the_configured_size, .timeout
 
 /* ---- 10 000 threads in read() beside CPU hogs ----------------------------- */
 
-#define MANY 10000
-
-static struct {
-    unsigned n;
-    int fds[MANY];
-    unsigned short ports[MANY];
-    atomic_uint reading, received, wrong;
-    atomic_int stop;
-    atomic_ulong spins[2];
-    unsigned long spins_at_send[2];
-    volatile int hog_workers[2];
-    uint64_t send_ns, done_ns;
-} many;
-
 static void *blocking_reader(void *arg)
 {
     unsigned i = (unsigned)U(arg), v = ~0u;
-    atomic_fetch_add(&many.reading, 1);
-    if (read(many.fds[i], &v, sizeof v) != sizeof v || v != i)
-        atomic_fetch_add(&many.wrong, 1);
-    if (atomic_fetch_add(&many.received, 1) + 1 == many.n)
-        many.done_ns = mono_ns();
-    return NULL;
-}
-
-static void *hog(void *arg)
-{
-    unsigned k = (unsigned)U(arg);
-    volatile unsigned long x = 0;
-    while (!atomic_load_explicit(&many.stop, memory_order_relaxed)) {
-        for (int i = 0; i < 10000; i++)
-            x++;
-        atomic_fetch_add_explicit(&many.spins[k], 1, memory_order_relaxed);
-        many.hog_workers[k] = green_worker_index();
-    }
-    return NULL;
-}
-
-static void *many_main(void *arg)
-{
-    (void)arg;
-    green_t hogs[2];
-    for (uintptr_t k = 0; k < 2; k++)
-        green_spawn(&hogs[k], hog, P(k));
-    uint64_t until = green_now_ns() + 5000 * (uint64_t)MS;
-    while ((!atomic_load(&many.spins[0]) || !atomic_load(&many.spins[1]) ||
-            many.hog_workers[0] == many.hog_workers[1]) && green_now_ns() < until)
-        green_sleep_ns(1 * MS);
-    for (uintptr_t i = 0; i < many.n; i++)
-        if (green_spawn(NULL, blocking_reader, P(i)) != 0)
-            return P(1);
-    /* Had a read blocked a worker, this thread would never get here. */
-    while (atomic_load(&many.reading) < many.n)
-        green_sleep_ns(1 * MS);
-    green_sleep_ns(20 * MS);
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    many.spins_at_send[0] = atomic_load(&many.spins[0]);
-    many.spins_at_send[1] = atomic_load(&many.spins[1]);
-    many.send_ns = mono_ns();
-    for (unsigned i = 0; i < many.n; i++) {
-        to.sin_port = many.ports[i];
-        if (sendto(s, &i, sizeof i, 0, (struct sockaddr *)&to, sizeof to) != sizeof i)
-            atomic_fetch_add(&many.wrong, 1);
-    }
-    close(s);
-    while (atomic_load(&many.received) < many.n)
-        green_sleep_ns(1 * MS);
-    atomic_store(&many.stop, 1);
-    for (int k = 0; k < 2; k++)
-        green_join(hogs[k], NULL);
+    many_waiting();
+    bool ok = read(many.fds[i], &v, sizeof v) == sizeof v;
+    many_got(i, ok, v);
     return NULL;
 }
 
 Test(preload, ten_thousand_threads_block_in_read_while_cpu_hogs_keep_both_workers,
      .timeout = 120)
 {
-    raise_nofile();
-    struct rlimit rl;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    many.n = rl.rlim_cur >= MANY + 64 ? MANY : (unsigned)(rl.rlim_cur - 64);
-    cr_assert_geq(many.n, 1000u, "RLIMIT_NOFILE allows only %u sockets", many.n);
-    for (unsigned i = 0; i < many.n; i++) {
-        many.fds[i] = socket(AF_INET, SOCK_DGRAM, 0);   /* blocking, as a program has it */
-        cr_assert_geq(many.fds[i], 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof a;
-        cr_assert_eq(bind(many.fds[i], (struct sockaddr *)&a, sizeof a), 0);
-        cr_assert_eq(getsockname(many.fds[i], (struct sockaddr *)&a, &len), 0);
-        many.ports[i] = a.sin_port;
-    }
-    cr_assert_null(run_main(many_main, NULL, 2));
-    cr_log_info("%u threads in read() on their own UDP sockets beside 2 CPU hogs on 2 workers: "
-                "all read %.1f ms after the first send; hogs on workers %d and %d",
-                many.n, (double)(many.done_ns - many.send_ns) / 1e6, many.hog_workers[0],
-                many.hog_workers[1]);
-    cr_expect_eq(atomic_load(&many.received), many.n);
-    cr_expect_eq(atomic_load(&many.wrong), 0);
-    for (int k = 0; k < 2; k++)
-        cr_expect_gt(atomic_load(&many.spins[k]), many.spins_at_send[k],
-                     "hog %d stopped while the readers ran", k);
-    cr_expect_neq(many.hog_workers[0], many.hog_workers[1], "both hogs on one worker");
-    for (unsigned i = 0; i < many.n; i++)
-        close(many.fds[i]);
+    /* Blocking sockets, as a program has them. */
+    many_run(blocking_reader, false, "in read()", close);
 }
