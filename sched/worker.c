@@ -414,11 +414,13 @@ void green__sched_preempted(struct green__worker *w)
 {
     struct green__thread *self = w->cur;
     struct green__rt *rt = w->rt;
-    /* A thread that ran a whole quantum kept this worker from its timers,
-     * its fds and the global queue: what they have for it queues up in the
-     * ring before self is pinned behind it. */
+    /* A thread that ran a whole quantum kept this worker from its timers --
+     * and, when no worker is idle to do it, from the fds and the global
+     * queue: what they have queues up in the ring before self is pinned
+     * behind it.  (With a worker idle, leave the global queue to it: the
+     * monitor puts there what it takes from a busy worker for an idle one.) */
     check_timers(w);
-    if (GREEN_LIKELY(!rt->det)) {
+    if (GREEN_LIKELY(!rt->det) && atomic_load_explicit(&rt->nidle, memory_order_relaxed) == 0) {
         green__netpoll_stale(rt, w, green__clock_ns(), GREEN_NETPOLL_PREEMPT_NS);
         struct green__thread *g = green__globq_take(w, GREEN_RUNQ_SIZE / 2);
         if (g)
