@@ -23,11 +23,17 @@
  *     as its timeout; anything that wakes that worker writes the run's
  *     eventfd as well (green__worker_wake);
  *   - a worker about to go idle, without blocking;
+ *   - a worker at a preemption, without blocking, when no worker is idle
+ *     and nobody has polled for GREEN_NETPOLL_PREEMPT_NS;
  *   - the monitor, without blocking, when no worker has polled for
  *     GREEN_NETPOLL_STALE_NS while threads wait -- so I/O completes even
  *     when CPU-bound threads keep every worker busy.
  * Threads readied by a worker go to its own queue; by the monitor, to the
  * global queue.
+ *
+ * green_poll waits on many fds at once: one waiter pair per fd, all for one
+ * claim of the thread, as select does on channels.  green_fd_forget reaches
+ * the fd's waiters in every run through the process's list of netpollers.
  *
  * While threads wait on fds the run is not at rest: the deadlock check
  * (worker.c) leaves it alone, and its last idle worker blocks in epoll.
@@ -37,8 +43,9 @@
  * made on first use (CAS) and kept until the run ends.
  *
  * Limits: an fd closed with plain close() while registered (not with
- * green_fd_close) stays registered here; a new fd given the same number
- * then waits forever.  The LD_PRELOAD shim routes close() here.
+ * green_fd_close or after green_fd_forget) stays registered here; a new fd
+ * given the same number then waits forever.  The LD_PRELOAD shim's close()
+ * calls green_fd_forget.
  */
 #include "sched.h"
 
