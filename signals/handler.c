@@ -283,11 +283,14 @@ static void inject(greg_t *g)
 }
 
 /* AS-safe.  Take back t's hook on a GREEN_NOPREEMPT function's return, if
- * it is still live (below sp the frame is gone: left by longjmp). */
+ * it is still live (below sp the frame is gone: left by longjmp).  At sp
+ * itself it is live: a function that keeps no frame has its return address
+ * there (found by the stress run's nopre component: the walk then met the
+ * deferred trampoline as a caller, and libunwind crashed on it). */
 static void unhook_return(struct green__thread *t, uintptr_t sp)
 {
     uint64_t *slot = t->patch_slot;
-    if (slot && (uintptr_t)slot > sp &&
+    if (slot && (uintptr_t)slot >= sp &&
         *slot == (uint64_t)(uintptr_t)green__deferred_trampoline)
         *slot = t->patch_ret;
     t->patch_slot = NULL;

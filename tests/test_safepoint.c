@@ -721,3 +721,48 @@ Test(safepoint, code_ranges_are_checked_and_override_what_objects_say)
     cr_expect_eq(green_code_range_remove(jit, (size_t)page), ENOENT);
     munmap(jit, (size_t)page * 2);
 }
+
+/* A GREEN_NOPREEMPT function that keeps no frame: its return address sits
+ * at the stack pointer while it spins.  The first refused signal points it
+ * at the deferred trampoline; every later one must take that back before
+ * walking the callers (the stress run found it was not: the walk met the
+ * trampoline as a caller, and libunwind crashed in the handler). */
+GREEN_NOPREEMPT static void nopreempt_leaf(uint64_t until)
+{
+    while (__rdtsc() < until)
+        __asm__ volatile("" ::: "memory");
+}
+
+struct leaf {
+    struct np np;
+    uint64_t refused, deferred;
+};
+
+static void *leaf_main(void *arg)
+{
+    struct leaf *l = arg;
+    green_t t;
+    cr_assert_eq(green_spawn(&t, np_other, &l->np), 0);
+    green_yield();
+    green_stats_t s0 = stats_now();
+    for (int i = 0; i < 5; i++)
+        nopreempt_leaf(tsc_after(20 * MS));
+    green_stats_t s1 = stats_now();
+    l->refused = s1.refused_nopreempt - s0.refused_nopreempt;
+    l->deferred = s1.deferred_taken - s0.deferred_taken;
+    atomic_store(&l->np.stop, 1);
+    green_join(t, NULL);
+    return NULL;
+}
+
+Test(safepoint, a_frameless_nopreempt_function_survives_many_refused_signals, .timeout = 30)
+{
+    static struct leaf l;
+    memset(&l, 0, sizeof l);
+    cr_assert_eq(run_q(leaf_main, &l, 1, 100, NULL), 0);
+    cr_log_info("frameless GREEN_NOPREEMPT function, 5 x 20 ms at a 100 us quantum: "
+                "%llu refusals, %llu taken at the return",
+                (unsigned long long)l.refused, (unsigned long long)l.deferred);
+    cr_expect_geq(l.refused, 10, "too few signals landed inside to test anything");
+    cr_expect_geq(l.deferred, 1);
+}

@@ -5,7 +5,7 @@
  *
  * It prints its seed first, then runs rounds until S seconds (default 10)
  * have passed.  A round is one green_run whose main thread starts a random
- * subset of five components, each with random sizes and random choices of
+ * subset of seven components, each with random sizes and random choices of
  * call variants:
  *
  *   msgs   producers -> channels (buffered/unbuffered) -> receivers, with
@@ -21,6 +21,12 @@
  *          (spawn NULL / detach) and tracked by a wait group; every node
  *          is counted once.
  *   timers sleeps and deadline calls that must time out, never early.
+ *   nopre  nopreempt sections and GREEN_NOPREEMPT functions spinning for a
+ *          while: none is ever switched out inside (a per-worker owner
+ *          slot would be taken by another thread).
+ *   fdio   writers -> non-blocking pipes -> readers, through green_fd_wait
+ *          (sometimes with a deadline that passes) and green_fd_close;
+ *          every record arrives exactly once (not in deterministic rounds).
  *
  * Every thread the test starts is counted when started and when finished;
  * after green_run returns the two counts must match (no thread lost).  On
@@ -29,24 +35,34 @@
  * reported as hung.  Otherwise it prints a summary and exits 0.
  *
  * Each round also draws its preemption mode (off, signal, budget, both;
- * unless GREEN_PREEMPT is set), its reduction budget (a tiny one in a
- * quarter of the rounds, so that budget yields land everywhere), and in one
+ * unless GREEN_PREEMPT is set), its quantum (50 us in a quarter of the
+ * rounds, unless GREEN_QUANTUM_US is set), its reduction budget (a tiny one
+ * in a quarter of the rounds, so that budget yields land everywhere), and in one
  * round of eight -- unless GREEN_DETERMINISTIC or --workers is set -- a
  * deterministic run on one worker.
  *
  * The seed drives every random choice the test makes (each thread gets its
  * own generator seeded by its parent), and is passed on as cfg.seed.  Only
  * a deterministic round replays its schedule from it.
+ *
+ * At the end it prints what it did: operations per second, the runtime's
+ * counters (signals, preemptions, budget yields, refusals by reason) and the
+ * peak RSS.  `make stress DURATION=S [WORKERS=W]` runs it for S seconds.
  */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +95,14 @@ static uint64_t between(struct rng *g, uint64_t lo, uint64_t hi)  /* inclusive *
     return lo + below(g, hi - lo + 1);
 }
 
+/* errno read afresh: after a call that parked, the thread may run on
+ * another worker, and a compiler may keep &errno from before (README). */
+__attribute__((noinline)) static int errno_now(void)
+{
+    __asm__ volatile("" : : : "memory");
+    return errno;
+}
+
 static void maybe_yield(struct rng *g)
 {
     if (below(g, 8) == 0)
@@ -91,7 +115,8 @@ struct round {
     uint64_t seed;         /* this round's, drawn from the program's seed */
     long index;
     unsigned workers;
-    char mode[48];         /* preemption mode, budget, deterministic */
+    char mode[64];         /* preemption mode, quantum, budget, deterministic */
+    bool det;              /* a deterministic run */
     atomic_long ops;       /* API calls made */
     atomic_long started;   /* threads successfully spawned */
     atomic_long finished;  /* threads that reached their end */
@@ -800,10 +825,233 @@ static void *timers_driver(void *arg)
     return NULL;
 }
 
+/* ---- nopre: nopreempt sections and GREEN_NOPREEMPT functions ------------- */
+
+/* Each worker has an owner slot.  A thread inside a nopreempt section (or a
+ * GREEN_NOPREEMPT function) claims its worker's slot, spins without calls
+ * for a random while -- long enough for preemption signals and budgets to
+ * come due -- and releases it.  Had it been switched out inside, another
+ * thread of the same worker could claim the slot meanwhile: the claim or
+ * the release would fail. */
+#define NOPRE_WORKERS 64
+
+struct nopre {
+    struct round *r;
+    int iterations;
+    _Atomic uint64_t owner[NOPRE_WORKERS];
+    atomic_long sections;
+};
+
+/* No libgreen call in here: in a GREEN_NOPREEMPT function such a call is a
+ * switch point like any other (README). */
+static bool nopre_hold(_Atomic uint64_t *slot, uint64_t me, unsigned spins)
+{
+    uint64_t none = 0;
+    if (!atomic_compare_exchange_strong(slot, &none, me))
+        return false;
+    for (volatile unsigned i = 0; i < spins; i++)
+        ;
+    return atomic_exchange(slot, 0) == me;
+}
+
+GREEN_NOPREEMPT static bool nopre_function(_Atomic uint64_t *slot, uint64_t me, unsigned spins)
+{
+    return nopre_hold(slot, me, spins);
+}
+
+static void *nopre_thread(void *arg)
+{
+    struct targ *a = arg;
+    struct nopre *np = a->comp;
+    struct round *r = np->r;
+    struct rng g = {a->seed};
+    uint64_t me = green_id(green_self());
+    for (int i = 0; i < np->iterations; i++) {
+        unsigned spins = (unsigned)below(&g, 50000);
+        bool ok;
+        int w;
+        OP(r);
+        if (below(&g, 2)) {
+            green_nopreempt_begin();
+            w = green_worker_index();
+            ok = nopre_hold(&np->owner[w], me, spins) && green_worker_index() == w;
+            green_nopreempt_end();
+        } else {
+            /* A preemption between here and the call leaves the thread on
+             * this worker (a preempted thread resumes where it was). */
+            w = green_worker_index();
+            ok = nopre_function(&np->owner[w], me, spins);
+        }
+        if (!ok)
+            failf(r, "nopre: thread %" PRIu64 " was switched out inside a nopreempt %s",
+                  me, "section or function");
+        atomic_fetch_add(&np->sections, 1);
+        maybe_yield(&g);
+    }
+    thread_done(r);
+    return NULL;
+}
+
+static void *nopre_driver(void *arg)
+{
+    struct targ *da = arg;
+    struct round *r = da->comp;
+    struct rng g = {da->seed};
+    struct nopre *np = calloc(1, sizeof *np);
+    np->r = r;
+    np->iterations = (int)between(&g, 10, 200);
+    int n = (int)between(&g, 2, 12);
+    struct targ *ta = targs(np, n, &g);
+    green_t *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; i < n; i++)
+        spawn(r, &t[i], nopre_thread, &ta[i]);
+    for (int i = 0; i < n; i++)
+        join(r, t[i], NULL);
+    if (atomic_load(&np->sections) != (long)n * np->iterations)
+        failf(r, "nopre: %ld sections, expected %ld", atomic_load(&np->sections),
+              (long)n * np->iterations);
+    free(t);
+    free(ta);
+    free(np);
+    free(da);
+    thread_done(r);
+    return NULL;
+}
+
+/* ---- fdio: pipes through the netpoller ----------------------------------- */
+
+/* Writers put numbered 4-byte records into non-blocking pipes (atomic
+ * writes: a pipe never splits one), waiting with green_fd_wait when full,
+ * sometimes with a short deadline that may pass; one reader per pipe reads
+ * until EOF, waiting when empty.  Every record arrives exactly once.  The
+ * last writer of a pipe closes its end with green_fd_close. */
+#define FDIO_PIPES 4
+
+struct fdio {
+    struct round *r;
+    int npipes, nwriters, per_writer;
+    int fd[FDIO_PIPES][2];
+    atomic_int writers_left[FDIO_PIPES];
+    atomic_uchar *seen;          /* [nwriters * per_writer] */
+    atomic_long received;
+};
+
+static int fdio_wait(struct round *r, int fd, int events, struct rng *g)
+{
+    uint64_t deadline = below(g, 4) == 0 ? green_now_ns() + below(g, 200) * US : GREEN_FOREVER;
+    OP(r);
+    int rc = green_fd_wait(fd, events, deadline);
+    if (rc != 0 && rc != ETIMEDOUT)
+        failf(r, "fdio: green_fd_wait returned %d (%s)", rc, strerror(rc));
+    return rc;
+}
+
+static void *fdio_writer(void *arg)
+{
+    struct targ *a = arg;
+    struct fdio *f = a->comp;
+    struct round *r = f->r;
+    struct rng g = {a->seed};
+    int p = a->id % f->npipes;
+    for (int i = 0; i < f->per_writer; i++) {
+        uint32_t v = (uint32_t)(a->id * f->per_writer + i);
+        for (;;) {
+            OP(r);
+            ssize_t n = write(f->fd[p][1], &v, sizeof v);
+            if (n == sizeof v)
+                break;
+            int e = errno_now();
+            if (n >= 0 || e != EAGAIN)
+                failf(r, "fdio: write returned %zd (%s)", n, n < 0 ? strerror(e) : "short");
+            fdio_wait(r, f->fd[p][1], POLLOUT, &g);
+        }
+        maybe_yield(&g);
+    }
+    if (atomic_fetch_sub(&f->writers_left[p], 1) == 1)
+        expect_rc(r, green_fd_close(f->fd[p][1]), 0, "green_fd_close");
+    thread_done(r);
+    return NULL;
+}
+
+static void *fdio_reader(void *arg)
+{
+    struct targ *a = arg;
+    struct fdio *f = a->comp;
+    struct round *r = f->r;
+    struct rng g = {a->seed};
+    int fd = f->fd[a->id][0];
+    uint32_t buf[64];
+    size_t total = (size_t)f->nwriters * (size_t)f->per_writer;
+    for (;;) {
+        OP(r);
+        ssize_t n = read(fd, buf, (size_t)between(&g, 1, 64) * sizeof buf[0]);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            int e = errno_now();
+            if (e != EAGAIN)
+                failf(r, "fdio: read: %s", strerror(e));
+            fdio_wait(r, fd, POLLIN, &g);
+            continue;
+        }
+        if (n % sizeof buf[0])
+            failf(r, "fdio: read %zd bytes, not whole records", n);
+        for (size_t i = 0; i < (size_t)n / sizeof buf[0]; i++) {
+            if (buf[i] >= total || atomic_exchange(&f->seen[buf[i]], 1))
+                failf(r, "fdio: record %u out of range or received twice", buf[i]);
+            atomic_fetch_add(&f->received, 1);
+        }
+    }
+    expect_rc(r, green_fd_close(fd), 0, "green_fd_close");
+    thread_done(r);
+    return NULL;
+}
+
+static void *fdio_driver(void *arg)
+{
+    struct targ *da = arg;
+    struct round *r = da->comp;
+    struct rng g = {da->seed};
+    struct fdio *f = calloc(1, sizeof *f);
+    f->r = r;
+    f->npipes = (int)between(&g, 1, FDIO_PIPES);
+    f->nwriters = f->npipes * (int)between(&g, 1, 4);
+    f->per_writer = (int)between(&g, 1, 2000);
+    f->seen = calloc((size_t)f->nwriters * (size_t)f->per_writer, 1);
+    for (int p = 0; p < f->npipes; p++) {
+        OP(r);
+        if (pipe2(f->fd[p], O_NONBLOCK | O_CLOEXEC) != 0)
+            failf(r, "fdio: pipe2: %s", strerror(errno));
+        atomic_store(&f->writers_left[p], f->nwriters / f->npipes);
+    }
+    struct targ *wa = targs(f, f->nwriters, &g), *ra = targs(f, f->npipes, &g);
+    green_t *t = calloc((size_t)(f->nwriters + f->npipes), sizeof *t);
+    for (int i = 0; i < f->npipes; i++)
+        spawn(r, &t[i], fdio_reader, &ra[i]);
+    for (int i = 0; i < f->nwriters; i++)
+        spawn(r, &t[f->npipes + i], fdio_writer, &wa[i]);
+    for (int i = 0; i < f->nwriters + f->npipes; i++)
+        join(r, t[i], NULL);
+    if (atomic_load(&f->received) != (long)f->nwriters * f->per_writer)
+        failf(r, "fdio: %ld records received, %ld sent", atomic_load(&f->received),
+              (long)f->nwriters * f->per_writer);
+    free(t);
+    free(wa);
+    free(ra);
+    free(f->seen);
+    free(f);
+    free(da);
+    thread_done(r);
+    return NULL;
+}
+
 /* ---- rounds --------------------------------------------------------------- */
 
 static void *(*const drivers[])(void *) = {msgs_driver, bank_driver, condq_driver,
-                                           tree_driver, timers_driver};
+                                           tree_driver, timers_driver, nopre_driver,
+                                           fdio_driver};
+#define FDIO_DRIVER 6  /* not in deterministic rounds: the kernel decides when
+                        * a pipe has room, not the seed */
 #define NDRIVERS (sizeof drivers / sizeof drivers[0])
 
 static void *round_main(void *arg)
@@ -811,8 +1059,11 @@ static void *round_main(void *arg)
     struct round *r = arg;
     struct rng g = {r->seed};
     unsigned mask = 0;
-    while (!mask)
+    while (!mask) {
         mask = (unsigned)below(&g, 1u << NDRIVERS);
+        if (r->det)
+            mask &= ~(1u << FDIO_DRIVER);
+    }
     green_t t[NDRIVERS];
     for (size_t i = 0; i < NDRIVERS; i++) {
         if (!(mask & (1u << i)))
@@ -836,7 +1087,7 @@ static uint64_t mono_ns(void)
 
 /* The watchdog: a round that runs over a minute is reported as hung. */
 static atomic_uint_fast64_t round_started_ns;
-static char watched_mode[48];  /* the round's r->mode, for the report */
+static char watched_mode[64];  /* the round's r->mode, for the report */
 static atomic_long watched_round;
 
 static void *watchdog(void *arg)
@@ -853,6 +1104,27 @@ static void *watchdog(void *arg)
         }
     }
     return NULL;
+}
+
+/* What the run did, beyond the invariants: the runtime's counters and the
+ * peak memory. */
+static void report(long ops, double secs)
+{
+    green_stats_t st;
+    green_stats(&st);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("stress: %.0f operations/s; %" PRIu64 " preemption signals sent, %" PRIu64
+           " preemptions, %" PRIu64 " budget yields, %" PRIu64 " refused preemptions taken later\n",
+           ops / (secs > 0 ? secs : 1), st.signals_sent, st.preemptions, st.budget_yields,
+           st.deferred_taken);
+    printf("stress: refusals: %" PRIu64 " in the runtime, %" PRIu64 " nopreempt, %" PRIu64
+           " unsafe pc, %" PRIu64 " unsafe caller frame, %" PRIu64 " unwind, %" PRIu64
+           " stack headroom, %" PRIu64 " budget; %" PRIu64 " foreign signals\n",
+           st.refused_runtime, st.refused_nopreempt, st.refused_unsafe_pc,
+           st.refused_unsafe_frame, st.refused_unwind, st.refused_headroom, st.budget_refused,
+           st.foreign_signals);
+    printf("stress: peak RSS %ld MiB\n", ru.ru_maxrss / 1024);
 }
 
 static void usage(const char *argv0)
@@ -915,14 +1187,17 @@ int main(int argc, char **argv)
             cfg.preempt = (int)below(&g, 4);
         if (!getenv("GREEN_BUDGET"))
             cfg.budget = (unsigned)(below(&g, 4) == 0 ? between(&g, 1, 50) : between(&g, 100, 4000));
+        if (!getenv("GREEN_QUANTUM_US"))  /* the aggressive 50 us in a quarter */
+            cfg.quantum_us = (unsigned)(below(&g, 4) == 0 ? 50 : between(&g, 100, 2000));
         if (!getenv("GREEN_DETERMINISTIC") && workers < 0 && below(&g, 8) == 0) {
             cfg.deterministic = GREEN_DETERMINISTIC_ON;
             w = 1;
         }
+        r->det = cfg.deterministic != GREEN_DETERMINISTIC_OFF;
         static const char *const modes[] = { "off", "signal", "budget", "both" };
-        snprintf(r->mode, sizeof r->mode, "%s, budget %u%s",
-                 cfg.preempt >= 0 && cfg.preempt < 4 ? modes[cfg.preempt] : "?", cfg.budget,
-                 cfg.deterministic ? ", deterministic" : "");
+        snprintf(r->mode, sizeof r->mode, "%s, quantum %u us, budget %u%s",
+                 cfg.preempt >= 0 && cfg.preempt < 4 ? modes[cfg.preempt] : "?",
+                 cfg.quantum_us, cfg.budget, cfg.deterministic ? ", deterministic" : "");
         cfg.workers = w;
         r->workers = w;
         cfg.seed = r->seed;
@@ -941,7 +1216,9 @@ int main(int argc, char **argv)
         threads += atomic_load(&r->started);
         free(r);
     } while (mono_ns() < end);
+    double secs = (double)(mono_ns() - start) / 1e9;
     printf("stress: ok: %ld rounds, %ld operations, %ld threads in %.1f s (seed %" PRIu64 ")\n",
-           rounds, ops, threads, (double)(mono_ns() - start) / 1e9, seed);
+           rounds, ops, threads, secs, seed);
+    report(ops, secs);
     return 0;
 }
