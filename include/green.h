@@ -282,7 +282,12 @@ typedef struct green_stats {
     uint64_t budget_refused;      /* budgets spent where no switch may happen (an
                                    * unsafe or GREEN_NOPREEMPT caller, a
                                    * nopreempt section): left pending */
-    uint64_t reserved[4];
+    uint64_t signal_lost;         /* times preemption by signal was found taken
+                                   * away: the program installed its own handler
+                                   * for the signal during a run, or blocked it
+                                   * in a worker (each also reported once on
+                                   * stderr) */
+    uint64_t reserved[3];
 } green_stats_t;
 
 GREEN_API void green_stats(green_stats_t *s);

@@ -386,6 +386,8 @@ struct green__watch {
     uint64_t asked_at, asked_cpu;    /* the same, when we signalled */
     uint64_t retry_at, backoff;      /* after a request: when to ask again */
     uint64_t end;                    /* when the slice may be ended */
+    uint64_t req_at;                 /* when the pending request was sent */
+    bool said_blocked;               /* reported: the signal is blocked there */
 };
 
 struct green__rt {

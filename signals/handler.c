@@ -44,6 +44,7 @@
 #include <cpuid.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -58,7 +59,8 @@ uint64_t green__xsave_size;
 
 static struct {
     _Atomic uint64_t signals_sent, preemptions, refused_runtime, refused_nopreempt,
-        refused_unsafe_pc, refused_headroom, foreign, refused_unsafe_frame, refused_unwind;
+        refused_unsafe_pc, refused_headroom, foreign, refused_unsafe_frame, refused_unwind,
+        signal_lost;
 } stats;
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -80,6 +82,7 @@ void green_stats(green_stats_t *s)
     s->deferred_taken = atomic_load(&green__deferred_taken);
     s->budget_yields = atomic_load(&green__budget_yields);
     s->budget_refused = atomic_load(&green__budget_refused);
+    s->signal_lost = atomic_load(&stats.signal_lost);
 }
 
 /* ---- Installation ------------------------------------------------------- */
@@ -440,14 +443,75 @@ static uint64_t worker_cpu_ns(const struct green__worker *w)
 }
 
 /* Ask w to switch: merge with a pending request, back off before the next. */
+/* ---- What the program can do to the signal --------------------------------
+ *
+ * Two things a program may do that take preemption by signal away, which
+ * libgreen cannot undo from outside but must not keep silent:
+ *   - install its own handler for the signal during a run: signals sent then
+ *     would only feed that handler, so none is sent while it stays;
+ *   - block the signal in a worker (pthread_sigmask on a green thread masks
+ *     its worker's OS thread, for every green thread that runs there): the
+ *     request stays pending and that worker is never preempted.
+ * The monitor notices either when it asks for a preemption, says so once on
+ * stderr, and counts it (green_stats: signal_lost).
+ */
+static _Atomic bool said_replaced[NSIG];
+
+static bool handler_ours(int sig)
+{
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) != 0 ||
+        ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_signal)) {
+        atomic_store_explicit(&said_replaced[sig], false, memory_order_relaxed);
+        return true;
+    }
+    if (!atomic_exchange(&said_replaced[sig], true)) {
+        count(&stats.signal_lost);
+        fprintf(stderr, "libgreen: the program installed its own handler for signal %d, "
+                        "which preempts green threads: preemption by signal is off until "
+                        "libgreen's handler is back (GREEN_SIGNAL picks another signal)\n", sig);
+    }
+    return false;
+}
+
+/* Is sig blocked in OS thread tid?  From /proc: the monitor's thread may
+ * not ask another thread's mask otherwise. */
+static bool blocked_in(pid_t tid, int sig)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    unsigned long long mask = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "SigBlk: %llx", &mask) == 1;
+    fclose(f);
+    return found && (mask >> (sig - 1) & 1);
+}
+
 static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green__watch *m,
                     uint64_t now, uint64_t cpu)
 {
     uint64_t quantum = (uint64_t)rt->cfg.quantum_us * 1000u;
     uint32_t zero = 0;
+    if (!handler_ours(rt->cfg.signo)) {
+        m->retry_at = now + GREEN_RETRY_MAX_NS;   /* look again later */
+        return m->retry_at;
+    }
     if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
         syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
         count(&stats.signals_sent);
+        m->req_at = now;
+    } else if (now - m->req_at > GREEN_RETRY_MAX_NS && !m->said_blocked &&
+               blocked_in(w->tid, rt->cfg.signo)) {
+        /* Our last request never landed: the signal is blocked there. */
+        m->said_blocked = true;
+        count(&stats.signal_lost);
+        fprintf(stderr, "libgreen: worker %u blocks signal %d (a green thread masked it with "
+                        "pthread_sigmask or sigprocmask?): its green threads are not preempted "
+                        "by signal while it stays blocked\n", w->index, rt->cfg.signo);
     }
     m->asked = true;
     m->asked_at = now;

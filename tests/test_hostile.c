@@ -1,0 +1,232 @@
+/* A hostile environment for preemption by signal (SIGALRM):
+ *   - another process floods the program with SIGALRM while green threads
+ *     compute, sleep and pass messages: the program's own handler gets the
+ *     foreign signals, and preemption goes on;
+ *   - the program installs its own SIGALRM handler in the middle of a run:
+ *     libgreen says so on stderr, counts it (signal_lost), and stops
+ *     signalling instead of feeding that handler;
+ *   - a green thread blocks SIGALRM in its worker: libgreen says so and
+ *     counts it, and the run still ends.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include "common.h"
+
+static atomic_long app_handled;
+
+static void app_handler(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&app_handled, 1);
+}
+
+static void install_app_handler(struct sigaction *old)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = app_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGALRM, &sa, old), 0);
+}
+
+static green_stats_t stats_now(void)
+{
+    green_stats_t s;
+    green_stats(&s);
+    return s;
+}
+
+/* Spin without any call for `cycles` TSC cycles. */
+static void spin_cycles(uint64_t cycles)
+{
+    uint64_t until = __rdtsc() + cycles;
+    while (__rdtsc() < until)
+        __asm__ volatile("" ::: "memory");
+}
+
+/* ---- a flood of foreign SIGALRM ----------------------------------------- */
+
+struct flood {
+    green_chan_t *ch;
+    atomic_int stop;
+    long received, ticks;
+    uint64_t worst_ns;
+};
+
+static void *flood_hog(void *arg)
+{
+    struct flood *f = arg;
+    while (!atomic_load_explicit(&f->stop, memory_order_relaxed))
+        spin_cycles(100000);
+    return NULL;
+}
+
+static void *flood_sender(void *arg)
+{
+    struct flood *f = arg;
+    for (long i = 0; i < 20000; i++)
+        if (green_chan_send(f->ch, &i) != 0)
+            return P(1);
+    return NULL;
+}
+
+static void *flood_main(void *arg)
+{
+    struct flood *f = arg;
+    if (green_chan_create(&f->ch, sizeof(long), 0) != 0)
+        return P(1);
+    green_t hogs[4], s;
+    for (int i = 0; i < 4; i++)
+        green_spawn(&hogs[i], flood_hog, f);
+    green_spawn(&s, flood_sender, f);
+    /* A ticker and a receiver in one: every message, and 1 ms sleeps. */
+    for (long i = 0; i < 20000; i++) {
+        long v;
+        if (green_chan_recv(f->ch, &v) != 0 || v != i)
+            return P(2);
+        f->received++;
+        if (i % 100 == 0) {
+            uint64_t t0 = mono_ns();
+            green_sleep_ns(1 * MS);
+            uint64_t late = mono_ns() - t0 - 1 * MS;
+            f->worst_ns = late > f->worst_ns ? late : f->worst_ns;
+            f->ticks++;
+        }
+    }
+    atomic_store(&f->stop, 1);
+    for (int i = 0; i < 4; i++)
+        green_join(hogs[i], NULL);
+    green_join(s, NULL);
+    green_chan_destroy(f->ch);
+    return NULL;
+}
+
+Test(hostile, a_flood_of_foreign_sigalrm_goes_to_the_programs_handler, .timeout = 60)
+{
+    static struct flood f;
+    struct sigaction old;
+    install_app_handler(&old);
+    atomic_store(&app_handled, 0);
+    pid_t parent = getpid(), child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        /* Until the parent is gone or 20 s have passed. */
+        for (long i = 0; i < 2000000 && kill(parent, SIGALRM) == 0; i++)
+            usleep(10);
+        _exit(0);
+    }
+    green_stats_t s0 = stats_now();
+    void *ret = P(-1);
+    int rc = run(flood_main, &f, 2, GREEN_PREEMPT_SIGNAL, &ret);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    green_stats_t s1 = stats_now();
+    cr_log_info("under a SIGALRM flood: %ld messages, %ld ticks (worst %.2f ms late), "
+                "%ld signals to the program's handler, %llu foreign passed on, %llu preemptions",
+                f.received, f.ticks, (double)f.worst_ns / 1e6, atomic_load(&app_handled),
+                (unsigned long long)(s1.foreign_signals - s0.foreign_signals),
+                (unsigned long long)(s1.preemptions - s0.preemptions));
+    cr_assert_eq(rc, 0);
+    cr_expect_null(ret);
+    cr_expect_eq(f.received, 20000);
+    cr_expect_gt(atomic_load(&app_handled), 100, "the program's handler saw too few");
+    cr_expect_gt(s1.foreign_signals - s0.foreign_signals, 100);
+    cr_expect_gt(s1.preemptions - s0.preemptions, 0, "preemption stopped under the flood");
+    /* Not starved.  The flood and the child sending it share the two CPUs
+     * with four hogs: a 1 ms sleep has come back up to ~0.9 s late here
+     * (~0.15 s without the flood, the child still looping). */
+    cr_expect_lt(f.worst_ns, 2000 * MS, "a 1 ms sleep came back %.1f ms late",
+                 (double)f.worst_ns / 1e6);
+    sigaction(SIGALRM, &old, NULL);
+}
+
+/* ---- the program takes the signal over, or blocks it --------------------- */
+
+struct takeover {
+    bool block;                      /* block the signal instead */
+    long app_during;                 /* app handler calls while it was ours */
+};
+
+static void *takeover_hog(void *arg)
+{
+    struct takeover *t = arg;
+    if (t->block) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGALRM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        spin_cycles(1000000000u);    /* some 300-500 ms without a call */
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    } else {
+        spin_cycles(1000000000u);
+    }
+    return NULL;
+}
+
+static void *takeover_main(void *arg)
+{
+    struct takeover *t = arg;
+    struct sigaction old;
+    if (!t->block) {
+        atomic_store(&app_handled, 0);
+        install_app_handler(&old);
+    }
+    green_t h[2];
+    for (int i = 0; i < 2; i++)
+        green_spawn(&h[i], takeover_hog, t);
+    for (int i = 0; i < 2; i++)
+        green_join(h[i], NULL);
+    if (!t->block) {
+        t->app_during = atomic_load(&app_handled);
+        sigaction(SIGALRM, &old, NULL);  /* libgreen's again */
+    }
+    return NULL;
+}
+
+static void takeover(bool block)
+{
+    static struct takeover t;
+    t = (struct takeover){ .block = block };
+    cr_redirect_stderr();
+    green_stats_t s0 = stats_now();
+    cr_assert_eq(run(takeover_main, &t, 1, GREEN_PREEMPT_SIGNAL, NULL), 0);
+    green_stats_t s1 = stats_now();
+    fflush(stderr);
+    cr_log_info("%s: signal_lost %llu, %llu signals sent, program's handler called %ld times",
+                block ? "blocked in a worker" : "handler replaced",
+                (unsigned long long)(s1.signal_lost - s0.signal_lost),
+                (unsigned long long)(s1.signals_sent - s0.signals_sent), t.app_during);
+    cr_expect_eq(s1.signal_lost - s0.signal_lost, 1);
+    if (block)
+        cr_assert_stderr_eq_str("libgreen: worker 0 blocks signal 14 (a green thread masked it "
+                                "with pthread_sigmask or sigprocmask?): its green threads are "
+                                "not preempted by signal while it stays blocked\n");
+    else {
+        cr_expect_leq(t.app_during, 2, "libgreen kept signalling into the program's handler");
+        cr_assert_stderr_eq_str("libgreen: the program installed its own handler for signal 14, "
+                                "which preempts green threads: preemption by signal is off "
+                                "until libgreen's handler is back (GREEN_SIGNAL picks another "
+                                "signal)\n");
+    }
+}
+
+Test(hostile, a_handler_installed_during_a_run_is_reported_and_not_fed, .timeout = 60)
+{
+    takeover(false);
+}
+
+Test(hostile, a_worker_blocking_the_signal_is_reported, .timeout = 60)
+{
+    takeover(true);
+}
