@@ -403,6 +403,28 @@ static void np_event(struct green__netpoll *np, uint64_t tag, uint32_t ev,
     green__spin_unlock(&p->lock);
 }
 
+/* epoll_pwait2 (Linux 5.11: a timeout in ns); on an older kernel -- or
+ * under Valgrind 3.19, which does not know it -- epoll_wait, with the
+ * timeout rounded up to whole milliseconds. */
+static _Atomic bool no_pwait2;
+
+static int epoll_wait_ts(int epfd, struct epoll_event *evs, const struct timespec *ts)
+{
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        int n = epoll_pwait2(epfd, evs, GREEN_NETPOLL_EVENTS, ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        atomic_store(&no_pwait2, true);
+    }
+    int ms = -1;
+    if (ts) {
+        uint64_t t = ((uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec + 999999) /
+                     1000000;
+        ms = t > INT_MAX ? INT_MAX : (int)t;
+    }
+    return epoll_wait(epfd, evs, GREEN_NETPOLL_EVENTS, ms);
+}
+
 unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline)
 {
     struct green__netpoll *np = &rt->np;
@@ -417,7 +439,7 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
         ts.tv_sec = (time_t)(d / 1000000000u);
         ts.tv_nsec = (long)(d % 1000000000u);
     }
-    int n = epoll_pwait2(np->epfd, evs, GREEN_NETPOLL_EVENTS, tsp, NULL);
+    int n = epoll_wait_ts(np->epfd, evs, tsp);
     atomic_store_explicit(&np->last_poll, green__clock_ns(), memory_order_relaxed);
     struct green__thread *list = NULL;
     for (int i = 0; i < n; i++) {

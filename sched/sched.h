@@ -53,6 +53,9 @@
 #define GREEN_ASAN 1
 #endif
 #endif
+#ifdef GREEN_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
 #ifdef GREEN_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -191,6 +194,9 @@ struct green__thread {
     uint64_t deadline;
 
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
+#ifdef GREEN_VALGRIND
+    unsigned vg_stack_id;            /* Valgrind's name for its stack */
+#endif
 
     /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by
      * the signal handler on this thread's worker when it refuses, cleared

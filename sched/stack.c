@@ -63,11 +63,18 @@ int green__stack_get(struct green__worker *w, struct green__thread *t)
      * redzones are still poisoned in AddressSanitizer's shadow. */
     __asan_unpoison_memory_region(t->stack_lo, t->stack_size);
 #endif
+#ifdef GREEN_VALGRIND
+    /* Else memcheck takes each switch for a huge stack-pointer move. */
+    t->vg_stack_id = VALGRIND_STACK_REGISTER(t->stack_lo, t->stack_hi);
+#endif
     return 0;
 }
 
 void green__stack_put(struct green__worker *w, struct green__thread *t)
 {
+#ifdef GREEN_VALGRIND
+    VALGRIND_STACK_DEREGISTER(t->vg_stack_id);
+#endif
     green__pool_put(&w->rt->stacks, &w->stack_cache, t->stack_hi);
     t->stack_hi = NULL;
 }

@@ -1,7 +1,7 @@
 /* stress: a randomized workload over the whole libgreen API that checks its
  * own invariants as it goes.
  *
- *     stress [--seconds S] [--seed N] [--workers W]
+ *     stress [--seconds S] [--seed N] [--workers W] [--hang S]
  *
  * It prints its seed first, then runs rounds until S seconds (default 10)
  * have passed.  A round is one green_run whose main thread starts a random
@@ -31,8 +31,9 @@
  * Every thread the test starts is counted when started and when finished;
  * after green_run returns the two counts must match (no thread lost).  On
  * the first broken invariant the round fails: the program prints what broke,
- * the round and the seed, and exits 1; a round that takes over a minute is
- * reported as hung.  Otherwise it prints a summary and exits 0.
+ * the round and the seed, and exits 1; a round that takes over a minute
+ * (--hang S: S seconds, for runs under Valgrind) is reported as hung.
+ * Otherwise it prints a summary and exits 0.
  *
  * Each round also draws its preemption mode (off, signal, budget, both;
  * unless GREEN_PREEMPT is set), its quantum (50 us in a quarter of the
@@ -1085,7 +1086,9 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The watchdog: a round that runs over a minute is reported as hung. */
+/* The watchdog: a round that runs over hang_seconds (a minute; more under
+ * Valgrind) is reported as hung. */
+static long hang_seconds = 60;
 static atomic_uint_fast64_t round_started_ns;
 static char watched_mode[64];  /* the round's r->mode, for the report */
 static atomic_long watched_round;
@@ -1096,9 +1099,9 @@ static void *watchdog(void *arg)
     for (;;) {
         sleep(1);
         uint64_t t0 = atomic_load(&round_started_ns);
-        if (t0 && mono_ns() - t0 > 60ull * 1000 * MS) {
-            printf("stress: FAIL: round %ld (%s) hung for over 60 s (seed %" PRIu64 ")\n",
-                   atomic_load(&watched_round), watched_mode, the_seed);
+        if (t0 && mono_ns() - t0 > (uint64_t)hang_seconds * 1000 * MS) {
+            printf("stress: FAIL: round %ld (%s) hung for over %ld s (seed %" PRIu64 ")\n",
+                   atomic_load(&watched_round), watched_mode, hang_seconds, the_seed);
             fflush(stdout);
             _exit(1);
         }
@@ -1129,7 +1132,7 @@ static void report(long ops, double secs)
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s [--seconds S] [--seed N] [--workers W]\n", argv0);
+    fprintf(stderr, "usage: %s [--seconds S] [--seed N] [--workers W] [--hang S]\n", argv0);
     exit(2);
 }
 
@@ -1149,6 +1152,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--seed")) {
             seed = strtoull(argv[++i], &end, 0);
             if (*end)
+                usage(argv[0]);
+        } else if (!strcmp(argv[i], "--hang")) {
+            hang_seconds = strtol(argv[++i], &end, 0);
+            if (*end || hang_seconds < 1)
                 usage(argv[0]);
         } else if (!strcmp(argv[i], "--workers")) {
             workers = strtol(argv[++i], &end, 0);
