@@ -53,6 +53,16 @@
 #define GREEN_ASAN 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define GREEN_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GREEN_TSAN 1
+#endif
+#endif
+#ifdef GREEN_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
 #ifdef GREEN_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
@@ -196,6 +206,9 @@ struct green__thread {
     void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
 #ifdef GREEN_VALGRIND
     unsigned vg_stack_id;            /* Valgrind's name for its stack */
+#endif
+#ifdef GREEN_TSAN
+    void *tsan_fiber;                /* ThreadSanitizer's fiber for it */
 #endif
 
     /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by

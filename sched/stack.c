@@ -67,6 +67,11 @@ int green__stack_get(struct green__worker *w, struct green__thread *t)
     /* Else memcheck takes each switch for a huge stack-pointer move. */
     t->vg_stack_id = VALGRIND_STACK_REGISTER(t->stack_lo, t->stack_hi);
 #endif
+#ifdef GREEN_TSAN
+    /* A fiber per stack: ThreadSanitizer keeps each green thread's history
+     * apart from its worker's (green__switch switches fibers). */
+    t->tsan_fiber = __tsan_create_fiber(0);
+#endif
     return 0;
 }
 
@@ -74,6 +79,9 @@ void green__stack_put(struct green__worker *w, struct green__thread *t)
 {
 #ifdef GREEN_VALGRIND
     VALGRIND_STACK_DEREGISTER(t->vg_stack_id);
+#endif
+#ifdef GREEN_TSAN
+    __tsan_destroy_fiber(t->tsan_fiber);  /* switched away from for good */
 #endif
     green__pool_put(&w->rt->stacks, &w->stack_cache, t->stack_hi);
     t->stack_hi = NULL;

@@ -116,6 +116,9 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     w->cur = to;
     green__slice_start(w, to);
     asan_start(w, from, to);
+#ifdef GREEN_TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
     w = green__ctx_switch(&from->sp, to->sp, w);
     green__switch_finish(w);
     *w->errno_loc = from->err;
@@ -652,6 +655,9 @@ static struct green__thread *find_runnable(struct green__worker *w)
 
 void green__worker_loop(struct green__worker *w)
 {
+#ifdef GREEN_TSAN
+    w->g0.tsan_fiber = __tsan_get_current_fiber();   /* the OS thread's own */
+#endif
     w->cur = &w->g0;
     w->g0.state = GREEN_T_RUNNING;
     green__reductions = 0;           /* whatever an earlier run left */
