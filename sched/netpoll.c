@@ -269,16 +269,21 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
             err = perr;
     }
     atomic_fetch_sub(&np->waiters, 1);
+    /* Under each fd's lock even when our waiter looks unlinked: a waker of
+     * another fd (or direction) may be inside green__wq_claim on it right
+     * now -- unlinked, about to read wt->t -- and the waiters live on this
+     * stack, which is reused the moment we return.  (Found by the TSan
+     * build.) */
     for (size_t i = 0; i < linked; i++) {
         struct green__waiter *rw = &wt[2 * i], *ww = rw + 1;
-        if (rw->linked || ww->linked) {
-            green__spin_lock(&ps[i]->lock);
-            if (rw->linked)
-                green__wq_remove(&ps[i]->rq, rw);
-            if (ww->linked)
-                green__wq_remove(&ps[i]->wq, ww);
-            green__spin_unlock(&ps[i]->lock);
-        }
+        if (!ps[i])
+            continue;
+        green__spin_lock(&ps[i]->lock);
+        if (rw->linked)
+            green__wq_remove(&ps[i]->rq, rw);
+        if (ww->linked)
+            green__wq_remove(&ps[i]->wq, ww);
+        green__spin_unlock(&ps[i]->lock);
     }
     if (wt != stack_wt)
         free(wt);
