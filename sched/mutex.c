@@ -94,7 +94,7 @@ static bool can_spin(struct mutex *m, struct green__worker *w, int round)
         return false;
     struct green__thread *o = owner(m);
     return o && atomic_load_explicit(&o->on_cpu, memory_order_relaxed) &&
-           o->home != w && green__runq_empty(w) &&
+           __atomic_load_n(&o->home, __ATOMIC_RELAXED) != w && green__runq_empty(w) &&
            !atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }
 

@@ -46,7 +46,7 @@ int green__park(struct green__worker **wp, uint64_t deadline)
         /* Otherwise a waker claimed us already: it will make us runnable,
          * so we must leave the CPU once, as if we had parked. */
     }
-    self->state = GREEN_T_PARKED;
+    green__set_state(self, GREEN_T_PARKED);
     w = green__sched_leave(w);
     *wp = w;
     green__timer_cancel(self);

@@ -182,8 +182,8 @@ void green__pool_spill(struct green__pool *p, struct green__cache *c)
             c->n--;
             p->free[p->nfree++] = f;
         }
-        if (!p->dirty_since)
-            p->dirty_since = green__clock_ns();
+        if (!p->dirty_since)         /* read unlocked by green__pool_release_due */
+            __atomic_store_n(&p->dirty_since, green__clock_ns(), __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -206,7 +206,7 @@ void green__pool_scavenge(struct green__pool *p)
     if (green__pool_release_due(p) > green__clock_ns() ||
         pthread_mutex_trylock(&p->lock) != 0)
         return;
-    p->dirty_since = 0;
+    __atomic_store_n(&p->dirty_since, 0, __ATOMIC_RELAXED);
     if (p->nfree - p->nclean >= GREEN_SCAVENGE_MIN) {
         qsort(p->free + p->nclean, p->nfree - p->nclean, sizeof *p->free, by_address);
         size_t i = p->nclean;

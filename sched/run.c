@@ -44,7 +44,7 @@ static void worker_init(struct green__rt *rt, struct green__worker *w, unsigned 
     w->rng = green__rand_next(&(uint64_t){ rt->cfg.seed + i + 1 });
     atomic_store(&w->timer_next, GREEN_FOREVER);
     w->g0.rt = rt;
-    w->g0.state = GREEN_T_RUNNING;
+    green__set_state(&w->g0, GREEN_T_RUNNING);
     w->cur = &w->g0;
 }
 
@@ -186,7 +186,7 @@ static void report_thread(void *obj, void *arg)
 {
     struct green__thread *t = obj;
     struct report *r = arg;
-    if (t->state != GREEN_T_PARKED)
+    if (green__state(t) != GREEN_T_PARKED)
         return;
     if (r->listed++ < GREEN_REPORT_MAX) {
         const char *what = t->wait_what ? t->wait_what : "an unknown call";

@@ -727,6 +727,17 @@ void green__wq_push_front(struct green__wq *q, struct green__waiter *wt);
 struct green__waiter *green__wq_claim(struct green__wq *q);
 
 /* Take t out of its park: true for exactly one caller per park. */
+/* t->state is for reports and assertions: written by the thread's owner
+ * and by its waker without a common lock, so relaxed atomics. */
+static inline void green__set_state(struct green__thread *t, uint8_t s)
+{
+    __atomic_store_n(&t->state, s, __ATOMIC_RELAXED);
+}
+static inline uint8_t green__state(const struct green__thread *t)
+{
+    return __atomic_load_n(&t->state, __ATOMIC_RELAXED);
+}
+
 static inline bool green__claim(struct green__thread *t)
 {
     if (t->wake_solo) {

@@ -83,7 +83,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     /* Everything else is at rest already: zero in a fresh slot, and put
      * back to rest by the previous owner's death (green__thread_free and
      * the paths to it: see "rest state" in sched.h). */
-    t->state = GREEN_T_RUNNABLE;
+    green__set_state(t, GREEN_T_RUNNABLE);
     t->rt = w->rt;
     t->id = id;
     t->seq = atomic_load_explicit(&w->spawned, memory_order_relaxed);
@@ -123,7 +123,7 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
 {
     green__assert(!atomic_load_explicit(&t->on_cpu, memory_order_relaxed) &&
                   !t->free_on_switch && !t->timer_w && t->timer_idx == 0);
-    t->state = GREEN_T_FREE;
+    green__set_state(t, GREEN_T_FREE);
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
@@ -150,7 +150,7 @@ void green__thread_exit(struct green__worker *w, void *ret)
     if (self->is_main)
         w->rt->main_ret = ret;
 
-    self->state = GREEN_T_DEAD;
+    green__set_state(self, GREEN_T_DEAD);
     /* DONE is clear until now and only we set it: adding it is or-ing it,
      * and `lock xadd` needs no compare-and-retry loop. */
     uint64_t old = atomic_fetch_add_explicit(&self->jword, GREEN_JW_DONE,

@@ -62,7 +62,7 @@ static void asan_start(struct green__worker *w, struct green__thread *from,
 {
     const void *lo = to == &w->g0 ? w->os_stack_lo : to->stack_lo;
     size_t size = to == &w->g0 ? w->os_stack_size : to->stack_size;
-    __sanitizer_start_switch_fiber(from->state == GREEN_T_DEAD ? NULL : &from->asan_fake,
+    __sanitizer_start_switch_fiber(green__state(from) == GREEN_T_DEAD ? NULL : &from->asan_fake,
                                    lo, size);
 }
 static void asan_finish(struct green__thread *self)
@@ -84,7 +84,7 @@ void green__switch_finish(struct green__worker *w)
     struct green__thread *prev = w->prev;
     if (prev == &w->g0)
         return;
-    if (prev->state == GREEN_T_DEAD) {
+    if (green__state(prev) == GREEN_T_DEAD) {
         /* Off its stack at last: the stack goes back now, the control
          * block when it is joined (or now, if detached). */
         green__stack_put(w, prev);
@@ -109,9 +109,9 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
         while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
             green__cpu_relax();
         atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
-        to->home = w;
+        __atomic_store_n(&to->home, w, __ATOMIC_RELAXED);  /* can_spin reads it */
     }
-    to->state = GREEN_T_RUNNING;
+    green__set_state(to, GREEN_T_RUNNING);
     w->prev = from;
     w->cur = to;
     green__slice_start(w, to);
@@ -238,7 +238,7 @@ struct green__worker *green__sched_leave(struct green__worker *w)
         check_timers(w);
     struct green__thread *t = pick(w);
     if (t == self) {                 /* woken before it got away */
-        self->state = GREEN_T_RUNNING;
+        green__set_state(self, GREEN_T_RUNNING);
         green__slice_refill(w);
         return w;
     }
@@ -258,7 +258,7 @@ void green_yield(void)
         return;
     }
     struct green__thread *self = w->cur;
-    self->state = GREEN_T_RUNNABLE;
+    green__set_state(self, GREEN_T_RUNNABLE);
     green__runq_push(w, self);
     green__switch(w, t);
 }
@@ -323,7 +323,7 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
 {
     struct green__rt *rt = t->rt;
     bool wake = true;
-    t->state = GREEN_T_RUNNABLE;
+    green__set_state(t, GREEN_T_RUNNABLE);
     if (w && w->rt == rt) {
         if (next) {
             struct green__thread *old = green__runnext_swap(w, t);
@@ -452,7 +452,7 @@ void green__sched_preempted(struct green__worker *w)
         t = steal_work(w);
     if (!t)
         return;                      /* nobody else anywhere: carry on */
-    self->state = GREEN_T_RUNNABLE;
+    green__set_state(self, GREEN_T_RUNNABLE);
     pinned_push(w, self);
     /* Only this worker takes from its pinned queue: the switch returns
      * here, on w. */
@@ -659,7 +659,7 @@ void green__worker_loop(struct green__worker *w)
     w->g0.tsan_fiber = __tsan_get_current_fiber();   /* the OS thread's own */
 #endif
     w->cur = &w->g0;
-    w->g0.state = GREEN_T_RUNNING;
+    green__set_state(&w->g0, GREEN_T_RUNNING);
     green__reductions = 0;           /* whatever an earlier run left */
     w->slice_len = 0;
     struct green__thread *t;
