@@ -406,6 +406,7 @@ struct green__watch {
     uint64_t retry_at, backoff;      /* after a request: when to ask again */
     uint64_t end;                    /* when the slice may be ended */
     uint64_t req_at;                 /* when the pending request was sent */
+    uint64_t blocked_at;             /* first seen blocked there, or 0 */
     bool said_blocked;               /* reported: the signal is blocked there */
 };
 

@@ -504,9 +504,15 @@ static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green_
         syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
         count(&stats.signals_sent);
         m->req_at = now;
+        m->blocked_at = 0;
     } else if (now - m->req_at > GREEN_RETRY_MAX_NS && !m->said_blocked &&
-               blocked_in(w->tid, rt->cfg.signo)) {
-        /* Our last request never landed: the signal is blocked there. */
+               !(blocked_in(w->tid, rt->cfg.signo)
+                     ? m->blocked_at ? now - m->blocked_at < GREEN_RETRY_MAX_NS
+                                     : (m->blocked_at = now, true)
+                     : (m->blocked_at = 0, true))) {
+        /* Our last request never landed, and the signal has been blocked
+         * there at two looks 100 ms apart (glibc blocks every signal for a
+         * moment in pthread_create, and so does a running handler). */
         m->said_blocked = true;
         count(&stats.signal_lost);
         fprintf(stderr, "libgreen: worker %u blocks signal %d (a green thread masked it with "

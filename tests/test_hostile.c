@@ -166,7 +166,7 @@ static void *takeover_hog(void *arg)
         sigemptyset(&set);
         sigaddset(&set, SIGALRM);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
-        spin_cycles(1000000000u);    /* some 300-500 ms without a call */
+        spin_cycles(3000000000u);    /* a second or more without a call */
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     } else {
         spin_cycles(1000000000u);
