@@ -21,6 +21,7 @@
 #include <x86intrin.h>
 
 #include "common.h"
+#include "preempt_common.h"
 
 static atomic_long app_handled;
 
@@ -38,13 +39,6 @@ static void install_app_handler(struct sigaction *old)
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGALRM, &sa, old), 0);
-}
-
-static green_stats_t stats_now(void)
-{
-    green_stats_t s;
-    green_stats(&s);
-    return s;
 }
 
 /* Spin without any call for `cycles` TSC cycles. */
