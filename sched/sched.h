@@ -100,6 +100,11 @@ int *green__errno(void);
 /* AS-safe: write a NUL-terminated string / an unsigned number to fd. */
 void green__write_str(int fd, const char *s);
 void green__write_u64(int fd, uint64_t v);
+/* sigaction(sig, sa, old) for a handler that passes what is not its own to
+ * *old: *old is filled before sa is installed.  (sigaction(2) fills it only
+ * after, and a signal already on its way runs the new handler in between,
+ * which would find *old empty -- SIG_DFL -- and kill the process.) */
+int green__sigaction_chain(int sig, const struct sigaction *sa, struct sigaction *old);
 uint64_t green__rand_next(uint64_t *state);
 /* A uniformly random number in [0, n). */
 uint32_t green__rand_below(uint64_t *state, uint32_t n);

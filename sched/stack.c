@@ -150,7 +150,7 @@ int green__overflow_install(void)
         sa.sa_sigaction = on_segv;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGSEGV, &sa, &old_segv) != 0) {
+        if (green__sigaction_chain(SIGSEGV, &sa, &old_segv) != 0) {
             handler_users--;
             err = EAGAIN;
         }

@@ -1,7 +1,7 @@
 /*
  * Small things every file of sched/ needs: panics, the clock, futexes, a
- * spinlock's slow path, errno access that survives migration, AS-safe output
- * and a PRNG.
+ * spinlock's slow path, errno access that survives migration, AS-safe output,
+ * installing a signal handler that chains to the old one, and a PRNG.
  *
  * Why green__errno is out of line: glibc declares __errno_location() const,
  * so a compiler may compute &errno once per function and reuse it across a
@@ -120,6 +120,17 @@ void green__write_u64(int fd, uint64_t v)
         v /= 10;
     } while (v);
     green__write_str(fd, buf + i);
+}
+
+int green__sigaction_chain(int sig, const struct sigaction *sa, struct sigaction *old)
+{
+    struct sigaction prev;
+    if (sigaction(sig, NULL, old) != 0 || sigaction(sig, sa, &prev) != 0)
+        return -1;
+    /* Changed by another thread between the two calls: take the later. */
+    if (prev.sa_handler != old->sa_handler || prev.sa_flags != old->sa_flags)
+        *old = prev;
+    return 0;
 }
 
 /* splitmix64: small state, good enough for victim choice and select order. */

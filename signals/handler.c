@@ -130,7 +130,7 @@ int green__sig_install(struct green__rt *rt)
         sa.sa_sigaction = on_signal;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(sig, &sa, &old_action[sig]) != 0) {
+        if (green__sigaction_chain(sig, &sa, &old_action[sig]) != 0) {
             users[sig]--;
             err = EINVAL;
         }

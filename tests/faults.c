@@ -3,8 +3,9 @@
  * out of memory or threads: malloc and friends (ENOMEM), mmap (ENOMEM),
  * pthread_create (EAGAIN), timer_create (EAGAIN), sigaction (EINVAL: the
  * kernel has no other failure), epoll_create1 / epoll_ctl / eventfd
- * (ENOMEM).  Compiled into tests/test_faults: the program's definitions
- * come before every library's.
+ * (ENOMEM).  It can also deliver a signal in the middle of a sigaction
+ * (faults_signal_on_install).  Compiled into tests/test_faults: the
+ * program's definitions come before every library's.
  *
  * It also counts the calls of each kind, and the blocks malloc and friends
  * have handed out and not had back (faults_live), so a test can see that a
@@ -46,6 +47,7 @@ static atomic_long armed_kinds;      /* bit mask; 0: counting only */
 static atomic_long countdown;        /* the call that fails when it hits 0 */
 static atomic_long failed;           /* injected failures */
 static atomic_long live;             /* blocks out */
+static atomic_int signal_on_install;
 
 void faults_arm(unsigned kinds, long nth)
 {
@@ -61,6 +63,8 @@ long faults_calls(int kind) { return atomic_load(&calls[kind]); }
 long faults_failed(void) { return atomic_load(&failed); }
 
 long faults_live(void) { return atomic_load(&live); }
+
+void faults_signal_on_install(int sig) { atomic_store(&signal_on_install, sig); }
 
 /* Count a call of `kind`; true: make it fail. */
 static bool fail_now(int kind)
@@ -188,8 +192,19 @@ int sigaction(int sig, const struct sigaction *sa, struct sigaction *old)
         errno = EINVAL;
         return -1;
     }
-    return NEXT(sigaction, int (*)(int, const struct sigaction *, struct sigaction *))(sig, sa,
-                                                                                       old);
+    int (*next)(int, const struct sigaction *, struct sigaction *) =
+        NEXT(sigaction, int (*)(int, const struct sigaction *, struct sigaction *));
+    if (!sa || sig != atomic_load(&signal_on_install))
+        return next(sig, sa, old);
+    struct sigaction prev;
+    int rc = next(sig, sa, &prev);
+    if (rc == 0) {
+        /* Unblocked, it runs the new handler before raise returns. */
+        raise(sig);
+        if (old)
+            *old = prev;
+    }
+    return rc;
 }
 
 int epoll_create1(int flags)

@@ -24,5 +24,10 @@ long faults_calls(int kind);
 long faults_failed(void);
 /* Blocks from malloc and friends not yet freed. */
 long faults_live(void);
+/* From now on, a sigaction that installs a handler for sig (0: none) sends
+ * sig to the calling thread once the new handler is in place and before
+ * the old action is stored for the caller -- where a signal that arrives
+ * during the system call is delivered. */
+void faults_signal_on_install(int sig);
 
 #endif
