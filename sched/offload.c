@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 
 struct green__job {
     void *(*fn)(void *);
@@ -46,6 +47,7 @@ static void *offload_main(void *arg)
 {
     struct green__rt *rt = arg;
     struct green__offload *off = &rt->off;
+    prctl(PR_SET_NAME, "green-offload");
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, rt->cfg.signo);

@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #define GREEN_SYSMON_BASE_NS 500000u      /* 0.5 ms */
@@ -82,6 +83,7 @@ static void *sysmon_main(void *arg)
 {
     struct green__rt *rt = arg;
     const struct green__hooks *h = rt->hooks;
+    prctl(PR_SET_NAME, "green-monitor");
     uint64_t period = GREEN_SYSMON_BASE_NS;
     uint64_t next_look = green__clock_ns() + period;
     unsigned quiet = 0;

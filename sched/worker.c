@@ -35,8 +35,10 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -694,6 +696,9 @@ static void os_stack_bounds(struct green__worker *w)
 static void *worker_main(void *arg)
 {
     struct green__worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "green-worker-%u", w->index);
+    prctl(PR_SET_NAME, name);        /* as top -H and gdb show it */
     green__worker_set(w);
     os_stack_bounds(w);
     if (green__altstack_setup(w) != 0)
