@@ -602,8 +602,12 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
         uint64_t ran = cpu - m->cpu_since, need = (m->end - m->since) / 2;
         if (cpu && ran < need) {
             /* Off the CPU for most of the slice: look again once it could
-             * have used it. */
-            m->end = now + (need - ran);
+             * have used it -- but not sooner than a quarter quantum.  The
+             * monitor may run at real-time priority: looking again every
+             * few microseconds, it would spin on the CPU the worker waits
+             * for, and the worker would never catch up (seen: 60 000 looks
+             * in 20 ms, the worker starved for ~100 ms). */
+            m->end = now + max_u64(need - ran, quantum / 4);
             next = min_u64(next, m->end);
             continue;
         }
