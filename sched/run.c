@@ -45,7 +45,7 @@ static void worker_init(struct green__rt *rt, struct green__worker *w, unsigned 
     atomic_store(&w->timer_next, GREEN_FOREVER);
     w->g0.rt = rt;
     green__set_state(&w->g0, GREEN_T_RUNNING);
-    w->cur = &w->g0;
+    __atomic_store_n(&w->cur, &w->g0, __ATOMIC_RELAXED);
 }
 
 static void rt_free(struct green__rt *rt)

@@ -297,7 +297,8 @@ struct green__worker {
 
     /* Owner: this worker's OS thread. */
     struct green__thread *cur;       /* running: a green thread or &g0; the
-                                      * monitor reads it (relaxed) */
+                                      * monitor and other workers read it:
+                                      * relaxed atomic stores and loads */
     struct green__thread *prev;      /* context just left; finished by the next */
     _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
     uint32_t runnext_streak;         /* consecutive runnext picks */
@@ -311,9 +312,10 @@ struct green__worker {
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
     int64_t slice_len;               /* reductions the running slice was given */
 
-    /* Preemption requests: tid fixed at start; preempt_req set by the
-     * monitor (CAS 0 -> 1), consumed by this worker's signal handler. */
-    pid_t tid;
+    /* Preemption requests: tid published by the worker's OS thread when it
+     * starts (release; 0 before: the monitor leaves it alone); preempt_req
+     * set by the monitor (CAS 0 -> 1), consumed by this worker's handler. */
+    _Atomic pid_t tid;
     _Atomic uint32_t preempt_req;
     /* The slice timer (signals/handler.c): a POSIX timer that signals this
      * worker alone, armed at each preemption for the next slice.

@@ -115,7 +115,7 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     }
     green__set_state(to, GREEN_T_RUNNING);
     w->prev = from;
-    w->cur = to;
+    __atomic_store_n(&w->cur, to, __ATOMIC_RELAXED);   /* the monitor reads it */
     green__slice_start(w, to);
     asan_start(w, from, to);
 #ifdef GREEN_TSAN
@@ -660,7 +660,7 @@ void green__worker_loop(struct green__worker *w)
 #ifdef GREEN_TSAN
     w->g0.tsan_fiber = __tsan_get_current_fiber();   /* the OS thread's own */
 #endif
-    w->cur = &w->g0;
+    __atomic_store_n(&w->cur, &w->g0, __ATOMIC_RELAXED);
     green__set_state(&w->g0, GREEN_T_RUNNING);
     green__reductions = 0;           /* whatever an earlier run left */
     w->slice_len = 0;
@@ -679,7 +679,7 @@ void green__worker_loop(struct green__worker *w)
 static void os_stack_bounds(struct green__worker *w)
 {
     w->errno_loc = green__errno();
-    w->tid = (pid_t)syscall(SYS_gettid);
+    atomic_store_explicit(&w->tid, (pid_t)syscall(SYS_gettid), memory_order_release);
     /* The preemption signal must reach every worker, whatever mask the
      * thread that called green_run had. */
     sigset_t set;

@@ -7,13 +7,15 @@
  *    scheduling decisions) has not moved for a whole quantum while it runs a
  *    green thread that really used the CPU, sets that worker's request flag
  *    -- a CAS, so duplicate requests merge -- and sends the signal to that
- *    worker alone (tgkill).  Idle workers and threads that switch within
+ *    worker alone (rt_tgsigqueueinfo, its value marking it as a request).
+ *    Idle workers and threads that switch within
  *    their slice never get one.  Once a worker has been preempted, its own
  *    slice timer (below) takes over while its slices keep ending that way.
  * 2. The handler runs on the worker's sigaltstack.  A signal that is not
- *    ours (not sent by this process with tgkill, or no request pending:
- *    alarm(), setitimer, kill) is passed to the program's handler or
- *    default action.  For ours it only decides, and switches nothing: it
+ *    ours (not marked as a request or a slice timer's: alarm(), setitimer,
+ *    kill, the program's own pthread_kill) is passed to the program's
+ *    handler or default action; a request that finds no request pending
+ *    -- it outlived the slice, or its worker's run -- is dropped.  For ours it only decides, and switches nothing: it
  *    refuses when the worker is in its scheduler, the thread is inside
  *    green_nopreempt_begin/end, the PC is in code that may hold a lock
  *    (the safepoint table: libgreen, libc, ld.so, the vdso, ...), or the
@@ -91,6 +93,9 @@ static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned users[NSIG];
 static struct sigaction old_action[NSIG];
 static pid_t self_pid;
+static uid_t self_uid;
+/* The value a request carries: its address, which no other sender uses. */
+static const char request_mark;
 
 static void on_signal(int sig, siginfo_t *si, void *uctx);
 
@@ -125,6 +130,7 @@ int green__sig_install(struct green__rt *rt)
     pthread_mutex_lock(&install_lock);
     if (users[sig]++ == 0) {
         self_pid = getpid();
+        self_uid = getuid();
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_signal;
@@ -231,7 +237,7 @@ static void slice_timer_arm(struct green__worker *w)
         ev.sigev_notify = SIGEV_THREAD_ID;
         ev.sigev_signo = rt->cfg.signo;
         ev.sigev_value.sival_ptr = w;
-        ev._sigev_un._tid = w->tid;
+        ev._sigev_un._tid = atomic_load_explicit(&w->tid, memory_order_relaxed);
         if (timer_create(CLOCK_MONOTONIC, &ev, &w->slice_timer) != 0)
             return;                  /* the monitor keeps watching w */
         w->slice_timer_ok = true;
@@ -378,10 +384,16 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
             return;
         }
         timed = true;
-    } else if (!(w && w->rt->cfg.signo == sig && si->si_code == SI_TKILL &&
-                 si->si_pid == self_pid &&
-                 atomic_exchange_explicit(&w->preempt_req, 0, memory_order_acq_rel))) {
+    } else if (!(si->si_code == SI_QUEUE && si->si_pid == self_pid &&
+                 si->si_value.sival_ptr == &request_mark)) {
         forward(sig, si, uctx);
+        errno = saved;
+        return;
+    } else if (!(w && w->rt->cfg.signo == sig &&
+                 atomic_exchange_explicit(&w->preempt_req, 0, memory_order_acq_rel))) {
+        /* A request that outlived its run: it landed after this thread
+         * stopped being that run's worker (the monitor decided just before
+         * the run ended).  Not the program's either: drop it. */
         errno = saved;
         return;
     }
@@ -437,7 +449,8 @@ static clockid_t thread_cpu_clock(pid_t tid)
 static uint64_t worker_cpu_ns(const struct green__worker *w)
 {
     struct timespec ts;
-    if (clock_gettime(thread_cpu_clock(w->tid), &ts) != 0)
+    if (clock_gettime(thread_cpu_clock(atomic_load_explicit(&w->tid, memory_order_relaxed)),
+                      &ts) != 0)
         return 0;
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
@@ -491,6 +504,20 @@ static bool blocked_in(pid_t tid, int sig)
     return found && (mask >> (sig - 1) & 1);
 }
 
+/* tgkill with a mark: a request can then be told from the program's own
+ * signals even when it lands after its worker's run has ended. */
+static void send_request(pid_t tid, int sig)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = sig;
+    si.si_code = SI_QUEUE;
+    si.si_pid = self_pid;
+    si.si_uid = self_uid;
+    si.si_value.sival_ptr = (void *)&request_mark;
+    syscall(SYS_rt_tgsigqueueinfo, self_pid, tid, sig, &si);
+}
+
 static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green__watch *m,
                     uint64_t now, uint64_t cpu)
 {
@@ -501,12 +528,12 @@ static uint64_t ask(struct green__rt *rt, struct green__worker *w, struct green_
         return m->retry_at;
     }
     if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
-        syscall(SYS_tgkill, self_pid, w->tid, rt->cfg.signo);
+        send_request(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo);
         count(&stats.signals_sent);
         m->req_at = now;
         m->blocked_at = 0;
     } else if (now - m->req_at > GREEN_RETRY_MAX_NS && !m->said_blocked &&
-               !(blocked_in(w->tid, rt->cfg.signo)
+               !(blocked_in(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo)
                      ? m->blocked_at ? now - m->blocked_at < GREEN_RETRY_MAX_NS
                                      : (m->blocked_at = now, true)
                      : (m->blocked_at = 0, true))) {
@@ -560,9 +587,10 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
         struct green__worker *w = &rt->workers[i];
         struct green__watch *m = &rt->watch[i];
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
-        if (__atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0 ||
+        if (atomic_load_explicit(&w->tid, memory_order_acquire) == 0 ||
+            __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0 ||
             atomic_load_explicit(&w->slice_timed, memory_order_relaxed)) {
-            m->busy = false;         /* idle, or its slice timer watches it */
+            m->busy = false;         /* not started, idle, or its slice timer watches it */
             continue;
         }
         if (!m->busy || tick != m->tick) {
