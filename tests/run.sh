@@ -16,26 +16,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=${JOBS:-2}
 check_jobs=${CHECK_JOBS:-1}
+. tests/prepare.sh
 
 packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev libhiredis-dev redis-server"
-
-install_missing() {
-    missing=
-    for p in "$@"; do
-        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-            missing="$missing $p"
-        fi
-    done
-    test -z "$missing" && return 0
-    echo "==> installing missing Debian packages:$missing"
-    if test "$(id -u)" -ne 0; then
-        echo "run.sh: missing packages:$missing (run as root, or install them)" >&2
-        exit 1
-    fi
-    apt-get update
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
-}
 
 # Print the logs of the failing tests (test-suite.log gathers them).
 show_logs() {
@@ -74,16 +57,8 @@ build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
 }
 
 # shellcheck disable=SC2086
-install_missing $packages
-
-# An in-tree configure blocks out-of-tree builds.
-if test -f config.status; then
-    echo "==> the source tree was configured in place: make distclean"
-    make distclean >/dev/null 2>&1 || rm -f config.status
-fi
-
-echo "==> autoreconf -fi"
-autoreconf -fi
+install_missing run.sh $packages
+bootstrap
 
 build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
 build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" --enable-asan
