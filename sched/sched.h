@@ -64,6 +64,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #ifdef GREEN_VALGRIND
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #endif
 #ifdef GREEN_ASAN

@@ -286,6 +286,14 @@ static bool slice_timer_fired(struct green__worker *w)
 static void inject(greg_t *g)
 {
     uint64_t *nsp = (uint64_t *)((uintptr_t)g[REG_RSP] - 128);
+#ifdef GREEN_VALGRIND
+    /* Memcheck holds what lies below a stack pointer unaddressable, and
+     * does not see the one the handler makes: open the trampoline's frame
+     * -- the return address, flags and fifteen registers, the XSAVE area
+     * and its alignment -- before anything is written there. */
+    size_t span = 8 + 16 * 8 + green__xsave_size + 64;
+    VALGRIND_MAKE_MEM_UNDEFINED((char *)nsp - span, span);
+#endif
     *--nsp = (uint64_t)g[REG_RIP];
     g[REG_RSP] = (greg_t)(uintptr_t)nsp;
     g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;

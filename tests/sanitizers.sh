@@ -19,8 +19,9 @@
 #   and token_ring, and over the Criterion suites that need neither time nor
 #   signals, each test process followed (--trace-children), with
 #   tests/valgrind.supp (libunwind's readability probe).  Budget mode:
-#   memcheck does not follow the frame the signal handler builds for the
-#   trampoline, and reports its pushes as invalid writes.  Left out:
+#   memcheck does not follow the frame of the deferred trampoline (a refused
+#   preemption taken when a GREEN_NOPREEMPT function returns) and reports
+#   its pushes as invalid writes.  Left out:
 #   test_timer (timing: under memcheck everything runs ~50 times slower),
 #   test_context (memcheck does not model MXCSR and x87 control words),
 #   test_stack (overflow aborts and RSS), and the suites that preempt by
