@@ -62,10 +62,10 @@ struct flood {
     uint64_t worst_ns;
 };
 
-static void *flood_hog(void *arg)
+/* A CPU hog, green or plain: spins without calls until *stop. */
+static void *hog_until(void *stop)
 {
-    struct flood *f = arg;
-    while (!atomic_load_explicit(&f->stop, memory_order_relaxed))
+    while (!atomic_load_explicit((atomic_int *)stop, memory_order_relaxed))
         spin_cycles(100000);
     return NULL;
 }
@@ -86,7 +86,7 @@ static void *flood_main(void *arg)
         return P(1);
     green_t hogs[4], s;
     for (int i = 0; i < 4; i++)
-        green_spawn(&hogs[i], flood_hog, f);
+        green_spawn(&hogs[i], hog_until, &f->stop);
     green_spawn(&s, flood_sender, f);
     /* A ticker and a receiver in one: every message, and 1 ms sleeps. */
     for (long i = 0; i < 20000; i++) {
@@ -267,20 +267,12 @@ struct shared {
     uint64_t monitor_ns, wall_ns;
 };
 
-static void *shared_hog(void *arg)
-{
-    struct shared *s = arg;
-    while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
-        spin_cycles(100000);
-    return NULL;
-}
-
 static void *shared_main(void *arg)
 {
     struct shared *s = arg;
     green_t h[4];
     for (int i = 0; i < 4; i++)
-        green_spawn(&h[i], shared_hog, s);
+        green_spawn(&h[i], hog_until, &s->stop);
     green_sleep_ns(100 * MS);
     uint64_t t0 = mono_ns(), m0 = named_thread_cpu_ns("green-monitor");
     green_sleep_ns(2000 * MS);
@@ -289,14 +281,6 @@ static void *shared_main(void *arg)
     atomic_store(&s->stop, 1);
     for (int i = 0; i < 4; i++)
         green_join(h[i], NULL);
-    return NULL;
-}
-
-static void *plain_spinner(void *arg)
-{
-    atomic_int *stop = arg;
-    while (!atomic_load_explicit(stop, memory_order_relaxed))
-        spin_cycles(100000);
     return NULL;
 }
 
@@ -313,7 +297,7 @@ Test(hostile, workers_sharing_their_cpus_with_busy_threads_do_not_make_the_monit
     static atomic_int stop_plain;
     pthread_t plain[2];
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(pthread_create(&plain[i], NULL, plain_spinner, &stop_plain), 0);
+        cr_assert_eq(pthread_create(&plain[i], NULL, hog_until, &stop_plain), 0);
     green_stats_t s0 = stats_now();
     int rc = run(shared_main, &s, 2, GREEN_PREEMPT_SIGNAL, NULL);
     green_stats_t s1 = stats_now();
