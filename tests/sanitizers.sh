@@ -86,7 +86,8 @@ run_tsan() {
 run_valgrind() {
     configure_in build-vg --enable-valgrind
     vg="./libtool --mode=execute valgrind -q --error-exitcode=99 --leak-check=full
-        --errors-for-leak-kinds=definite --suppressions=$root/tests/valgrind.supp"
+        --show-leak-kinds=definite --errors-for-leak-kinds=definite
+        --suppressions=$root/tests/valgrind.supp"
     log=build-vg/san-stress.log
     rc=0
     (cd build-vg && GREEN_PREEMPT=budget $vg tests/stress/stress --seconds "$secs" \
