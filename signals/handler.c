@@ -8,20 +8,21 @@
  *    green thread that really used the CPU, sets that worker's request flag
  *    -- a CAS, so duplicate requests merge -- and sends the signal to that
  *    worker alone (rt_tgsigqueueinfo, its value marking it as a request).
- *    Idle workers and threads that switch within
- *    their slice never get one.  Once a worker has been preempted, its own
- *    slice timer (below) takes over while its slices keep ending that way.
+ *    Idle workers and threads that switch within their slice never get
+ *    one.  Once a worker has been preempted, its own slice timer (below)
+ *    takes over while its slices keep ending that way.
  * 2. The handler runs on the worker's sigaltstack.  A signal that is not
- *    ours (not marked as a request or a slice timer's: alarm(), setitimer,
- *    kill, the program's own pthread_kill) is passed to the program's
- *    handler or default action; a request that finds no request pending
- *    -- it outlived the slice, or its worker's run -- is dropped.  For ours it only decides, and switches nothing: it
- *    refuses when the worker is in its scheduler, the thread is inside
- *    green_nopreempt_begin/end, the PC is in code that may hold a lock
- *    (the safepoint table: libgreen, libc, ld.so, the vdso, ...), or the
- *    stack lacks room for the saved state.  Otherwise it makes the thread
- *    call the trampoline: below the red zone it pushes the interrupted PC
- *    and points the PC at green__preempt_trampoline.
+ *    ours (neither a marked request nor a slice timer's: alarm(),
+ *    setitimer, kill, the program's own pthread_kill) is passed to the
+ *    program's handler or default action; a request that finds none
+ *    pending -- it outlived its worker's run -- is dropped.  For ours it
+ *    only decides, and switches nothing: it refuses when the worker is in
+ *    its scheduler, the thread is inside green_nopreempt_begin/end, the PC
+ *    is in code that may hold a lock (the safepoint table: libgreen, libc,
+ *    ld.so, the vdso, ...), or the stack lacks room for the saved state.
+ *    Otherwise it makes the thread call the trampoline: below the red zone
+ *    it pushes the interrupted PC and points the PC at
+ *    green__preempt_trampoline.
  * 3. The trampoline saves everything and calls green__preempt_switch, a
  *    yield that keeps the thread on this worker (compilers keep TLS
  *    addresses such as &errno in registers across any instruction) until
