@@ -232,8 +232,9 @@ Test(hostile, a_worker_blocking_the_signal_is_reported, .timeout = 60)
 
 /* ---- CPUs shared with the program's own busy threads --------------------- */
 
-/* The CPU time (ns) of this process's thread named `name`, from
- * /proc/self/task/<tid>/schedstat; 0 if there is none. */
+/* The CPU time (ns) of this process's thread named `name`: its clock
+ * (the kernel's per-thread CPU clock id, made from its tid as glibc's
+ * pthread_getcpuclockid does); 0 if there is none. */
 static uint64_t named_thread_cpu_ns(const char *name)
 {
     DIR *d = opendir("/proc/self/task");
@@ -250,13 +251,10 @@ static uint64_t named_thread_cpu_ns(const char *name)
         bool match = fgets(comm, sizeof comm, f) && strncmp(comm, name, strlen(name)) == 0 &&
                      comm[strlen(name)] == '\n';
         fclose(f);
-        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
-        if (match && (f = fopen(path, "r")) != NULL) {
-            unsigned long long v;
-            if (fscanf(f, "%llu", &v) == 1)
-                ns = v;
-            fclose(f);
-        }
+        struct timespec ts;
+        clockid_t clock = (clockid_t)((~(uint32_t)atoi(e->d_name) << 3) | 4u | 2u);
+        if (match && clock_gettime(clock, &ts) == 0)
+            ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     }
     closedir(d);
     return ns;
