@@ -33,6 +33,7 @@
 set -u
 
 die() { echo "echo_bench.sh: $*" >&2; exit 1; }
+. "$(dirname "$0")/../examples/echo_port.sh"
 
 [ $# -eq 1 ] || die "usage: bench/echo_bench.sh BUILD_DIR"
 [ -d "$1" ] || die "no build directory '$1'"
@@ -142,13 +143,7 @@ start_server() {
     # shellcheck disable=SC2086  # a command line
     ${CMD[$1]} >"$TMP/srv.out" 2>"$TMP/srv.err" &
     SPID=$!
-    PORT=
-    for _ in $(seq 100); do
-        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$TMP/srv.out")
-        [ -n "$PORT" ] && return 0
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.1
-    done
+    PORT=$(echo_port "$TMP/srv.out" "$SPID") && return 0
     echo "echo_bench.sh: $1 server did not start:" >&2
     tail -n 5 "$TMP/srv.err" | sed 's/^/  /' >&2
     stop_server

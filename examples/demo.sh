@@ -11,6 +11,7 @@ jobs=${JOBS:-2}
 packages="build-essential autoconf automake libtool pkg-config libunwind-dev"
 
 . tests/prepare.sh
+. examples/echo_port.sh
 # shellcheck disable=SC2086
 install_missing demo.sh $packages
 bootstrap
@@ -42,12 +43,7 @@ for mode in green pthreads; do
         LD_LIBRARY_PATH=$PWD/build/.libs build/examples/.libs/echo_server --pthreads >"$out" &
     fi
     pid=$!
-    port=
-    for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-        test -n "$port" && break
-        sleep 0.05
-    done
+    port=$(echo_port "$out" "$pid")
     printf '%-9s ' "$mode"
     build/bench/echo_load --port "$port" --conns 2000 --secs 3 --warmup 1 2>/dev/null | tail -1
     kill "$pid"

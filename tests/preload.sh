@@ -16,6 +16,7 @@ test -x "$prog" || prog=$top/examples/echo_server
 conns=50
 
 fail() { echo "preload.sh: FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../examples/echo_port.sh"
 test -f "$shim" || { echo "preload.sh: $shim not built (static only?): skipped"; exit 77; }
 
 preload=$shim
@@ -30,13 +31,7 @@ GREEN_WORKERS=1 LD_PRELOAD=$preload LD_LIBRARY_PATH=$top/.libs${LD_LIBRARY_PATH:
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -f "$out" "$out.err"' EXIT
 
-port=
-for _ in $(seq 100); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-    test -n "$port" && break
-    sleep 0.05
-done
-test -n "$port" || fail "echo_server did not start: $(cat "$out.err")"
+port=$(echo_port "$out" "$pid") || fail "echo_server did not start: $(cat "$out.err")"
 
 declare -a fds
 for i in $(seq $conns); do
