@@ -39,6 +39,7 @@ die() { echo "echo_bench.sh: $*" >&2; exit 1; }
 [ -d "$1" ] || die "no build directory '$1'"
 BUILD=$(cd "$1" && pwd) || die "cannot enter '$1'"
 SRC=$(cd "$(dirname "$0")" && pwd) || die "cannot find bench/"
+. "$SRC/stats.sh"
 OUT=$BUILD/bench
 mkdir -p "$OUT" || die "cannot create $OUT"
 
@@ -199,15 +200,6 @@ run_one() { # peer conns rep
     sleep 0.5     # let the closed sockets go before the next server
 }
 
-rotate() { # k word... -> the words, starting from the k-th (0-based, modulo)
-    local k=$1 i
-    shift
-    local a=("$@")
-    for ((i = 0; i < ${#a[@]}; i++)); do
-        printf '%s ' "${a[(i + k) % ${#a[@]}]}"
-    done
-}
-
 for c in $CONNS; do
     for rep in $(seq 1 "$REPS"); do
         printf 'echo %5s conns rep %s/%s:' "$c" "$rep" "$REPS" >&2
@@ -219,11 +211,6 @@ for c in $CONNS; do
     done
 done
 
-median() { # file -> median of its lines, or n/a
-    [ -s "$1" ] || { echo n/a; return; }
-    sort -g "$1" | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 total() { # file -> sum of its lines, or 0
     [ -s "$1" ] || { echo 0; return; }
     awk '{ s += $1 } END { print s }' "$1"

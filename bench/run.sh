@@ -57,6 +57,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 [ -d "$1" ] || die "no build directory '$1'"
 BUILD=$(cd "$1" && pwd) || die "cannot enter '$1'"
 SRC=$(cd "$(dirname "$0")" && pwd) || die "cannot find bench/"
+. "$SRC/stats.sh"
 OUT=$BUILD/bench
 mkdir -p "$OUT" || die "cannot create $OUT"
 
@@ -206,15 +207,6 @@ run_variant() { # label bench rep: the preemption table
         "GREEN_WORKERS=$w GOMAXPROCS=$w ${VENV[$v]}"
 }
 
-rotate() { # k word... -> the words, starting from the k-th (0-based, modulo)
-    local k=$1 i
-    shift
-    local a=("$@")
-    for ((i = 0; i < ${#a[@]}; i++)); do
-        printf '%s ' "${a[(i + k) % ${#a[@]}]}"
-    done
-}
-
 : >"$LOG"
 case " $TABLES " in *" main "*)
     for bench in $BENCHES; do
@@ -243,12 +235,6 @@ case " $TABLES " in *" preempt "*)
         done
     done
 esac
-
-median() { # file -> median of its lines, or n/a
-    [ -s "$1" ] || { echo n/a; return; }
-    sort -g "$1" | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 : >"$TMP/medians"
 for key in yield spawn spawnmany chan mutex park_rss park_rss_total park_pte_total \
