@@ -50,6 +50,9 @@ static void worker_init(struct green__rt *rt, struct green__worker *w, unsigned 
 
 static void rt_free(struct green__rt *rt)
 {
+    /* First: a pool thread may still be inside green__ready for the last
+     * job's thread, waking a worker, after the run has ended. */
+    green__offload_free(rt);
     if (rt->workers) {
         for (unsigned i = 0; i < rt->nworkers; i++)
             green__timers_free(&rt->workers[i]);
@@ -58,7 +61,6 @@ static void rt_free(struct green__rt *rt)
     free(rt->sysmon_seen);
     free(rt->watch);
     free(rt->detq);
-    green__offload_free(rt);
     green__netpoll_free(rt);
     pthread_mutex_destroy(&rt->np.init_lock);
     green__pool_destroy(&rt->stacks);
