@@ -67,7 +67,10 @@ typedef struct green_config {
     unsigned deterministic;/* enum green_deterministic, default off      GREEN_DETERMINISTIC */
     unsigned offload_threads; /* most OS threads green_offload may use at
                             * once; 0: the default, 16       GREEN_OFFLOAD_THREADS */
-    uint64_t reserved[6];  /* zero: room for fields to come, same ABI */
+    const char *preemptible_objects; /* shared objects the program owns, to be
+                            * preempted in like the executable: a ':'-separated
+                            * list of file names or paths    GREEN_PREEMPTIBLE */
+    uint64_t reserved[5];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
@@ -222,15 +225,21 @@ GREEN_API int green_schedule_digest(uint64_t *digest, uint64_t *seed);
 
 /* A function that is never preempted, nor anything it calls, while it runs:
  *     GREEN_NOPREEMPT static void update_shared_table(void) { ... }
- * It goes to the section green_nopreempt, which libgreen finds in every
- * loaded object (program and shared libraries).  A preemption asked for
- * while it runs is taken the moment it returns: libgreen points its return
- * address at a trampoline for that.  So no C++ exception may leave a
- * GREEN_NOPREEMPT function, and a debugger's backtrace taken inside one,
- * after a refusal, ends at it.  Calls into libgreen from it are switch
- * points as anywhere (a blocking call must switch; any call takes a pending
- * preemption). */
-#define GREEN_NOPREEMPT __attribute__((section("green_nopreempt"), noinline, noclone))
+ * It goes to the section green_nopreempt, which libgreen finds in the
+ * objects it preempts (the program, GREEN_PREEMPTIBLE libraries).  A
+ * preemption asked for while it runs is taken the moment it returns:
+ * libgreen points its return address at a trampoline for that (whose
+ * unwind information leads C++ exceptions and debuggers on to the real
+ * caller).  It makes no tail calls: a call it ends with would otherwise run
+ * after its frame is gone, unprotected.  Calls into libgreen from it are
+ * switch points as anywhere (a blocking call must switch; any call takes a
+ * pending preemption). */
+#if defined(__clang__)
+#define GREEN__NOPREEMPT_ATTRS noinline, disable_tail_calls
+#else
+#define GREEN__NOPREEMPT_ATTRS noinline, noclone, optimize("no-optimize-sibling-calls")
+#endif
+#define GREEN_NOPREEMPT __attribute__((section("green_nopreempt"), GREEN__NOPREEMPT_ATTRS))
 
 /* Kinds of code, as the preemption signal's handler sees them. */
 enum green_code {
@@ -287,7 +296,15 @@ typedef struct green_stats {
                                    * for the signal during a run, or blocked it
                                    * in a worker (each also reported once on
                                    * stderr) */
-    uint64_t reserved[3];
+    uint64_t hijacks;             /* refused preemptions hooked to the return of
+                                   * the outermost frame that may not be
+                                   * interrupted, to be taken the moment it
+                                   * returns into the program's code (counted in
+                                   * deferred_taken when they switch) */
+    uint64_t hijacks_undone;      /* of those, hooks taken back unfired: a switch
+                                   * came first, or the frame was left by longjmp
+                                   * or an exception */
+    uint64_t reserved[1];
 } green_stats_t;
 
 GREEN_API void green_stats(green_stats_t *s);
