@@ -25,9 +25,11 @@
  * signal handler does (walk.c, green__sp_walk_here, against the same
  * safepoint table) and yields only when every one up to the thread's base is
  * preemptible.  Otherwise the yield stays pending, as a refused signal's
- * does, for the next poll (any libgreen call, green_safepoint,
- * green_nopreempt_end), and the slice gets another budget before the hooks
- * look again.  The walk costs ~0.1-1 us, once per budget.
+ * does, and is taken on the way out, as a refused signal's is: the return of
+ * the outermost frame that may not be interrupted is hooked (the preemption
+ * layer's rt->hooks->hijack, signals/hijack.c), or else at the next poll
+ * (any libgreen call, green_safepoint, green_nopreempt_end); the slice gets
+ * another budget meanwhile.  The walk costs ~0.1-1 us, once per budget.
  *
  * The yield at a function entry keeps the thread on its worker, as a
  * preemption by signal does (green__sched_preempted): the interrupted
@@ -72,15 +74,42 @@ void green_reduce(unsigned n)
     green_yield();
 }
 
-/* May the calling green thread switch here, at a function entry? */
-static bool callers_allow(struct green__thread *t)
+/* Budgets a hook in place answers for before the callers are walked again
+ * (see callers_allow). */
+#define GREEN_HOOK_TRUST 16u
+
+/* May the calling green thread switch here, at a function entry?  If not,
+ * hook the way out where the walk found one. */
+static bool callers_allow(struct green__worker *w, struct green__thread *t)
 {
     if (t->nopreempt)
         return false;
+    /* A hook in place still answers: the frame it hooks is the outermost
+     * that may not be interrupted for as long as it runs, and the walk
+     * would only find it again (a budget of 50 in a long qsort: thousands
+     * of walks).  Unless it was left by longjmp while its word still reads
+     * as ours, so walk again now and then. */
+    uint64_t *was = t->patch.slot;
+    if (was && (uintptr_t)was > (uintptr_t)__builtin_frame_address(0) &&
+        *was == t->patch.wrote && t->patch.trusted > 0) {
+        t->patch.trusted--;
+        return false;
+    }
+    /* Otherwise it goes: the walk must see the real callers. */
+    if (was)
+        green__patch_undo(t);
     const struct green__sp_table *tab = green__sp_enter();
-    enum green__sp_walk v = tab ? green__sp_walk_here(tab) : GREEN_WALK_FAILED;
+    struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
+    if (tab)
+        v = green__sp_walk_here(tab, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t));
     green__sp_exit();
-    return v == GREEN_WALK_SAFE;
+    if (v.walk == GREEN_WALK_HOOK && w->rt->hooks && w->rt->hooks->hijack) {
+        w->rt->hooks->hijack(t, v.slot, v.slot == was);
+        t->patch.trusted = GREEN_HOOK_TRUST;
+    }
+    if (was && t->patch.slot != was)
+        atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
+    return v.walk == GREEN_WALK_SAFE;
 }
 
 void green_budget_spent(void)
@@ -89,7 +118,7 @@ void green_budget_spent(void)
     if (no_budget(w))
         return;
     struct green__thread *t = w->cur;
-    if (!callers_allow(t)) {
+    if (!callers_allow(w, t)) {
         atomic_fetch_add_explicit(&green__budget_refused, 1, memory_order_relaxed);
         __atomic_store_n(&t->preempt_pending, true, __ATOMIC_RELAXED);
         green__slice_refill(w);

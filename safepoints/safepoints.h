@@ -26,12 +26,16 @@
 
 struct green__sp_table;
 
-/* A run in signal mode starts / ends.  acquire builds or refreshes the
- * table and adds the object names of `unsafe` (GREEN_UNSAFE: a ':'-separated
- * list, may be NULL) for as long as that run lasts; release takes them away.
- * acquire returns 0 or ENOMEM. */
-int green__sp_acquire(const char *unsafe);
-void green__sp_release(const char *unsafe);
+/* A run that preempts starts / ends.  acquire builds or refreshes the table
+ * and adds the object names of `unsafe` (GREEN_UNSAFE) and `preemptible`
+ * (GREEN_PREEMPTIBLE), ':'-separated lists that may be NULL, for as long as
+ * that run lasts; release takes them away.  acquire returns 0 or ENOMEM. */
+int green__sp_acquire(const char *unsafe, const char *preemptible);
+void green__sp_release(const char *unsafe, const char *preemptible);
+
+/* Is name (a file name or path) one of the system's runtime objects (libc,
+ * ld.so, libstdc++, ...), which are never preemptible whatever is named? */
+bool green__sp_system_object(const char *name);
 
 /* Rebuild the table if objects were loaded or unloaded (dlopen, dlclose)
  * since it was built, and free the tables no handler can still read.  The
@@ -55,31 +59,45 @@ void green__sp_exit(void);
 /* AS-safe.  The kind of code at pc: enum green_code. */
 enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc);
 
-/* The verdict of a walk over the interrupted thread's callers. */
+/* AS-safe.  May a handler walk the stack from a PC here?  Not in ld.so,
+ * libunwind or unknown code (table.c says why). */
+bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc);
+
+/* What a walk over a green thread's frames found (walk.c). */
 enum green__sp_walk {
-    GREEN_WALK_SAFE,                 /* every caller up to the thread's base
-                                      * is preemptible */
-    GREEN_WALK_NOPREEMPT,            /* none unsafe, but one is a
-                                      * GREEN_NOPREEMPT function */
-    GREEN_WALK_UNSAFE,               /* a caller may hold a lock */
+    GREEN_WALK_SAFE,                 /* every frame up to the thread's base is
+                                      * preemptible: switch here */
+    GREEN_WALK_HOOK,                 /* one is not, but the outermost such
+                                      * frame returns into preemptible code:
+                                      * hook its return (slot) */
+    GREEN_WALK_STUCK,                /* the outermost such frame is the
+                                      * thread's own function, or its return
+                                      * slot cannot be trusted: nothing to hook */
     GREEN_WALK_FAILED,               /* the base was not reached (no unwind
                                       * information, or deeper than
                                       * GREEN_WALK_MAX_DEPTH) */
 };
 #define GREEN_WALK_MAX_DEPTH 256
 
-/* AS-safe.  Walk the callers of the code interrupted in uc, of kind `kind`
- * (already looked up), on a green thread whose stack is [lo, hi).  On
- * GREEN_WALK_NOPREEMPT, *ret_slot is the stack slot that holds the return
- * address of the outermost GREEN_NOPREEMPT frame (NULL if it could not be
- * found): the deferred preemption can be hooked there. */
-enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
-                                   enum green_code kind, uintptr_t lo, uintptr_t hi,
-                                   uint64_t **ret_slot);
+struct green__sp_verdict {
+    enum green__sp_walk walk;
+    /* HOOK and STUCK: the outermost frame that may not be interrupted. */
+    enum green_code kind;            /* its kind (NOPREEMPT, UNSAFE, ...) */
+    bool at_pc;                      /* it is the interrupted frame itself */
+    uint64_t *slot;                  /* HOOK: its return address's stack slot */
+};
 
-/* The same verdict for the calling green thread, from its own code (not a
- * handler): libgreen's frames on top are skipped. */
-enum green__sp_walk green__sp_walk_here(const struct green__sp_table *t);
+/* AS-safe.  Walk the frames of the code interrupted in uc, on a green thread
+ * whose stack is [lo, hi), and say where it may be switched out.  The
+ * caller has checked that a walk from its PC is allowed
+ * (green__sp_may_walk).  A hook's slot lies in [lo, hi). */
+struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
+                                        uintptr_t lo, uintptr_t hi);
+
+/* The same for the calling green thread, from its own code (not a handler):
+ * libgreen's frames on top are skipped. */
+struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, uintptr_t lo,
+                                             uintptr_t hi);
 
 /* Set up libunwind for use from the handler (its per-thread cache); drop
  * what it cached, when objects were unloaded. */

@@ -1,16 +1,28 @@
 /*
  * The safepoint table: which code a preemption signal may interrupt.
  *
+ * The rule: preempt only code the program owns.  Owned code is the main
+ * executable, the objects the user names (GREEN_PREEMPTIBLE, the config's
+ * preemptible_objects) and ranges added with green_code_range_add.  Every
+ * other object -- libc, ld.so, the vdso, libstdc++, every third-party
+ * library -- may hold a lock or per-OS-thread state (jemalloc's thread
+ * caches, OpenSSL's and SQLite's pthread mutexes, a stdio FILE lock) that
+ * another green thread on the same worker would need, so it is never
+ * interrupted: a preemption refused there is taken on the way out (walk.c,
+ * signals/hijack.c).  GREEN_UNSAFE takes objects back out of what is owned.
+ *
  * The table is a sorted array of disjoint executable address ranges, each
  * of one kind (enum green_code).  It is painted from spans in four levels,
  * a higher level winning where spans overlap:
  *
  *   object    every PT_LOAD segment with PF_X of every loaded object
- *             (dl_iterate_phdr): unsafe if the object is libc, ld.so, the
- *             vdso, libgcc_s, libunwind, libstdc++, a sanitizer runtime, or
- *             named in GREEN_UNSAFE; preemptible otherwise
- *   section   the section green_nopreempt of any object (GREEN_NOPREEMPT
- *             functions), read from the object's file (elf.c)
+ *             (dl_iterate_phdr): preemptible if owned (above), unsafe
+ *             otherwise.  The objects of the system's runtime (libc, ld.so,
+ *             the vdso, libgcc_s, libunwind, libstdc++, the sanitizers) stay
+ *             unsafe even when named preemptible.
+ *   section   the section green_nopreempt of an owned object (GREEN_NOPREEMPT
+ *             functions) and the section green_runtime of any object
+ *             (libgreen-budget's hooks), read from the object's file (elf.c)
  *   user      ranges added with green_code_range_add
  *   runtime   libgreen: its whole object when shared, its green_runtime
  *             section when linked statically
@@ -20,6 +32,12 @@
  * a library dlopen'ed a moment ago is never preempted before the table
  * knows what it is.  Handlers that meet unknown code hint the monitor,
  * which rebuilds at once if the loader's counters moved.
+ *
+ * Walking.  Besides the kind, a range says whether the handler may walk the
+ * stack from a PC inside it (green__sp_may_walk): not from ld.so, which may
+ * be changing the list of loaded objects that libunwind's lookups read, nor
+ * from libunwind, whose per-thread cache the walk would re-enter, nor from
+ * unknown code, which has no unwind information.
  *
  * Publication and reclamation.  A build happens under `lock`, outside any
  * handler, and is published by an atomic swap of `current`; the old table
@@ -34,7 +52,10 @@
  * once after a hint.  A user range rebuilds in the call that adds it.
  *
  * Rejected: interposing dlopen/dlclose (libgreen exports only green_*
- * names) and LD_AUDIT (a user's environment choice, not a library's).
+ * names) and LD_AUDIT (a user's environment choice, not a library's);
+ * preempting every object but a list of known offenders (the rule before
+ * this one): jemalloc preloaded hung 3 runs of 3, OpenSSL under libcurl
+ * crashed, and the list can never be complete.
  * Known gap: an object unloaded and another loaded at the same address
  * between two looks of the monitor is classified as the old one for up to
  * a millisecond.
@@ -47,10 +68,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct range {
     uintptr_t lo, hi;
-    enum green_code kind;
+    uint8_t kind;                    /* enum green_code */
+    bool nowalk;                     /* no stack walk from a PC in here */
 };
 
 struct green__sp_table {
@@ -79,10 +102,12 @@ struct user_range {
 static struct user_range *uranges;
 static size_t nuranges, capuranges;
 
-/* GREEN_UNSAFE names of the runs in signal mode, counted. */
+/* GREEN_UNSAFE and GREEN_PREEMPTIBLE names of the runs that preempt,
+ * counted. */
 struct name {
     char *s;
     unsigned refs;
+    bool preemptible;                /* GREEN_PREEMPTIBLE, else GREEN_UNSAFE */
 };
 static struct name *names;
 static size_t nnames, capnames;
@@ -144,6 +169,24 @@ enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
 }
 
 /* AS-safe */
+bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc)
+{
+    if (!t)
+        return false;
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pc < t->r[mid].lo)
+            hi = mid;
+        else if (pc >= t->r[mid].hi)
+            lo = mid + 1;
+        else
+            return !t->r[mid].nowalk;
+    }
+    return false;
+}
+
+/* AS-safe */
 void green__sp_hint_stale(void) { atomic_store_explicit(&stale_hint, true, memory_order_relaxed); }
 
 bool green__sp_knows_runtime(void)
@@ -154,13 +197,17 @@ bool green__sp_knows_runtime(void)
     return knows;
 }
 
-/* ---- Which objects are unsafe ------------------------------------------- */
+/* ---- Which objects are owned -------------------------------------------- */
 
-static const char *const default_unsafe[] = {
+/* The system's runtime: never preemptible, whatever GREEN_PREEMPTIBLE says. */
+static const char *const system_runtime[] = {
     "libc.so", "ld-linux", "linux-vdso", "libpthread.so", "libdl.so", "librt.so",
     "libgcc_s.so", "libunwind", "libstdc++.so", "libasan.so", "libubsan.so",
     "liblsan.so", "libtsan.so",
 };
+
+/* Objects the handler must not walk from (see the top of this file). */
+static const char *const no_walk[] = { "ld-linux", "libunwind" };
 
 /* A name with a '/' is a whole path; without, it matches a file name that
  * starts with it and goes on with nothing, '.' or '-' ("libfoo.so" matches
@@ -175,16 +222,41 @@ static bool name_matches(const char *path, const char *name, size_t len)
            (base[len] == '\0' || base[len] == '.' || base[len] == '-');
 }
 
-/* Requires: lock held. */
-static bool unsafe_object(const char *path)
+static bool in_list(const char *path, const char *const *list, size_t n)
 {
-    for (size_t i = 0; i < sizeof default_unsafe / sizeof default_unsafe[0]; i++)
-        if (name_matches(path, default_unsafe[i], strlen(default_unsafe[i])))
-            return true;
-    for (size_t i = 0; i < nnames; i++)
-        if (name_matches(path, names[i].s, strlen(names[i].s)))
+    for (size_t i = 0; i < n; i++)
+        if (name_matches(path, list[i], strlen(list[i])))
             return true;
     return false;
+}
+
+/* Requires: lock held.  Is path named in the runs' lists of that kind? */
+static bool named(const char *path, bool preemptible)
+{
+    for (size_t i = 0; i < nnames; i++)
+        if (names[i].preemptible == preemptible &&
+            name_matches(path, names[i].s, strlen(names[i].s)))
+            return true;
+    return false;
+}
+
+/* Either way round: "libc" names libc.so.6 as surely as "libc.so.6" does. */
+bool green__sp_system_object(const char *name)
+{
+    size_t n = sizeof system_runtime / sizeof system_runtime[0];
+    for (size_t i = 0; i < n; i++)
+        if (name_matches(system_runtime[i], name, strlen(name)))
+            return true;
+    return in_list(name, system_runtime, n);
+}
+
+/* Requires: lock held.  The kind of a whole object other than libgreen;
+ * path is its file ("/proc/self/exe" resolved for the program). */
+static enum green_code object_kind(const char *path, bool program)
+{
+    if (green__sp_system_object(path) || named(path, false))
+        return GREEN_CODE_UNSAFE;
+    return program || named(path, true) ? GREEN_CODE_PREEMPTIBLE : GREEN_CODE_UNSAFE;
 }
 
 /* ---- Building ----------------------------------------------------------- */
@@ -194,6 +266,7 @@ enum level { LV_OBJECT, LV_SECTION, LV_USER, LV_RUNTIME, NLEVELS };
 struct span {
     uintptr_t lo, hi;
     uint8_t level, kind;
+    bool nowalk;
 };
 
 /* What dl_iterate_phdr reported, copied out so that files are read after
@@ -201,11 +274,14 @@ struct span {
 struct object {
     uintptr_t base;
     char *path;                      /* NULL: no file (the vdso) */
-    bool self, unsafe;
+    bool self;                       /* libgreen */
+    bool nowalk;
+    enum green_code kind;            /* of the whole object, unless self */
     size_t first_seg, nseg;          /* into build.segs */
 };
 
 struct build {
+    char exe[4096];                  /* the program's file */
     struct object *obj;
     size_t nobj, capobj;
     struct span *segs;               /* executable segments, kind unset */
@@ -241,13 +317,15 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
         return 1;
     }
     struct object *o = &b->obj[b->nobj];
-    /* The main program comes first, named "": its file is /proc/self/exe.
-     * The vdso has a name but no file. */
-    const char *path = b->nobj == 0 && name[0] == '\0' ? "/proc/self/exe"
-                       : strchr(name, '/')              ? name
-                                                        : NULL;
+    /* The main program comes first, named "": its file is /proc/self/exe,
+     * and its names (for GREEN_UNSAFE) are those of the file that link
+     * points to.  The vdso has a name but no file. */
+    bool program = b->nobj == 0 && name[0] == '\0';
+    const char *path = program ? "/proc/self/exe" : strchr(name, '/') ? name : NULL;
     *o = (struct object){ .base = info->dlpi_addr, .self = self && name[0] != '\0',
-                          .unsafe = unsafe_object(name), .first_seg = b->nseg };
+                          .kind = object_kind(program ? b->exe : name, program),
+                          .nowalk = in_list(name, no_walk, sizeof no_walk / sizeof no_walk[0]),
+                          .first_seg = b->nseg };
     if (path && !(o->path = strdup(path))) {
         b->failed = true;
         return 1;
@@ -262,14 +340,14 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             return 1;
         }
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        b->segs[b->nseg++] = (struct span){ lo, lo + ph->p_memsz, 0, 0 };
+        b->segs[b->nseg++] = (struct span){ lo, lo + ph->p_memsz, 0, 0, false };
         o->nseg++;
     }
     return 0;
 }
 
 static void span_add(struct build *b, uintptr_t lo, uintptr_t hi, enum level lv,
-                     enum green_code kind)
+                     enum green_code kind, bool nowalk)
 {
     if (lo >= hi)
         return;
@@ -277,7 +355,7 @@ static void span_add(struct build *b, uintptr_t lo, uintptr_t hi, enum level lv,
         b->failed = true;
         return;
     }
-    b->spans[b->nspan++] = (struct span){ lo, hi, (uint8_t)lv, (uint8_t)kind };
+    b->spans[b->nspan++] = (struct span){ lo, hi, (uint8_t)lv, (uint8_t)kind, nowalk };
 }
 
 /* Is [lo, hi) inside one of o's executable segments? */
@@ -327,21 +405,20 @@ static void cache_sweep(void)
 /* Requires: lock held. */
 static void add_object_spans(struct build *b, const struct object *o)
 {
-    enum green_code kind = o->self     ? GREEN_CODE_RUNTIME
-                           : o->unsafe ? GREEN_CODE_UNSAFE
-                                       : GREEN_CODE_PREEMPTIBLE;
+    enum green_code kind = o->self ? GREEN_CODE_RUNTIME : o->kind;
     for (size_t i = o->first_seg; i < o->first_seg + o->nseg; i++)
-        span_add(b, b->segs[i].lo, b->segs[i].hi, o->self ? LV_RUNTIME : LV_OBJECT, kind);
-    /* Whole objects that are unsafe or libgreen need no sections. */
-    if (o->self || o->unsafe || !o->path)
+        span_add(b, b->segs[i].lo, b->segs[i].hi, o->self ? LV_RUNTIME : LV_OBJECT, kind,
+                 o->nowalk);
+    /* libgreen needs no sections; the vdso has no file. */
+    if (o->self || !o->path)
         return;
     const struct green__sp_sections *s = sections_of(o);
     if (!s)
         return;
-    if (in_object(b, o, s->nopreempt_lo, s->nopreempt_hi))
-        span_add(b, s->nopreempt_lo, s->nopreempt_hi, LV_SECTION, GREEN_CODE_NOPREEMPT);
+    if (kind == GREEN_CODE_PREEMPTIBLE && in_object(b, o, s->nopreempt_lo, s->nopreempt_hi))
+        span_add(b, s->nopreempt_lo, s->nopreempt_hi, LV_SECTION, GREEN_CODE_NOPREEMPT, false);
     if (in_object(b, o, s->runtime_lo, s->runtime_hi))
-        span_add(b, s->runtime_lo, s->runtime_hi, LV_RUNTIME, GREEN_CODE_RUNTIME);
+        span_add(b, s->runtime_lo, s->runtime_hi, LV_RUNTIME, GREEN_CODE_RUNTIME, false);
 }
 
 /* Where spans of one level overlap, the stricter kind wins. */
@@ -359,6 +436,7 @@ struct event {
     uintptr_t at;
     int delta;
     uint8_t level, kind;
+    bool nowalk;
 };
 
 static int by_at(const void *a, const void *b)
@@ -367,15 +445,18 @@ static int by_at(const void *a, const void *b)
     return x->at < y->at ? -1 : x->at > y->at;
 }
 
-static void emit(struct green__sp_table *t, uintptr_t lo, uintptr_t hi, enum green_code kind)
+static void emit(struct green__sp_table *t, uintptr_t lo, uintptr_t hi, enum green_code kind,
+                 bool nowalk)
 {
-    if (t->n && t->r[t->n - 1].hi == lo && t->r[t->n - 1].kind == kind)
-        t->r[t->n - 1].hi = hi;
+    struct range *last = t->n ? &t->r[t->n - 1] : NULL;
+    if (last && last->hi == lo && last->kind == kind && last->nowalk == nowalk)
+        last->hi = hi;
     else
-        t->r[t->n++] = (struct range){ lo, hi, kind };
+        t->r[t->n++] = (struct range){ lo, hi, (uint8_t)kind, nowalk };
 }
 
-/* Paint the spans into disjoint ranges: a sweep over their ends. */
+/* Paint the spans into disjoint ranges: a sweep over their ends.  The
+ * kind comes from the highest level present; nowalk from any span. */
 static struct green__sp_table *paint(const struct build *b)
 {
     size_t ne = 2 * b->nspan;
@@ -388,21 +469,24 @@ static struct green__sp_table *paint(const struct build *b)
     }
     for (size_t i = 0; i < b->nspan; i++) {
         const struct span *s = &b->spans[i];
-        ev[2 * i] = (struct event){ s->lo, 1, s->level, s->kind };
-        ev[2 * i + 1] = (struct event){ s->hi, -1, s->level, s->kind };
+        ev[2 * i] = (struct event){ s->lo, 1, s->level, s->kind, s->nowalk };
+        ev[2 * i + 1] = (struct event){ s->hi, -1, s->level, s->kind, s->nowalk };
     }
     qsort(ev, ne, sizeof *ev, by_at);
     t->retired_next = NULL;
     t->knows_runtime = false;
     t->n = 0;
     unsigned active[NLEVELS][GREEN_CODE_RUNTIME + 1] = { { 0 } };
+    unsigned nowalk = 0;             /* active spans that forbid walking */
     int cur = -1;                    /* kind painted from ev[i-1].at, or none */
     for (size_t i = 0; i < ne;) {
         uintptr_t at = ev[i].at;
         if (cur >= 0 && i > 0 && at > ev[i - 1].at)
-            emit(t, ev[i - 1].at, at, (enum green_code)cur);
-        for (; i < ne && ev[i].at == at; i++)
+            emit(t, ev[i - 1].at, at, (enum green_code)cur, nowalk > 0);
+        for (; i < ne && ev[i].at == at; i++) {
             active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
+            nowalk += ev[i].nowalk ? (unsigned)ev[i].delta : 0;
+        }
         cur = -1;
         for (int lv = NLEVELS - 1; lv >= 0 && cur < 0; lv--)
             for (int k = 0; k <= GREEN_CODE_RUNTIME; k++)
@@ -440,11 +524,13 @@ static void reclaim(void)
 static int rebuild(void)
 {
     struct build b = { 0 };
+    ssize_t n = readlink("/proc/self/exe", b.exe, sizeof b.exe - 1);
+    b.exe[n > 0 ? n : 0] = '\0';
     dl_iterate_phdr(collect, &b);
     for (size_t i = 0; i < b.nobj && !b.failed; i++)
         add_object_spans(&b, &b.obj[i]);
     for (size_t i = 0; i < nuranges && !b.failed; i++)
-        span_add(&b, uranges[i].lo, uranges[i].hi, LV_USER, uranges[i].kind);
+        span_add(&b, uranges[i].lo, uranges[i].hi, LV_USER, uranges[i].kind, false);
     struct green__sp_table *t = b.failed ? NULL : paint(&b);
     build_free(&b);
     if (!t)
@@ -501,25 +587,28 @@ void green__sp_refresh(uint64_t now)
 
 /* ---- Runs --------------------------------------------------------------- */
 
-/* Requires: lock held.  Apply d (+1 / -1) to the count of each name in the
- * ':'-separated list; true if a name came or went. */
-static bool names_adjust(const char *list, int d, int *err)
+/* Requires: lock held.  Apply d (+1 / -1) to the count of each name of
+ * that kind in the ':'-separated list; true if a name came or went.  On
+ * ENOMEM (*err), *done is how much of the list was applied. */
+static bool names_adjust(const char *list, bool preemptible, int d, int *err, size_t *done)
 {
     bool changed = false;
     for (const char *p = list; p && *p;) {
         const char *end = strchr(p, ':');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         size_t i = 0;
-        while (i < nnames && !(strlen(names[i].s) == len && memcmp(names[i].s, p, len) == 0))
+        while (i < nnames && !(names[i].preemptible == preemptible &&
+                               strlen(names[i].s) == len && memcmp(names[i].s, p, len) == 0))
             i++;
         if (len && d > 0 && i == nnames) {
             char *s = strndup(p, len);
             if (!s || !grow(&names, &capnames, nnames + 1, sizeof *names)) {
                 free(s);
                 *err = ENOMEM;
+                *done = (size_t)(p - list);
                 return changed;
             }
-            names[nnames++] = (struct name){ s, 1 };
+            names[nnames++] = (struct name){ s, 1, preemptible };
             changed = true;
         } else if (len && i < nnames) {
             names[i].refs += (unsigned)d;
@@ -534,23 +623,45 @@ static bool names_adjust(const char *list, int d, int *err)
     return changed;
 }
 
-int green__sp_acquire(const char *unsafe)
+/* Requires: lock held.  Count the names of one list in (d = 1), or out. */
+static bool names_apply(const char *list, bool preemptible, int d, int *err)
+{
+    size_t done = 0;
+    bool changed = names_adjust(list, preemptible, d, err, &done);
+    if (*err && done) {
+        /* Take back what the failed call counted in. */
+        char *prefix = strndup(list, done);
+        if (prefix)
+            names_adjust(prefix, preemptible, -d, &(int){ 0 }, &(size_t){ 0 });
+        free(prefix);
+    }
+    return changed;
+}
+
+int green__sp_acquire(const char *unsafe, const char *preemptible)
 {
     int err = 0;
     pthread_mutex_lock(&lock);
-    bool changed = names_adjust(unsafe, 1, &err);
-    if (!err)
-        err = refresh_locked(changed);
-    if (err)
-        names_adjust(unsafe, -1, &(int){ 0 });
+    bool changed = names_apply(unsafe, false, 1, &err);
+    if (!err) {
+        changed |= names_apply(preemptible, true, 1, &err);
+        if (err)
+            names_apply(unsafe, false, -1, &(int){ 0 });
+    }
+    if (!err && (err = refresh_locked(changed)) != 0) {
+        names_apply(unsafe, false, -1, &(int){ 0 });
+        names_apply(preemptible, true, -1, &(int){ 0 });
+    }
     pthread_mutex_unlock(&lock);
     return err;
 }
 
-void green__sp_release(const char *unsafe)
+void green__sp_release(const char *unsafe, const char *preemptible)
 {
     pthread_mutex_lock(&lock);
-    if (names_adjust(unsafe, -1, &(int){ 0 }))
+    bool changed = names_apply(unsafe, false, -1, &(int){ 0 });
+    changed |= names_apply(preemptible, true, -1, &(int){ 0 });
+    if (changed)
         refresh_locked(true);
     reclaim();
     pthread_mutex_unlock(&lock);

@@ -1,41 +1,68 @@
 /*
- * The walk: is any caller of the interrupted code unsafe?
+ * The walk: where may this green thread be switched out?
  *
- * A PC in the program's own code can still run with a lock held by a caller:
- * a comparator called back from qsort, a pthread_once routine, a global
- * C++ constructor run by the dynamic loader.  Before a preemption is taken,
- * the handler walks the interrupted thread's frames with libunwind, from the
- * signal frame (UNW_INIT_SIGNAL_FRAME: the first PC is exact, not a return
- * address) up to the thread's base -- the return address inside
+ * A PC in the program's own code can still run under a caller that may not
+ * be interrupted: a comparator called back from qsort, a pthread_once
+ * routine, a GREEN_NOPREEMPT function; and a PC in a library always may not
+ * be.  So the handler walks the interrupted thread's frames with libunwind,
+ * from the signal frame (UNW_INIT_SIGNAL_FRAME: the first PC is exact, not
+ * a return address) up to the thread's base -- the return address inside
  * green__call_entry, under which every green thread's own code runs -- and
- * looks each return address up in the table (at address - 1: a call that
- * never returns may end its function).  The walk is unw_backtrace's fast
- * path (see green__sp_walk); the frame-by-frame unw_step walk serves when
- * that cannot find the interrupted frame, and to find a GREEN_NOPREEMPT
- * frame's return-address slot.
+ * looks each one up in the table (return addresses at address - 1: a call
+ * that never returns may end its function).  A frame is preemptible when
+ * its code is; anything else -- unsafe, unknown, libgreen, GREEN_NOPREEMPT
+ * -- may not be interrupted.
  *
- * Verdicts: every frame preemptible -> SAFE; any frame unsafe, unknown, or
- * in libgreen other than the base -> UNSAFE; otherwise, if a frame is a
- * GREEN_NOPREEMPT function -> NOPREEMPT, with the stack slot holding the
- * return address of the outermost such frame, where the deferred preemption
- * can be hooked (its caller is then known to be preemptible).  A walk that
- * ends without reaching the base, or goes deeper than GREEN_WALK_MAX_DEPTH
- * frames, is FAILED: the handler refuses rather than guess.
+ * Verdicts:
+ *   SAFE    every frame up to the base is preemptible: switch here.
+ *   HOOK    some frame is not.  Take the outermost such frame, frame j:
+ *           every frame above it is preemptible, so the instant j returns
+ *           the thread is in code that may be switched out.  The caller
+ *           hooks j's return address (signals/hijack.c); the slot that
+ *           holds it is found by stepping the frames one by one (the fast
+ *           walk below knows return addresses, not where they are).  The
+ *           slot is trusted only if it lies in the live stack, holds the
+ *           return address the walk found, and frame j is an ordinary call
+ *           (not a signal frame, whose "return" is a sigreturn).
+ *   STUCK   frame j is the thread's own function (its caller is the base),
+ *           so there is no owned code to return into; or its slot could not
+ *           be trusted (a frame whose return address is not where a call
+ *           leaves it: libgreen's preemption trampoline, which calls back a
+ *           test build's tracer).  The monitor retries with a backoff.
+ *   FAILED  the walk did not reach the base (no unwind information, deeper
+ *           than GREEN_WALK_MAX_DEPTH): refuse rather than guess.
  *
- * libunwind's local unwinding is meant to be called from signal handlers:
- * it allocates nothing, and its per-thread cache is safe there.  It finds
- * unwind tables through dl_iterate_phdr, whose lock is recursive; the
- * handler never walks when the PC is in the loader or libc, so the thread it
- * interrupted cannot be inside that lock's critical section.
+ * Speed.  The classification uses unw_backtrace's fast path: libunwind's
+ * per-thread cache of frame shapes, a few ns a frame, where unw_step costs a
+ * dl_iterate_phdr and two sigprocmask calls on a cache miss (~0.5 us here).
+ * Only a HOOK steps, and only as far as frame j + 1.
+ *
+ * Safety.  libunwind's local unwinding is meant to be called from signal
+ * handlers: it allocates nothing, and its per-thread cache is safe there --
+ * unless the interrupted code is libunwind itself, whose cache the walk
+ * would re-enter.  It finds unwind tables through dl_iterate_phdr, whose
+ * lock is recursive: re-entering it from a thread that holds it to read the
+ * list is harmless, unless the thread is ld.so changing that list.  So the
+ * handler never walks from a PC in libunwind or ld.so
+ * (green__sp_may_walk); callers inside them have called out of the
+ * critical part (a callback, malloc).
  */
 #define UNW_LOCAL_ONLY
 #include "safepoints.h"
 
 #include <libunwind.h>
+#include <string.h>
 
 /* The return address of the call that runs a green thread's function
  * (sched/switch_x86_64.S). */
 extern const char green__call_entry_ret[];
+
+/* Backtraces are written by libunwind as void *. */
+typedef uintptr_t __attribute__((may_alias)) frame_ip;
+
+/* Frames of the handler itself above the interrupted ones: green__sp_walk,
+ * decide, on_signal, the kernel's signal trampoline, and some slack. */
+#define HANDLER_FRAMES 16
 
 void green__sp_walk_init(void)
 {
@@ -49,112 +76,153 @@ void green__sp_walk_flush(void)
     unw_flush_cache(unw_local_addr_space, 0, 0);
 }
 
-/* AS-safe.  What a caller frame whose return address is ip says: GREEN_WALK_
- * SAFE (preemptible), _NOPREEMPT, or _UNSAFE (anything else). */
-static enum green__sp_walk caller(const struct green__sp_table *t, uintptr_t ip)
+static bool is_base(uintptr_t ip)
 {
-    switch (green__sp_lookup(t, ip - 1)) {
-    case GREEN_CODE_PREEMPTIBLE: return GREEN_WALK_SAFE;
-    case GREEN_CODE_NOPREEMPT: return GREEN_WALK_NOPREEMPT;
-    default: return GREEN_WALK_UNSAFE;
-    }
+    return ip == (uintptr_t)green__call_entry_ret;
 }
 
-/* AS-safe.  The frame-by-frame walk: unw_step over each caller.  Finds the
- * return-address slot of a GREEN_NOPREEMPT frame, which the fast walk
- * cannot. */
-static enum green__sp_walk walk_steps(const struct green__sp_table *t, ucontext_t *uc,
-                                      enum green_code kind, uintptr_t lo, uintptr_t hi,
-                                      uint64_t **ret_slot)
+/* AS-safe.  Classify frames ip[0 .. n) (ip[0] exact when `exact`, the rest
+ * return addresses), n of them below the base: the outermost frame that may
+ * not be interrupted, or -1. */
+static int outermost_unowned(const struct green__sp_table *t, const frame_ip *ip, int n,
+                             bool exact, struct green__sp_verdict *v)
+{
+    int j = -1;
+    for (int k = 0; k < n; k++) {
+        enum green_code kind = green__sp_lookup(t, ip[k] - (k > 0 || !exact));
+        if (kind != GREEN_CODE_PREEMPTIBLE) {
+            j = k;
+            v->kind = kind;
+        }
+    }
+    v->at_pc = j == 0;
+    return j;
+}
+
+/* AS-safe.  Step cursor c (at frame 0) to frame j + 1 and find the slot that
+ * holds frame j's return address, ip[j + 1]; NULL if it cannot be trusted.
+ * The slot must lie in [lo, hi). */
+static uint64_t *return_slot(unw_cursor_t *c, int j, const frame_ip *ip, uintptr_t lo,
+                             uintptr_t hi)
+{
+    for (int k = 0; k < j; k++)
+        if (unw_step(c) <= 0)
+            return NULL;
+    unw_word_t pc, sp;
+    if (j > 0 && (unw_get_reg(c, UNW_REG_IP, &pc) < 0 || pc != ip[j]))
+        return NULL;                 /* the two walks disagree */
+    if (unw_is_signal_frame(c) > 0)
+        return NULL;                 /* frame j returns by sigreturn */
+    if (unw_step(c) <= 0 || unw_get_reg(c, UNW_REG_IP, &pc) < 0 ||
+        unw_get_reg(c, UNW_REG_SP, &sp) < 0 || pc != ip[j + 1])
+        return NULL;
+    /* The caller's stack pointer is frame j's CFA; its return address sits
+     * just below. */
+    uint64_t *slot = (uint64_t *)(uintptr_t)(sp - 8);
+    if ((uintptr_t)slot < lo || (uintptr_t)slot + 8 > hi || *slot != pc)
+        return NULL;
+    return slot;
+}
+
+/* AS-safe.  The verdict on frames ip[0 .. n) below the base (n < 0: the
+ * base was not reached), but for a HOOK's slot: *j is then the frame to
+ * hook, and the caller finds its slot (return_slot). */
+static struct green__sp_verdict judge(const struct green__sp_table *t, const frame_ip *ip,
+                                      int n, bool exact, int *j)
+{
+    struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
+    if (n < 0)
+        return v;
+    *j = outermost_unowned(t, ip, n, exact, &v);
+    v.walk = *j < 0 ? GREEN_WALK_SAFE : *j == n - 1 ? GREEN_WALK_STUCK : GREEN_WALK_HOOK;
+    return v;
+}
+
+/* AS-safe.  From entries ip[i ..] of a backtrace, the frames below the
+ * base, moved to the front of ip: how many, or -1 if there is no base. */
+static int below_base(frame_ip *ip, int i, int n)
+{
+    for (int k = i; k < n; k++) {
+        if (is_base(ip[k])) {
+            memmove(ip, ip + i, (size_t)(k - i) * sizeof ip[0]);
+            return k - i;
+        }
+    }
+    return -1;
+}
+
+/* AS-safe.  The frame-by-frame walk, when the fast one cannot find the
+ * interrupted frame: fills ip like below_base. */
+static int frames_by_steps(ucontext_t *uc, frame_ip *ip)
 {
     unw_cursor_t c;
-    *ret_slot = NULL;
     if (unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) < 0)
-        return GREEN_WALK_FAILED;
-    bool nopreempt = kind == GREEN_CODE_NOPREEMPT;
-    bool prev_nopreempt = nopreempt;
-    for (int depth = 1; depth <= GREEN_WALK_MAX_DEPTH; depth++) {
+        return -1;
+    for (int n = 0; n <= GREEN_WALK_MAX_DEPTH; n++) {
+        unw_word_t pc;
+        if (unw_get_reg(&c, UNW_REG_IP, &pc) < 0)
+            return -1;
+        if (n > 0 && is_base(pc))
+            return n;
+        ip[n] = pc;
         if (unw_step(&c) <= 0)
-            return GREEN_WALK_FAILED;
-        unw_word_t ip, sp;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || unw_get_reg(&c, UNW_REG_SP, &sp) < 0)
-            return GREEN_WALK_FAILED;
-        if (prev_nopreempt) {
-            /* The caller's stack pointer is the callee's CFA; its return
-             * address sits just below. */
-            uint64_t *slot = (uint64_t *)(uintptr_t)(sp - 8);
-            *ret_slot = (uintptr_t)slot >= lo && (uintptr_t)slot + 8 <= hi && *slot == ip
-                            ? slot
-                            : NULL;
-        }
-        if (ip == (unw_word_t)(uintptr_t)green__call_entry_ret)
-            return nopreempt ? GREEN_WALK_NOPREEMPT : GREEN_WALK_SAFE;
-        enum green__sp_walk v = caller(t, (uintptr_t)ip);
-        if (v == GREEN_WALK_UNSAFE)
-            return v;
-        prev_nopreempt = v == GREEN_WALK_NOPREEMPT;
-        nopreempt |= prev_nopreempt;
+            return -1;
     }
-    return GREEN_WALK_FAILED;
+    return -1;
 }
 
-/* Frames of the handler itself above the interrupted ones: this function,
- * decide, on_signal, the kernel's signal trampoline, and some slack. */
-#define HANDLER_FRAMES 16
-
 /* AS-safe */
-enum green__sp_walk green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
-                                   enum green_code kind, uintptr_t lo, uintptr_t hi,
-                                   uint64_t **ret_slot)
+struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
+                                        uintptr_t lo, uintptr_t hi)
 {
-    /* The fast walk: unw_backtrace from here, through the signal frame,
-     * with libunwind's per-thread cache of frame shapes -- a few ns a
-     * frame, where unw_step costs two sigprocmask calls and a
-     * dl_iterate_phdr each (~0.5 us here).  The interrupted PC is the entry
-     * equal to the context's; its callers follow. */
-    void *ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES];
-    *ret_slot = NULL;
-    int n = unw_backtrace(ip, (int)(sizeof ip / sizeof ip[0]));
-    void *pc = (void *)(uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    /* The fast walk: unw_backtrace from here, through the signal frame.
+     * The interrupted PC is the entry equal to the context's; its callers
+     * follow. */
+    frame_ip ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES + 1];
+    int n = unw_backtrace((void **)ip, GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES);
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
     int i = 0;
     while (i < n && i < HANDLER_FRAMES && ip[i] != pc)
         i++;
-    if (i == n || i == HANDLER_FRAMES)
-        return walk_steps(t, uc, kind, lo, hi, ret_slot);
-    bool nopreempt = kind == GREEN_CODE_NOPREEMPT;
-    for (i++; i < n; i++) {
-        if (ip[i] == (void *)green__call_entry_ret)
-            /* Rare: find where to hook the nopreempt function's return. */
-            return nopreempt ? walk_steps(t, uc, kind, lo, hi, ret_slot) : GREEN_WALK_SAFE;
-        enum green__sp_walk v = caller(t, (uintptr_t)ip[i]);
-        if (v == GREEN_WALK_UNSAFE)
-            return v;
-        nopreempt |= v == GREEN_WALK_NOPREEMPT;
-    }
-    /* Stopped short of the base: no unwind information somewhere, or too
-     * deep. */
-    return GREEN_WALK_FAILED;
+    n = i < n && i < HANDLER_FRAMES ? below_base(ip, i, n) : frames_by_steps(uc, ip);
+    int j;
+    struct green__sp_verdict v = judge(t, ip, n, true, &j);
+    if (v.walk != GREEN_WALK_HOOK)
+        return v;
+    unw_cursor_t c;
+    if (unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) < 0 ||
+        !(v.slot = return_slot(&c, j, ip, sp > lo ? sp : lo, hi)))
+        v.walk = GREEN_WALK_STUCK;
+    return v;
 }
 
 /* Not for handlers: from a green thread's own code (the budget's hooks).
- * The frames on top are libgreen's own -- skipped -- and then must come
- * only preemptible code (or GREEN_NOPREEMPT functions) up to the base. */
-enum green__sp_walk green__sp_walk_here(const struct green__sp_table *t)
+ * The frames on top are libgreen's own (this function, the budget's
+ * decision, the instrumentation hook): skipped.  Then the judgement is the
+ * handler's, with every frame a return address. */
+struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, uintptr_t lo,
+                                             uintptr_t hi)
 {
-    void *ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES];
-    int n = unw_backtrace(ip, (int)(sizeof ip / sizeof ip[0]));
-    int i = 0;
-    while (i < n && i < HANDLER_FRAMES &&
-           green__sp_lookup(t, (uintptr_t)ip[i]) == GREEN_CODE_RUNTIME)
-        i++;
-    bool nopreempt = false;
-    for (; i < n; i++) {
-        if (ip[i] == (void *)green__call_entry_ret)
-            return nopreempt ? GREEN_WALK_NOPREEMPT : GREEN_WALK_SAFE;
-        enum green__sp_walk v = caller(t, (uintptr_t)ip[i]);
-        if (v == GREEN_WALK_UNSAFE)
-            return v;
-        nopreempt |= v == GREEN_WALK_NOPREEMPT;
-    }
-    return GREEN_WALK_FAILED;
+    frame_ip ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES + 1];
+    int n = unw_backtrace((void **)ip, GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES);
+    int top = 0;
+    while (top < n && top < HANDLER_FRAMES &&
+           green__sp_lookup(t, ip[top] - (top > 0)) == GREEN_CODE_RUNTIME)
+        top++;
+    n = below_base(ip, top, n);
+    int j;
+    struct green__sp_verdict v = judge(t, ip, n, false, &j);
+    if (v.walk != GREEN_WALK_HOOK)
+        return v;
+    /* A cursor on this frame, stepped to the first frame judged. */
+    unw_context_t ctx;
+    unw_cursor_t c;
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    bool ok = unw_getcontext(&ctx) == 0 && unw_init_local(&c, &ctx) == 0;
+    for (int k = 0; ok && k < top; k++)
+        ok = unw_step(&c) > 0;
+    if (!ok || !(v.slot = return_slot(&c, j, ip, sp > lo ? sp : lo, hi)))
+        v.walk = GREEN_WALK_STUCK;
+    return v;
 }

@@ -212,7 +212,9 @@ int green_config_init(green_config_t *cfg)
     ENV_FIELD("GREEN_OFFLOAD_THREADS", cfg->offload_threads, parse_u64(s, false, &v),
               v >= 1 && v <= GREEN_MAX_OFFLOAD_THREADS && (cfg->offload_threads = (unsigned)v, true),
               "expected a number of offload threads from 1 to 65536");
-    /* Any text: names that match no loaded object simply match nothing. */
+    /* Any text: names that match no loaded object simply match nothing
+     * (green_run refuses system objects named preemptible). */
     cfg->unsafe_objects = getenv("GREEN_UNSAFE");
+    cfg->preemptible_objects = getenv("GREEN_PREEMPTIBLE");
     return err;
 }

@@ -164,6 +164,34 @@ struct green__worker;
 struct green__rt;
 struct green__waiter;
 
+/* A word of a thread's stack that the preemption layer replaced: the
+ * return address of a frame that may not be interrupted, pointed at a
+ * trampoline so that a refused preemption is taken the instant that frame
+ * returns into preemptible code (safepoints/walk.c finds the frame,
+ * signals/hijack.c writes it).  slot == NULL: none.  Any switch of the
+ * thread puts the word back (green__patch_undo) -- the switch is the
+ * preemption the patch was waiting for -- unless the frame is gone (left
+ * by longjmp or an exception) and the word no longer holds what was
+ * written. */
+struct green__patch {
+    uint64_t *slot;                  /* where; NULL: no patch */
+    uint64_t saved;                  /* what was there: the real return address */
+    uint64_t wrote;                  /* what was written there */
+    uint32_t trusted;                /* looks it may still skip a walk for */
+};
+
+/* The top 16 bytes of every green stack (just below stack_hi), which no
+ * frame uses.  `mark` is GREEN_STACK_TOP_MARK from the thread's start on;
+ * `ret` holds the real return address while a patch is in place, where the
+ * trampoline's unwind information finds it (it looks for the mark at each
+ * page boundary above the patched frame): C++ exceptions, debuggers and
+ * backtraces then walk through a patched return as if it were not there. */
+struct green__stack_top {
+    uint64_t mark;
+    uint64_t ret;
+};
+#define GREEN_STACK_TOP_MARK 0x9c3e6f1a5b27d48eull
+
 /* Rest state: a control block in a pool (free) has on_cpu, wake,
  * free_on_switch, is_main, joiner, timer_w, timer_idx and asan_fake all zero,
  * as a fresh (mmap'd) one does; green__thread_new sets only the rest. */
@@ -220,20 +248,33 @@ struct green__thread {
     /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by
      * the signal handler on this thread's worker when it refuses, cleared
      * by the thread at its next switch or poll (read with __atomic: the
-     * handler interrupts the thread itself).  patch_slot / patch_ret: the
-     * handler pointed the return address in *patch_slot (originally
-     * patch_ret) of a GREEN_NOPREEMPT function at the deferred trampoline;
-     * the thread clears patch_slot when that fires (signals/handler.c). */
+     * handler interrupts the thread itself).  patch: a return address on
+     * this stack that the preemption layer pointed at its trampoline (see
+     * struct green__patch); written by that layer on the thread's own
+     * worker, undone by the thread's next switch. */
     unsigned nopreempt;              /* green_nopreempt_begin depth */
     bool preempt_pending;            /* a preemption was refused meanwhile */
-    uint64_t *patch_slot;
-    uint64_t patch_ret;
+    struct green__patch patch;
 
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
     char *stack_lo;                  /* lowest usable byte (above the guard) */
     size_t stack_size;               /* usable bytes */
 } __attribute__((aligned(GREEN_CACHELINE)));
+
+static inline struct green__stack_top *green__stack_top(const struct green__thread *t)
+{
+    return (struct green__stack_top *)(void *)t->stack_hi - 1;
+}
+
+/* Put back the word t's patch replaced, if the patch is still in place. */
+static inline void green__patch_undo(struct green__thread *t)
+{
+    uint64_t *slot = t->patch.slot;
+    if (*slot == t->patch.wrote)
+        *slot = t->patch.saved;
+    t->patch.slot = NULL;
+}
 
 /* ---- Run queues (runq.c) ------------------------------------------------ */
 
@@ -401,6 +442,10 @@ struct green__hooks {
     uint64_t (*tick)(struct green__rt *rt, uint64_t now);
     /* On each worker's own OS thread, as it leaves its loop. */
     void (*worker_exit)(struct green__worker *w);
+    /* On t's worker: hook the return address in *slot of t's running frame
+     * (struct green__patch), so that a pending preemption is taken when
+     * that frame returns.  again: it was hooked there a moment ago. */
+    void (*hijack)(struct green__thread *t, uint64_t *slot, bool again);
 };
 
 /* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
@@ -510,8 +555,9 @@ void green__switch_finish(struct green__worker *w);
  * spent: take it now (a yield), unless inside green_nopreempt_begin/end.
  * Returns the worker the thread resumes on. */
 struct green__worker *green__take_deferred(struct green__worker *w);
-/* Refused preemptions taken at polls and returns, for green_stats. */
-extern _Atomic uint64_t green__deferred_taken;
+/* Refused preemptions taken at polls and returns, and patches a switch
+ * undid, for green_stats. */
+extern _Atomic uint64_t green__deferred_taken, green__patches_undone;
 
 /* slice.c: the reduction budget's counter, the virtual clock and the
  * schedule of deterministic runs. */

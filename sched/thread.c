@@ -90,8 +90,11 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->fn = fn;
     t->arg = arg;
 
-    /* The frame green__ctx_switch restores: see switch_x86_64.S. */
-    uint64_t *sp = (uint64_t *)((uintptr_t)t->stack_hi & ~(uintptr_t)15);
+    /* The stack's top record (sched.h), then the frame green__ctx_switch
+     * restores: see switch_x86_64.S. */
+    struct green__stack_top *top = green__stack_top(t);
+    top->mark = GREEN_STACK_TOP_MARK;
+    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15);
     sp[-1] = (uint64_t)(uintptr_t)green__ctx_entry;   /* return address */
     sp[-2] = 0;                                        /* rbp */
     sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
@@ -127,7 +130,7 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
-    t->patch_slot = NULL;
+    t->patch.slot = NULL;
     t->asan_fake = NULL;
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);

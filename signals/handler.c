@@ -86,6 +86,8 @@ void green_stats(green_stats_t *s)
     s->budget_yields = atomic_load(&green__budget_yields);
     s->budget_refused = atomic_load(&green__budget_refused);
     s->signal_lost = atomic_load(&stats.signal_lost);
+    s->hijacks = atomic_load(&green__hijacks);
+    s->hijacks_undone = atomic_load(&green__patches_undone);
 }
 
 /* ---- Installation ------------------------------------------------------- */
@@ -100,7 +102,7 @@ static const char request_mark;
 
 static void on_signal(int sig, siginfo_t *si, void *uctx);
 
-static int xsave_setup(void)
+int green__xsave_setup(void)
 {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
@@ -115,14 +117,14 @@ static int xsave_setup(void)
 int green__sig_install(struct green__rt *rt)
 {
     int sig = rt->cfg.signo, err = 0;
-    if ((err = xsave_setup()) != 0)
+    if ((err = green__xsave_setup()) != 0)
         return err;
-    if ((err = green__sp_acquire(rt->cfg.unsafe_objects)) != 0)
+    if ((err = green__sp_acquire(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects)) != 0)
         return err;
     if (!green__sp_knows_runtime()) {
         /* Statically linked, libgreen's code is part of the program and
          * the table cannot keep the signal out of the scheduler. */
-        green__sp_release(rt->cfg.unsafe_objects);
+        green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
         green__write_str(2, "libgreen: preemption by signal (GREEN_PREEMPT=signal, the "
                             "default) needs the shared library (libgreen.so) for now; link "
                             "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=budget or off\n");
@@ -144,7 +146,7 @@ int green__sig_install(struct green__rt *rt)
     }
     pthread_mutex_unlock(&install_lock);
     if (err) {
-        green__sp_release(rt->cfg.unsafe_objects);
+        green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
         return err;
     }
     green__sp_walk_init();
@@ -163,7 +165,7 @@ void green__sig_uninstall(struct green__rt *rt)
             sigaction(sig, &old_action[sig], NULL);
     }
     pthread_mutex_unlock(&install_lock);
-    green__sp_release(rt->cfg.unsafe_objects);
+    green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
 }
 
 /* ---- The handler -------------------------------------------------------- */
@@ -300,33 +302,33 @@ static void inject(greg_t *g)
     g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;
 }
 
-/* AS-safe.  Take back t's hook on a GREEN_NOPREEMPT function's return, if
- * it is still live (below sp the frame is gone: left by longjmp).  At sp
- * itself it is live: a function that keeps no frame has its return address
- * there (found by the stress run's nopre component: the walk then met the
- * deferred trampoline as a caller, and libunwind crashed on it). */
-static void unhook_return(struct green__thread *t, uintptr_t sp)
+/* AS-safe.  Is there room below sp for the trampoline's frame (the saved
+ * state) and the switch's C frames, on t's stack? */
+static bool headroom(const struct green__thread *t, uintptr_t sp)
 {
-    uint64_t *slot = t->patch_slot;
-    if (slot && (uintptr_t)slot >= sp &&
-        *slot == (uint64_t)(uintptr_t)green__deferred_trampoline)
-        *slot = t->patch_ret;
-    t->patch_slot = NULL;
+    return sp >= (uintptr_t)t->stack_lo + 136 + 64 + green__xsave_size + GREEN_HEADROOM &&
+           sp <= (uintptr_t)t->stack_hi;
 }
 
-/* AS-safe.  Take the refused preemption when the GREEN_NOPREEMPT function
- * whose return address is in *slot returns. */
-static void hook_return(struct green__thread *t, uint64_t *slot)
+/* AS-safe.  The counter for a refusal at a frame that may not be
+ * interrupted (the walk's verdict v). */
+static _Atomic uint64_t *refusal(const struct green__sp_verdict *v)
 {
-    if (!slot)
-        return;                      /* the monitor retries instead */
-    t->patch_ret = *slot;
-    t->patch_slot = slot;
-    *slot = (uint64_t)(uintptr_t)green__deferred_trampoline;
+    return v->kind == GREEN_CODE_NOPREEMPT ? &stats.refused_nopreempt
+           : v->at_pc                      ? &stats.refused_unsafe_pc
+                                           : &stats.refused_unsafe_frame;
 }
 
-/* AS-safe.  May the thread interrupted in uc be switched out here?  If not,
- * count why and leave the preemption pending on it. */
+/* AS-safe.  May the thread interrupted in uc be switched out here?  If
+ * not, count why, leave the preemption pending on it, and -- where the
+ * walk found the frame to leave first -- hook that frame's return
+ * (hijack.c), so that it is taken on the way out.
+ *
+ * The cheap refusals come first and keep a hook already in place: in
+ * libgreen, in a nopreempt section, or where no walk may start (ld.so,
+ * libunwind, unknown code) the thread is still inside the frame it hooks.
+ * Otherwise the hook is taken back -- the walk must see the real callers --
+ * and placed again where the new walk says, usually the same slot. */
 static bool decide(struct green__worker *w, struct green__thread *t,
                    const struct green__sp_table *tbl, ucontext_t *uc)
 {
@@ -343,37 +345,42 @@ static bool decide(struct green__worker *w, struct green__thread *t,
         why = &stats.refused_runtime;
     } else if (t->nopreempt) {
         why = &stats.refused_nopreempt;
-    } else if (kind == GREEN_CODE_UNSAFE || kind == GREEN_CODE_UNKNOWN) {
+    } else if (!green__sp_may_walk(tbl, pc)) {
         why = &stats.refused_unsafe_pc;
         if (kind == GREEN_CODE_UNKNOWN) {
             /* Maybe a library loaded since the table was built. */
             green__sp_hint_stale();
             green__sysmon_poke(w->rt);
         }
-    } else if (sp < (uintptr_t)t->stack_lo + 136 + green__xsave_size + GREEN_HEADROOM ||
-               sp > (uintptr_t)t->stack_hi) {
-        why = &stats.refused_headroom;
     } else {
-        uint64_t *slot;
-        unhook_return(t, sp);        /* the walk must see the real caller */
-        enum green__sp_walk verdict = green__sp_walk(tbl, uc, kind, (uintptr_t)t->stack_lo,
-                                                     (uintptr_t)t->stack_hi, &slot);
+        uint64_t *was = green__hijack_undo(t, sp);
+        struct green__sp_verdict v =
+            green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo,
+                           (uintptr_t)green__stack_top(t));
         GREEN_TRACE_STAMP(w, GREEN_STAMP_WALKED);
-        switch (verdict) {
+        switch (v.walk) {
         case GREEN_WALK_SAFE:
+            if (!headroom(t, sp)) {
+                why = &stats.refused_headroom;
+                break;
+            }
             inject(g);
             return true;
-        case GREEN_WALK_NOPREEMPT:
-            why = &stats.refused_nopreempt;
-            hook_return(t, slot);
+        case GREEN_WALK_HOOK:
+            why = refusal(&v);
+            /* The trampoline's frame goes where the frame returns to. */
+            if (headroom(t, (uintptr_t)(v.slot + 1)))
+                green__hijack(t, v.slot, was == v.slot);
             break;
-        case GREEN_WALK_UNSAFE:
-            why = &stats.refused_unsafe_frame;
+        case GREEN_WALK_STUCK:
+            why = refusal(&v);
             break;
         default:
             why = &stats.refused_unwind;
             break;
         }
+        if (was && t->patch.slot != was)
+            atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
     }
     count(why);
     t->preempt_pending = true;
@@ -424,19 +431,17 @@ void green__preempt_switch(uint64_t *ret_slot)
     bool deferred = *ret_slot == 0;
     GREEN_TRACE_STAMP(w, GREEN_STAMP_SAVED);
     if (deferred) {
-        /* A GREEN_NOPREEMPT function returned: back to its caller after
-         * this, and switch only if no switch took the preemption since. */
-        *ret_slot = t->patch_ret;
-        t->patch_slot = NULL;
-        if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED))
+        /* A hooked frame returned (hijack.c): back to its caller after
+         * this, switching first if the preemption is still wanted. */
+        if (!green__hijack_fired(t, ret_slot))
             return;
-        t->preempt_pending = false;
-        atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
     } else {
         count(&stats.preemptions);
     }
     GREEN_TRACE_PREEMPT(deferred);
-    slice_timer_arm(w);
+    /* A budget's hook ends here too: no signal, so no slice timer. */
+    if (w->rt->cfg.preempt & GREEN_PREEMPT_SIGNAL)
+        slice_timer_arm(w);
     GREEN_TRACE_STAMP(w, GREEN_STAMP_ARMED);
     green__sched_preempted(w);
     GREEN_TRACE_STAMP(green__worker_self(), GREEN_STAMP_RESUMED);

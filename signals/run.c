@@ -23,12 +23,19 @@ static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
 
 static int budget_start(struct green__rt *rt)
 {
-    int err = green__sp_acquire(rt->cfg.unsafe_objects);
+    /* A budget's hooked return saves the state as a signal's preemption
+     * does (hijack.c). */
+    int err = green__xsave_setup();
+    if (!err)
+        err = green__sp_acquire(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
     if (!err)
         green__sp_walk_init();
     return err;
 }
-static void budget_stop(struct green__rt *rt) { green__sp_release(rt->cfg.unsafe_objects); }
+static void budget_stop(struct green__rt *rt)
+{
+    green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
+}
 static uint64_t budget_tick(struct green__rt *rt, uint64_t now)
 {
     (void)rt;
@@ -40,6 +47,7 @@ static const struct green__hooks budget_hooks = {
     .start = budget_start,
     .stop = budget_stop,
     .tick = budget_tick,
+    .hijack = green__hijack,
 };
 
 static const struct green__hooks signal_hooks = {
@@ -47,7 +55,31 @@ static const struct green__hooks signal_hooks = {
     .stop = signal_stop,
     .tick = green__sig_tick,
     .worker_exit = green__sig_worker_exit,
+    .hijack = green__hijack,
 };
+
+/* The system's runtime (libc, ld.so, libstdc++...) may hold what other
+ * green threads need whatever the program says: naming it preemptible is a
+ * mistake, said on stderr. */
+static bool preemptible_ok(const char *list)
+{
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char name[256];
+        if (len > 0 && len < sizeof name) {
+            memcpy(name, p, len);
+            name[len] = '\0';
+            if (green__sp_system_object(name)) {
+                fprintf(stderr, "libgreen: GREEN_PREEMPTIBLE names \"%s\", part of the "
+                                "system's runtime, which is never preempted\n", name);
+                return false;
+            }
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return true;
+}
 
 int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)
 {
@@ -81,13 +113,20 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
         hooks = &signal_hooks;
         break;
     }
+    if (!preemptible_ok(cfg.preemptible_objects))
+        return EINVAL;
     /* The run keeps its own copy of the names (the environment may change
      * while it runs). */
-    char *unsafe = NULL;
-    if (cfg.unsafe_objects && !(unsafe = strdup(cfg.unsafe_objects)))
+    char *unsafe = NULL, *preemptible = NULL;
+    if ((cfg.unsafe_objects && !(unsafe = strdup(cfg.unsafe_objects))) ||
+        (cfg.preemptible_objects && !(preemptible = strdup(cfg.preemptible_objects)))) {
+        free(unsafe);
         return ENOMEM;
+    }
     cfg.unsafe_objects = unsafe;
+    cfg.preemptible_objects = preemptible;
     err = green__run(main_fn, arg, &cfg, ret, hooks);
     free(unsafe);
+    free(preemptible);
     return err;
 }

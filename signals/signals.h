@@ -21,9 +21,18 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 /* On a worker's own thread as it stops: delete its slice timer. */
 void green__sig_worker_exit(struct green__worker *w);
 
+/* hijack.c: hook the return address in *slot of t's running frame, so that
+ * a refused preemption is taken when that frame returns; take it back
+ * (sp: t's stack pointer now; returns where it was, or NULL); the
+ * trampoline's side when it fires (true: switch).  All on t's worker. */
+void green__hijack(struct green__thread *t, uint64_t *slot, bool again);  /* AS-safe */
+uint64_t *green__hijack_undo(struct green__thread *t, uintptr_t sp);       /* AS-safe */
+bool green__hijack_fired(struct green__thread *t, uint64_t *ret_slot);
+extern _Atomic uint64_t green__hijacks;
+
 /* The trampolines' entries, and the call they make with every register
- * saved: ret_slot holds the interrupted PC, or 0 when a GREEN_NOPREEMPT
- * function returned into green__deferred_trampoline. */
+ * saved: ret_slot holds the interrupted PC, or 0 when a hooked frame
+ * returned into green__deferred_trampoline. */
 void green__preempt_trampoline(void);
 void green__deferred_trampoline(void);
 void green__preempt_switch(uint64_t *ret_slot);
@@ -53,7 +62,9 @@ void green__trace_deadline(struct green__worker *w, uint64_t ns);
 #endif
 
 /* XSAVE area size for this CPU's enabled state (CPUID leaf 0xD), set by
- * green__sig_install; read by the trampoline. */
+ * green__xsave_setup (0 or ENOTSUP) before a run in signal or budget mode
+ * starts; read by the trampolines. */
 extern uint64_t green__xsave_size;
+int green__xsave_setup(void);
 
 #endif /* GREEN_SIGNALS_H */

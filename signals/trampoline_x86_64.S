@@ -149,25 +149,62 @@ green__preempt_trampoline:
     .size   green__preempt_trampoline, .-green__preempt_trampoline
 
 /*
- * The deferred trampoline.  When a preemption is refused inside a
- * GREEN_NOPREEMPT function, the handler replaces that function's return
- * address with this address (keeping the original in the thread), so the
- * preemption is taken the moment the function returns.  Here every
- * register holds what the caller will see -- the return value in rax, rdx,
- * xmm0/1 or st0/1 -- except rflags, which no caller expects kept across a
- * call.  Build the frame green__preempt_trampoline expects, with 0 for the
- * return address: green__preempt_switch sees the 0, puts the original
- * return address in its place, and switches only if the preemption is still
- * pending.
+ * The deferred trampoline.  When a preemption is refused because the thread
+ * is in code that may not be interrupted -- a library, a GREEN_NOPREEMPT
+ * function -- the handler (or a spent budget) replaces the return address
+ * of the outermost such frame, the one whose caller is the program's own
+ * code, with this address (signals/hijack.c), so the preemption is taken
+ * the moment that frame returns.  Here every register holds what the
+ * caller will see -- the return value in rax, rdx, xmm0/1 or st0/1, and
+ * all the others too, for callees with conventions of their own (TLS
+ * descriptors preserve everything but rax) -- except rflags, which no
+ * caller expects kept across a call.  Build the frame
+ * green__preempt_trampoline expects, with 0 for the return address:
+ * green__preempt_switch sees the 0, puts the real return address in its
+ * place, and switches only if the preemption is still pending.
+ *
+ * Unwind information.  Until it fires, this address sits in a live frame's
+ * return slot, and whatever walks the stack meanwhile -- a C++ exception
+ * thrown through that frame, gdb, glibc's backtrace, libunwind -- reads it
+ * as that frame's caller.  The CFI below makes it a frame whose own caller
+ * is the real one: its CFA is the stack pointer (the frame that returned
+ * here has popped its return address), and the return address is saved in
+ * the stack's top record (sched.h, struct green__stack_top), which the
+ * expression finds from the CFA: the stack's top is page-aligned, so it
+ * looks at each 4 KiB boundary above the CFA for the record's mark, and
+ * the return address is the word after it.  The record always lies above
+ * the CFA, so the search never leaves the stack.
+ *
+ * The expression, after DW_CFA_expression pushes the CFA:
+ *     plus_uconst 4111; const2s -4096; and       B = the first boundary >= CFA + 16
+ *   loop:
+ *     dup; lit16; minus; deref; const8u MARK; eq; bra found
+ *     plus_uconst 4096; skip loop                B += 4 KiB
+ *   found:
+ *     lit8; minus                                the return address is at B - 8
+ * (bra and skip count from the end of their own operand: +6 skips the two
+ * 3-byte instructions of the step, -23 goes back over the 17 bytes of the
+ * test and those 6.)
  */
     .globl  green__deferred_trampoline
     .hidden green__deferred_trampoline
     .type   green__deferred_trampoline, @function
     .p2align 4
+    .cfi_startproc simple
+    .cfi_def_cfa %rsp, 0
+    .cfi_escape 0x10, 0x10, 32, \
+        0x23, 0x8f, 0x20, 0x0b, 0x00, 0xf0, 0x1a, \
+        0x12, 0x40, 0x1c, 0x06, \
+        0x0e, 0x8e, 0xd4, 0x27, 0x5b, 0x1a, 0x6f, 0x3e, 0x9c, \
+        0x29, 0x28, 0x06, 0x00, \
+        0x23, 0x80, 0x20, 0x2f, 0xe9, 0xff, \
+        0x38, 0x1c
+    /* An unwinder looks up the FDE at the return address minus one: give
+     * it one instruction before the entry that belongs to this FDE. */
+    nop
 green__deferred_trampoline:
-    .cfi_startproc
-    .cfi_undefined %rip
     subq    $136, %rsp
+    .cfi_adjust_cfa_offset 136
     movq    $0, (%rsp)
     jmp     green__preempt_trampoline
     .cfi_endproc

@@ -3,9 +3,10 @@
  * Linked with the test build libgreen-trace, which hands every preemption's
  * frames (glibc's backtrace(): libgcc's unwinder, not the handler's
  * libunwind walk) to check_trace.  The oracle is built here, independently
- * of libgreen's table: the executable segments of the objects the design
- * calls unsafe, found by file name, this program's green_nopreempt section
- * (the linker's __start_/__stop_ symbols), and ranges the tests register. */
+ * of libgreen's table, from the rule: only the program's own code may be
+ * interrupted -- the executable, and a library the test names preemptible
+ * -- never any other object, nor this program's green_nopreempt section
+ * (the linker's __start_/__stop_ symbols), nor ranges the tests register. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <link.h>
@@ -28,15 +29,10 @@ struct orange {
 static struct orange oracle[256];
 static atomic_int noracle;
 
-static const char *const unsafe_names[] = {
-    "libc.so", "ld-linux", "linux-vdso", "libgcc_s", "libunwind", "libstdc++",
-    "libasan", "libubsan", "liblsan",
-};
-
 extern const char __start_green_nopreempt[] __attribute__((weak));
 extern const char __stop_green_nopreempt[] __attribute__((weak));
 
-static const char *extra_unsafe;   /* one more object name, or NULL */
+static const char *extra_owned;    /* a library named preemptible, or NULL */
 
 static void oracle_add(uintptr_t lo, uintptr_t hi, enum what what, const char *name)
 {
@@ -49,26 +45,24 @@ static void oracle_add(uintptr_t lo, uintptr_t hi, enum what what, const char *n
 
 static int oracle_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    (void)size, (void)arg;
+    (void)size;
+    int *index = arg;
     const char *path = info->dlpi_name ? info->dlpi_name : "";
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    bool program = (*index)++ == 0 && path[0] == '\0';
+    if (program || (extra_owned && strstr(base, extra_owned)))
+        return 0;                      /* the program's own */
     enum what what = W_UNSAFE_OBJECT;
-    bool hit = strstr(base, "libgreen-trace") != NULL;
-    if (hit)
+    if (strstr(base, "libgreen-trace"))
         what = W_LIBGREEN;
-    if (!hit && (hit = strncmp(base, "libasan", 7) == 0 || strncmp(base, "libubsan", 8) == 0))
+    else if (strncmp(base, "libasan", 7) == 0 || strncmp(base, "libubsan", 8) == 0)
         what = W_SANITIZER;
-    for (size_t i = 0; !hit && i < sizeof unsafe_names / sizeof unsafe_names[0]; i++)
-        hit = strncmp(base, unsafe_names[i], strlen(unsafe_names[i])) == 0;
-    if (!hit && extra_unsafe && strstr(base, extra_unsafe))
-        hit = true;
-    if (!hit)
-        return 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
             oracle_add(info->dlpi_addr + ph->p_vaddr,
-                       info->dlpi_addr + ph->p_vaddr + ph->p_memsz, what, base);
+                       info->dlpi_addr + ph->p_vaddr + ph->p_memsz, what,
+                       base[0] ? base : "(vdso)");
     }
     return 0;
 }
@@ -77,7 +71,8 @@ static int oracle_object(struct dl_phdr_info *info, size_t size, void *arg)
 static void oracle_build(void)
 {
     atomic_store(&noracle, 0);
-    dl_iterate_phdr(oracle_object, NULL);
+    int index = 0;
+    dl_iterate_phdr(oracle_object, &index);
     if (__start_green_nopreempt)
         oracle_add((uintptr_t)__start_green_nopreempt, (uintptr_t)__stop_green_nopreempt,
                    W_NOPREEMPT, "green_nopreempt");
@@ -147,8 +142,8 @@ static void trace_off_and_check(void)
     cr_expect_geq(b * 10, t * 9, "only %lu of %lu traces reached the thread's base", b, t);
 }
 
-static int run_q(void *(*fn)(void *), void *arg, unsigned workers, unsigned quantum_us,
-                 const char *unsafe)
+static int run_named(void *(*fn)(void *), void *arg, unsigned workers, unsigned quantum_us,
+                     const char *unsafe, const char *preemptible)
 {
     green_config_t cfg = config(workers);
     cfg.preempt = GREEN_PREEMPT_SIGNAL;
@@ -156,7 +151,13 @@ static int run_q(void *(*fn)(void *), void *arg, unsigned workers, unsigned quan
     cfg.signo = SIGALRM;
     cfg.stack_size = 64 << 10;
     cfg.unsafe_objects = unsafe;
+    cfg.preemptible_objects = preemptible;
     return green_run(fn, arg, &cfg, NULL);
+}
+
+static int run_q(void *(*fn)(void *), void *arg, unsigned workers, unsigned quantum_us)
+{
+    return run_named(fn, arg, workers, quantum_us, NULL, NULL);
 }
 
 /* ---- The mix: libc under preemption -------------------------------------- */
@@ -361,7 +362,7 @@ Test(safepoint, libc_under_a_50us_quantum_is_never_preempted_where_a_lock_may_be
                       0, 0 };
     trace_on();
     green_stats_t s0 = stats_now();
-    cr_assert_eq(run_q(mix_main, &mx, 2, 50, NULL), 0);
+    cr_assert_eq(run_q(mix_main, &mx, 2, 50), 0);
     green_stats_t s1 = stats_now();
     trace_off_and_check();
     fclose(shared_file);
@@ -401,10 +402,10 @@ Test(safepoint, libc_under_a_50us_quantum_is_never_preempted_where_a_lock_may_be
 /* ---- A library loaded at run time ---------------------------------------- */
 
 struct lib {
-    const char *unsafe;                /* the run's GREEN_UNSAFE */
+    const char *unsafe, *preemptible;  /* the run's GREEN_UNSAFE, GREEN_PREEMPTIBLE */
     void *code;                        /* spin_until_tsc, while loaded */
     int kind_loaded, kind_unloaded;    /* green_code_kind of it, then */
-    uint64_t signals, preemptions, inside;
+    uint64_t signals, preemptions, inside, hijacks;
 };
 
 static atomic_ulong preempted_in_lib;
@@ -444,6 +445,19 @@ static int wait_kind(const void *pc, int want)
     return k;
 }
 
+/* Spin in the library for ms, in 20 calls (each return may take a refused
+ * preemption). */
+static void spin_in(uint64_t (*spin_until)(uint64_t), uint64_t ms, struct lib *l)
+{
+    green_stats_t s0 = stats_now();
+    for (int i = 0; i < 20; i++)
+        spin_until(tsc_after(ms * MS / 20));
+    green_stats_t s1 = stats_now();
+    l->signals += s1.signals_sent - s0.signals_sent;
+    l->preemptions += s1.preemptions - s0.preemptions;
+    l->hijacks += s1.hijacks - s0.hijacks;
+}
+
 static void *lib_main(void *arg)
 {
     struct lib *l = arg;
@@ -459,17 +473,10 @@ static void *lib_main(void *arg)
     /* Called at once, before the monitor can have rebuilt the table: the
      * library is unknown code until then, and unknown code is not
      * preempted either. */
-    green_stats_t s0 = stats_now();
-    spin_until(tsc_after(300 * MS));
-    green_stats_t s1 = stats_now();
-    l->signals = s1.signals_sent - s0.signals_sent;
-    l->preemptions = s1.preemptions - s0.preemptions;
-    l->kind_loaded = wait_kind(l->code, l->unsafe ? GREEN_CODE_UNSAFE : GREEN_CODE_PREEMPTIBLE);
-    s0 = stats_now();
-    spin_until(tsc_after(300 * MS));
-    s1 = stats_now();
-    l->signals += s1.signals_sent - s0.signals_sent;
-    l->preemptions += s1.preemptions - s0.preemptions;
+    spin_in(spin_until, 300, l);
+    int want = l->preemptible && !l->unsafe ? GREEN_CODE_PREEMPTIBLE : GREEN_CODE_UNSAFE;
+    l->kind_loaded = wait_kind(l->code, want);
+    spin_in(spin_until, 300, l);
     cr_assert_eq(dlclose(h), 0);
     l->kind_unloaded = wait_kind(l->code, GREEN_CODE_UNKNOWN);
     l->inside = atomic_load(&preempted_in_lib);
@@ -492,34 +499,63 @@ static void *lib_with_company(void *arg)
 
 static void run_lib(struct lib *l)
 {
-    extra_unsafe = NULL;               /* the library is not loaded yet */
+    extra_owned = l->preemptible && !l->unsafe ? "libspin" : NULL;
     trace_on();
     atomic_store(&preempted_in_lib, 0);
     green_trace_set(count_in_lib);
-    cr_assert_eq(run_q(lib_with_company, l, 1, 1000, l->unsafe), 0);
-    green_trace_set(NULL);
-    cr_log_info("libspin%s: %llu signals, %llu preemptions, %llu inside it", l->unsafe ? " (unsafe)" : "",
+    cr_assert_eq(run_named(lib_with_company, l, 1, 1000, l->unsafe, l->preemptible), 0);
+    trace_off_and_check();
+    cr_log_info("libspin (unsafe: %s, preemptible: %s): %llu signals, %llu preemptions, "
+                "%llu inside it, %llu hooked returns",
+                l->unsafe ? l->unsafe : "-", l->preemptible ? l->preemptible : "-",
                 (unsigned long long)l->signals, (unsigned long long)l->preemptions,
-                (unsigned long long)l->inside);
+                (unsigned long long)l->inside, (unsigned long long)l->hijacks);
 }
 
-Test(safepoint, a_library_dlopened_and_named_unsafe_is_never_preempted_inside, .timeout = 60)
+Test(safepoint, a_library_not_named_is_never_preempted_inside_and_left_by_its_return,
+     .timeout = 60)
 {
-    struct lib l = { .unsafe = "libspin" };
+    struct lib l = { 0 };
     run_lib(&l);
     cr_expect_geq(l.signals, 5, "the monitor must keep asking while the library runs");
     cr_expect_eq(l.inside, 0);
+    cr_expect_geq(l.hijacks, 5, "refusals in the library must hook its return");
     cr_expect_eq(l.kind_loaded, GREEN_CODE_UNSAFE);
     cr_expect_eq(l.kind_unloaded, GREEN_CODE_UNKNOWN, "dlclose'd code still in the table");
 }
 
-Test(safepoint, the_same_library_not_named_is_preempted_once_the_table_knows_it, .timeout = 60)
+Test(safepoint, a_library_named_preemptible_is_preempted_once_the_table_knows_it,
+     .timeout = 60)
 {
-    struct lib l = { .unsafe = NULL };
+    struct lib l = { .preemptible = "libspin" };
     run_lib(&l);
     cr_expect_eq(l.kind_loaded, GREEN_CODE_PREEMPTIBLE);
-    cr_expect_gt(l.inside, 100, "the control run must be preempted in the library");
+    cr_expect_gt(l.inside, 100, "the named library must be preempted inside");
     cr_expect_eq(l.kind_unloaded, GREEN_CODE_UNKNOWN);
+}
+
+Test(safepoint, a_library_named_preemptible_and_unsafe_is_unsafe, .timeout = 60)
+{
+    struct lib l = { .preemptible = "libspin", .unsafe = "libspin.so" };
+    run_lib(&l);
+    cr_expect_eq(l.kind_loaded, GREEN_CODE_UNSAFE);
+    cr_expect_eq(l.inside, 0);
+}
+
+static void *idle_main(void *arg) { return arg; }
+
+Test(safepoint, the_system_runtime_cannot_be_named_preemptible)
+{
+    green_config_t cfg = config(1);
+    cfg.preempt = GREEN_PREEMPT_SIGNAL;
+    const char *names[] = { "libc.so.6", "libc", "libspin:libstdc++", "/lib/x86_64-linux-gnu/libc.so.6",
+                            "ld-linux-x86-64.so.2" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        cfg.preemptible_objects = names[i];
+        cr_expect_eq(green_run(idle_main, NULL, &cfg, NULL), EINVAL, "%s", names[i]);
+    }
+    cfg.preemptible_objects = "libcurl.so.4:libm";
+    cr_expect_eq(green_run(idle_main, NULL, &cfg, NULL), 0);
 }
 
 /* ---- GREEN_NOPREEMPT ---------------------------------------------------- */
@@ -579,7 +615,7 @@ Test(safepoint, a_nopreempt_function_runs_100ms_unpreempted_and_yields_as_it_ret
     static struct np n;
     memset(&n, 0, sizeof n);
     trace_on();
-    cr_assert_eq(run_q(np_main, &n, 1, 1000, NULL), 0);
+    cr_assert_eq(run_q(np_main, &n, 1, 1000), 0);
     trace_off_and_check();
     cr_assert_gt(n.nran, 0, "the other thread never ran after the function");
     uint64_t first_after = 0;
@@ -601,12 +637,17 @@ Test(safepoint, a_nopreempt_function_runs_100ms_unpreempted_and_yields_as_it_ret
 
 /* ---- Seconds in unsafe code --------------------------------------------- */
 
+/* The other thread's progress when the unsafe code is about to return. */
+static volatile uint64_t *bystander_count;
+static uint64_t count_at_return;
+
 /* A registered unsafe range: this function, bounded by its own section. */
 __attribute__((section("test_unsafe_code"), noinline, noclone)) static void unsafe_spin(uint64_t until)
 {
     while (__rdtsc() < until)
         for (int i = 0; i < 256; i++)
             __asm__ volatile("" ::: "memory");
+    count_at_return = *bystander_count;
 }
 extern const char __start_test_unsafe_code[], __stop_test_unsafe_code[];
 
@@ -617,12 +658,14 @@ static int spin_cmp(const void *a, const void *b)
         until = tsc_after(2 * SEC);
     while (!tsc_passed(until))
         spin(100);
+    count_at_return = *bystander_count;
     return cmp_i64(a, b);
 }
 
 struct bounded {
     int how;                           /* 0: unsafe range, 1: qsort callback */
-    uint64_t signals, preemptions;
+    uint64_t signals, preemptions, hijacks, deferred;
+    uint64_t ran_inside, ran_after;    /* the bystander's progress */
 };
 
 static void *bounded_main(void *arg)
@@ -633,6 +676,8 @@ static void *bounded_main(void *arg)
     green_t t;
     cr_assert_eq(green_spawn(&t, hog_run, &h), 0);
     green_yield();
+    bystander_count = &h.count;
+    uint64_t c0 = h.count;
     green_stats_t s0 = stats_now();
     if (b->how == 0) {
         unsafe_spin(tsc_after(2 * SEC));
@@ -640,9 +685,16 @@ static void *bounded_main(void *arg)
         int64_t v[2] = { 2, 1 };
         qsort(v, 2, sizeof v[0], spin_cmp);
     }
+    /* The refused preemption was taken as the unsafe frame returned: the
+     * bystander has run by now. */
+    uint64_t c1 = h.count;
     green_stats_t s1 = stats_now();
     b->signals = s1.signals_sent - s0.signals_sent;
     b->preemptions = s1.preemptions - s0.preemptions;
+    b->hijacks = s1.hijacks - s0.hijacks;
+    b->deferred = s1.deferred_taken - s0.deferred_taken;
+    b->ran_inside = count_at_return - c0;
+    b->ran_after = c1 - count_at_return;
     atomic_store(&stop, 1);
     green_join(t, NULL);
     return NULL;
@@ -652,15 +704,22 @@ static void check_bounded(int how)
 {
     struct bounded b = { .how = how };
     trace_on();
-    cr_assert_eq(run_q(bounded_main, &b, 1, 1000, NULL), 0);
+    cr_assert_eq(run_q(bounded_main, &b, 1, 1000), 0);
     trace_off_and_check();
-    cr_log_info("2 s in %s: %llu signals, %llu preemptions", how ? "qsort" : "an unsafe range",
-                (unsigned long long)b.signals, (unsigned long long)b.preemptions);
+    cr_log_info("2 s in %s: %llu signals, %llu preemptions, %llu hooked returns, "
+                "%llu taken later; the other thread ran %llu before the return, %llu after",
+                how ? "qsort" : "an unsafe range", (unsigned long long)b.signals,
+                (unsigned long long)b.preemptions, (unsigned long long)b.hijacks,
+                (unsigned long long)b.deferred, (unsigned long long)b.ran_inside,
+                (unsigned long long)b.ran_after);
     /* 1 ms quantum, retries doubling to 100 ms: about 8 + 20; one per
      * quantum would be 2000. */
     cr_expect_leq(b.signals, 60);
     cr_expect_geq(b.signals, 5, "the monitor must keep asking");
-    cr_expect_eq(b.preemptions, 0);
+    cr_expect_eq(b.ran_inside, 0, "the other thread ran inside the unsafe code");
+    cr_expect_eq(b.hijacks, 1, "one hook, placed again by every later refusal");
+    cr_expect_geq(b.deferred, 1);
+    cr_expect_gt(b.ran_after, 0, "the preemption was not taken at the return");
 }
 
 Test(safepoint, two_seconds_in_an_unsafe_range_draw_a_bounded_number_of_signals, .timeout = 30)
@@ -759,7 +818,7 @@ Test(safepoint, a_frameless_nopreempt_function_survives_many_refused_signals, .t
 {
     static struct leaf l;
     memset(&l, 0, sizeof l);
-    cr_assert_eq(run_q(leaf_main, &l, 1, 100, NULL), 0);
+    cr_assert_eq(run_q(leaf_main, &l, 1, 100), 0);
     cr_log_info("frameless GREEN_NOPREEMPT function, 5 x 20 ms at a 100 us quantum: "
                 "%llu refusals, %llu taken at the return",
                 (unsigned long long)l.refused, (unsigned long long)l.deferred);

@@ -1,0 +1,86 @@
+/*
+ * Taking a refused preemption on the way out: the return hijack.
+ *
+ * A preemption is refused when the thread is in code it may not be
+ * switched out of -- a library, GREEN_NOPREEMPT, libgreen -- or has such a
+ * frame among its callers.  The walk (safepoints/walk.c) then names the
+ * outermost such frame, whose caller is the program's own code, and the
+ * slot on the stack that holds its return address.  Here that return
+ * address is pointed at green__deferred_trampoline (trampoline_x86_64.S):
+ * the instant the frame returns, the thread is in preemptible code with
+ * every register as its caller expects, and the trampoline saves them all,
+ * puts the real return address back, and switches if the preemption is
+ * still pending.  A loop that spends its time in libc is thus preempted at
+ * its next return from libc: the latency is one library call, not the
+ * monitor's backoff.  CoreCLR stops threads for its GC the same way.
+ *
+ * States of t->patch (sched.h), all on the thread's own worker:
+ *   none      slot == NULL.
+ *   in place  *slot == wrote (the trampoline), saved = the real return
+ *             address, also in the stack's top record for unwinders.
+ *   fired     the frame returned into the trampoline: green__preempt_switch
+ *             writes saved back where the trampoline's frame keeps its
+ *             return address and sets slot = NULL.
+ *   undone    a switch came first (green__switch: the switch was the
+ *             preemption), or a new signal re-walks (green__hijack_undo),
+ *             and the word is put back.
+ *   abandoned the frame was left without returning -- longjmp, a C++
+ *             exception caught above it -- so the slot is dead stack below
+ *             the stack pointer; the next undo finds it so (or holding
+ *             something else) and only forgets it.
+ * At most one patch is in place per thread, and only on the running thread:
+ * every switch undoes it.
+ *
+ * Unwinders meet the trampoline's address as the frame's caller while the
+ * patch is in place: its unwind information leads them on to the real
+ * caller (trampoline_x86_64.S), so C++ exceptions may pass the frame, and
+ * gdb, glibc's backtrace and libunwind see the whole stack.
+ */
+#include "signals.h"
+
+_Atomic uint64_t green__hijacks;
+
+/* AS-safe.  Point the return address in *slot, on t's stack, at the
+ * deferred trampoline.  again: the same slot was patched until a moment ago
+ * (a new signal re-walked), so this is not a new hook for the stats.
+ * Requires: no patch in place on t. */
+void green__hijack(struct green__thread *t, uint64_t *slot, bool again)
+{
+    uint64_t ret = *slot;
+    green__stack_top(t)->ret = ret;
+    t->patch = (struct green__patch){ slot, ret, (uint64_t)(uintptr_t)green__deferred_trampoline, 0 };
+    *slot = t->patch.wrote;
+    if (!again)
+        atomic_fetch_add_explicit(&green__hijacks, 1, memory_order_relaxed);
+}
+
+/* AS-safe.  Take t's patch back before its stack is walked again; sp is
+ * t's stack pointer now (below it the patched frame is gone; at it, a
+ * frameless function's return address still lives).  Returns where the
+ * patch was, or NULL if there was none. */
+uint64_t *green__hijack_undo(struct green__thread *t, uintptr_t sp)
+{
+    uint64_t *slot = t->patch.slot;
+    if (!slot)
+        return NULL;
+    if ((uintptr_t)slot < sp)
+        t->patch.slot = NULL;        /* abandoned: the word is not ours */
+    else
+        green__patch_undo(t);
+    return slot;
+}
+
+/* The trampoline fired: put the real return address in *ret_slot, its own
+ * frame's, and say whether to switch -- not if a switch took the preemption
+ * meanwhile (a poll without a switch clears it too), nor inside
+ * green_nopreempt_begin/end, whose end polls. */
+bool green__hijack_fired(struct green__thread *t, uint64_t *ret_slot)
+{
+    *ret_slot = t->patch.saved;
+    t->patch.slot = NULL;
+    if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) || t->nopreempt)
+        return false;
+    t->preempt_pending = false;
+    atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    return true;
+}
