@@ -57,16 +57,19 @@ void green__hijack(struct green__thread *t, uint64_t *slot, bool again)
 /* AS-safe.  Take t's patch back before its stack is walked again; sp is
  * t's stack pointer now (below it the patched frame is gone; at it, a
  * frameless function's return address still lives).  Returns where the
- * patch was, or NULL if there was none. */
+ * patch was in place, or NULL if there was none (an abandoned one is
+ * forgotten, and counted as undone). */
 uint64_t *green__hijack_undo(struct green__thread *t, uintptr_t sp)
 {
     uint64_t *slot = t->patch.slot;
     if (!slot)
         return NULL;
-    if ((uintptr_t)slot < sp)
+    if ((uintptr_t)slot < sp || *slot != t->patch.wrote) {
         t->patch.slot = NULL;        /* abandoned: the word is not ours */
-    else
-        green__patch_undo(t);
+        atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
+        return NULL;
+    }
+    green__patch_undo(t);
     return slot;
 }
 
