@@ -258,7 +258,7 @@ static void start_server(void)
                        srv.port, log);
         }
         srv.pid = -1;                /* EXITED, and reaped: try another port */
-        cr_log_warn("%s exited at start on port %d; retrying", path, srv.port);
+        cr_log_info("%s exited at start on port %d; retrying", path, srv.port);
     }
     close(log_fd);
     const char *log = log_head();
