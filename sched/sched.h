@@ -178,6 +178,7 @@ struct green__patch {
     uint64_t saved;                  /* what was there: the real return address */
     uint64_t wrote;                  /* what was written there */
     uint32_t trusted;                /* looks it may still skip a walk for */
+    void *exc;                       /* an exception landed in the trampoline */
 };
 
 /* The top 16 bytes of every green stack (just below stack_hi), which no

@@ -341,7 +341,10 @@ static bool decide(struct green__worker *w, struct green__thread *t,
     enum green_code kind = green__sp_lookup(tbl, pc);
     GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
-    if (kind == GREEN_CODE_RUNTIME) {
+    if (kind == GREEN_CODE_RUNTIME || t->patch.exc) {
+        /* In libgreen -- or on the way into it: an exception's unwinder
+         * is about to land in the hooked frame's trampoline (hijack.c),
+         * and the hook must stay as the unwinder found it. */
         why = &stats.refused_runtime;
     } else if (t->nopreempt) {
         why = &stats.refused_nopreempt;

@@ -33,8 +33,14 @@
  *
  * Unwinders meet the trampoline's address as the frame's caller while the
  * patch is in place: its unwind information leads them on to the real
- * caller (trampoline_x86_64.S), so C++ exceptions may pass the frame, and
- * gdb, glibc's backtrace and libunwind see the whole stack.
+ * caller (trampoline_x86_64.S), so gdb, glibc's backtrace and libunwind
+ * see the whole stack.  A C++ exception thrown below the hooked frame
+ * (libstdc++'s own throws, a callback's through qsort) lands in the
+ * trampoline as a cleanup -- green__hijack_personality -- and goes on from
+ * green__hijack_resume: the patch is then gone with its frame.  The unwinder
+ * is the one the exception came from: libgcc's, the system's (libgreen
+ * links libgcc_s before libunwind, whose _Unwind_* names would otherwise
+ * answer for a C program's forced unwinds).
  */
 #include "signals.h"
 
@@ -48,7 +54,8 @@ void green__hijack(struct green__thread *t, uint64_t *slot, bool again)
 {
     uint64_t ret = *slot;
     green__stack_top(t)->ret = ret;
-    t->patch = (struct green__patch){ slot, ret, (uint64_t)(uintptr_t)green__deferred_trampoline, 0 };
+    t->patch = (struct green__patch){ slot, ret, (uint64_t)(uintptr_t)green__deferred_trampoline, 0,
+                                      NULL };
     *slot = t->patch.wrote;
     if (!again)
         atomic_fetch_add_explicit(&green__hijacks, 1, memory_order_relaxed);
@@ -73,14 +80,53 @@ uint64_t *green__hijack_undo(struct green__thread *t, uintptr_t sp)
     return slot;
 }
 
+/* The Itanium ABI's unwinding interface, as much as the personality needs
+ * (libgcc's and libunwind's unwind.h differ; the values are the ABI's). */
+enum {
+    URC_INSTALL_CONTEXT = 7,
+    URC_CONTINUE_UNWIND = 8,
+    UA_CLEANUP_PHASE = 2,
+};
+
+/* The personality of the deferred trampoline's frame, which an unwinder
+ * meets while a patch is in place: nothing to catch in the search phase;
+ * in the cleanup phase (a handler further up, or a forced unwind), land in
+ * the trampoline -- where the unwinder resumes is the frame's "return
+ * address", the trampoline itself -- with the exception kept for
+ * green__hijack_fired. */
+int green__hijack_personality(int version, int actions, uint64_t exception_class, void *exc,
+                              void *context)
+{
+    (void)version, (void)exception_class, (void)context;
+    if (!(actions & UA_CLEANUP_PHASE))
+        return URC_CONTINUE_UNWIND;
+    struct green__worker *w = green__worker_self();
+    green__assert(w && w->cur != &w->g0 && w->cur->patch.slot);
+    w->cur->patch.exc = exc;
+    return URC_INSTALL_CONTEXT;
+}
+
+/* The trampoline's saved rdi (trampoline_x86_64.S: pushed after the return
+ * address, flags, rax, rbx, rcx, rdx and rsi). */
+#define SAVED_RDI(ret_slot) ((ret_slot) - 7)
+
 /* The trampoline fired: put the real return address in *ret_slot, its own
  * frame's, and say whether to switch -- not if a switch took the preemption
  * meanwhile (a poll without a switch clears it too), nor inside
- * green_nopreempt_begin/end, whose end polls. */
+ * green_nopreempt_begin/end, whose end polls.  Or an exception landed (see
+ * the personality): leave through green__hijack_resume, the exception in
+ * rdi -- after the switch, if one is due: the frame is gone as surely as by
+ * a return, and this is a landing pad like any other (a thread throwing in
+ * a loop would otherwise never be preempted: every hook is unwound). */
 bool green__hijack_fired(struct green__thread *t, uint64_t *ret_slot)
 {
     *ret_slot = t->patch.saved;
     t->patch.slot = NULL;
+    if (t->patch.exc) {
+        *ret_slot = (uint64_t)(uintptr_t)green__hijack_resume;
+        *SAVED_RDI(ret_slot) = (uint64_t)(uintptr_t)t->patch.exc;
+        t->patch.exc = NULL;
+    }
     if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) || t->nopreempt)
         return false;
     t->preempt_pending = false;

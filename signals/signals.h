@@ -35,6 +35,9 @@ extern _Atomic uint64_t green__hijacks;
  * returned into green__deferred_trampoline. */
 void green__preempt_trampoline(void);
 void green__deferred_trampoline(void);
+void green__hijack_resume(void);
+int green__hijack_personality(int version, int actions, uint64_t exception_class, void *exc,
+                              void *context);
 void green__preempt_switch(uint64_t *ret_slot);
 
 #ifdef GREEN_TRACE
