@@ -209,13 +209,15 @@ green__preempt_trampoline:
 
     .globl  green__deferred_trampoline
     .hidden green__deferred_trampoline
-    .type   green__deferred_trampoline, @function
+    .type   green__hooked_return, @function
     .p2align 4
     .cfi_startproc simple
     .cfi_personality 0x1b, green__hijack_personality
     HOOKED_RETURN_CFI
     /* An unwinder looks up the FDE at the return address minus one: give
-     * it one instruction before the entry that belongs to this FDE. */
+     * it one instruction before the entry that belongs to this FDE -- and a
+     * name for debuggers to show for the frame: green__hooked_return. */
+green__hooked_return:
     nop
 green__deferred_trampoline:
     subq    $136, %rsp
@@ -223,7 +225,7 @@ green__deferred_trampoline:
     movq    $0, (%rsp)
     jmp     green__preempt_trampoline
     .cfi_endproc
-    .size   green__deferred_trampoline, .-green__deferred_trampoline
+    .size   green__hooked_return, .-green__hooked_return
 
 /*
  * Where an exception that met a hooked return goes on (see above):
