@@ -26,6 +26,10 @@
  *                (lateness: actual sleep - 1 ms).  If the ticker does not
  *                tick for 5 s (no preemption), a watchdog OS thread stops the
  *                hog and the run fails, instead of hanging.
+ *   ticker_libc N  the same beside a hog that lives in libc: malloc/free,
+ *                snprintf, qsort calling back the program's comparator, memcpy
+ *                -> ticker_libc_p50, ticker_libc_p99, ticker_libc_max.  libc is
+ *                never interrupted; the hog is preempted as it returns from it.
  *   preempt_cost N  4 threads on 2 workers each run N xorshift64 steps, no
  *                calls -> preempt_cost <ms> ms    (elapsed)
  *                (threads 0 and 2, 1 and 3, must end with equal values)
@@ -384,6 +388,40 @@ static void *hog(void *arg)
     }
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The hog of ticker_libc: what C programs spend their time in -- the heap,
+ * stdio formatting, a sort calling back the program, a copy -- in rounds of
+ * a few microseconds, looking at the stop flag between them. */
+static void *libc_hog(void *arg)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    char buf[512];
+    int v[256];
+    while (!atomic_load_explicit(&hog_stop, memory_order_relaxed)) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t len = 64 + x % 2000;
+        char *p = malloc(len);
+        if (!p)
+            die("malloc", ENOMEM);
+        memset(p, (int)x, len);
+        hog_counter += (uint64_t)p[len - 1];
+        free(p);
+        hog_counter += (uint64_t)snprintf(buf, sizeof buf, "%llu %s %.3f",
+                                          (unsigned long long)x, "green", (double)(x % 1000) / 7);
+        for (int i = 0; i < 256; i++)
+            v[i] = (int)((x >> (i % 48)) & 0xffff);
+        qsort(v, 256, sizeof v[0], cmp_int);
+        memcpy(buf, v, sizeof buf);
+        hog_counter += (uint64_t)buf[17];
+    }
+    return arg;
+}
+
 struct tick_pass {
     int64_t *late_ns;   /* n samples: actual sleep - TICK_NS */
     uint64_t n;
@@ -402,13 +440,14 @@ static void *ticker(void *arg)
     return NULL;
 }
 
-/* One pass: hog and ticker side by side until the ticker has ticked n times. */
-static void run_ticker(int64_t *late_ns, uint64_t n)
+/* One pass: the hog and the ticker side by side until the ticker has
+ * ticked n times. */
+static void run_ticker(int64_t *late_ns, uint64_t n, void *(*the_hog)(void *))
 {
     struct tick_pass tp = { .late_ns = late_ns, .n = n };
     green_t h, t;
     atomic_store(&hog_stop, 0);
-    CHECK(green_spawn(&h, hog, NULL));
+    CHECK(green_spawn(&h, the_hog, NULL));
     CHECK(green_spawn(&t, ticker, &tp));
     CHECK(green_join(t, NULL));
     CHECK(green_join(h, NULL));
@@ -564,23 +603,27 @@ static void park_print(const struct job *j, const green_config_t *cfg)
     printf("park_stack %zu B\n", cfg->stack_size);
 }
 
+static const char *bench_name;          /* set once in main */
+
 static void ticker_main(struct job *j)
 {
+    void *(*the_hog)(void *) = strcmp(bench_name, "ticker_libc") == 0 ? libc_hog : hog;
     if (j->n / 10 > 0)
-        run_ticker(j->late_ns, j->n / 10);
+        run_ticker(j->late_ns, j->n / 10, the_hog);
     struct preempt_counts before = counts_now();
-    run_ticker(j->late_ns, j->n);
+    run_ticker(j->late_ns, j->n, the_hog);
     j->counts = counts_since(before);
 }
 
 static void ticker_print(const struct job *j, const green_config_t *cfg)
 {
     (void)cfg;
+    const char *name = bench_name;
     qsort(j->late_ns, j->n, sizeof *j->late_ns, cmp_i64);
-    printf("ticker_p50 %.1f us\n", (double)percentile(j->late_ns, j->n, 50) / 1e3);
-    printf("ticker_p99 %.1f us\n", (double)percentile(j->late_ns, j->n, 99) / 1e3);
-    printf("ticker_max %.1f us\n", (double)j->late_ns[j->n - 1] / 1e3);
-    print_counts("ticker", j->counts);
+    printf("%s_p50 %.1f us\n", name, (double)percentile(j->late_ns, j->n, 50) / 1e3);
+    printf("%s_p99 %.1f us\n", name, (double)percentile(j->late_ns, j->n, 99) / 1e3);
+    printf("%s_max %.1f us\n", name, (double)j->late_ns[j->n - 1] / 1e3);
+    print_counts(name, j->counts);
 }
 
 static void cost_main(struct job *j)
@@ -639,6 +682,7 @@ static const struct bench benches[] = {
     { "mutex",     10000000, run_mutex,     1, "ns/lock+unlock", NULL, NULL, 0, -1 },
     { "park",       1000000, NULL, 0, NULL, park_main,   park_print,   0, -1 },
     { "ticker",        2000, NULL, 0, NULL, ticker_main, ticker_print, 1, GREEN_PREEMPT_SIGNAL },
+    { "ticker_libc",   2000, NULL, 0, NULL, ticker_main, ticker_print, 1, GREEN_PREEMPT_SIGNAL },
     { "preempt_cost", 200000000, NULL, 0, NULL, cost_main, cost_print, 2, -1 },
     { "yield_signals",  500, NULL, 0, NULL, yloop_main,  yloop_print,  2, GREEN_PREEMPT_SIGNAL },
 };
@@ -665,7 +709,7 @@ static void *bench_main(void *arg)
 static void usage(void)
 {
     fprintf(stderr, "usage: green_bench yield|spawn|spawnmany|chan|mutex|park|"
-                    "ticker|preempt_cost|yield_signals [N]\n");
+                    "ticker|ticker_libc|preempt_cost|yield_signals [N]\n");
     exit(1);
 }
 
@@ -680,6 +724,7 @@ int main(int argc, char **argv)
     if (b == NULL)
         usage();
     the_bench = b;
+    bench_name = b->name;
 
     struct job j = { .n = b->default_n };
     if (argc == 3) {
@@ -707,7 +752,7 @@ int main(int argc, char **argv)
         cfg.preempt = b->preempt;
 
     pthread_t dog;
-    if (strcmp(b->name, "ticker") == 0) {
+    if (b->main == ticker_main) {
         j.late_ns = calloc(j.n, sizeof *j.late_ns);
         if (j.late_ns == NULL)
             die("calloc", ENOMEM);
@@ -718,9 +763,9 @@ int main(int argc, char **argv)
         atomic_store(&ticker_done, 1);
         CHECK(pthread_join(dog, NULL));
         if (atomic_load(&starved)) {
-            fprintf(stderr, "green_bench: ticker: STARVED: the ticker did not tick for "
+            fprintf(stderr, "green_bench: %s: STARVED: the ticker did not tick for "
                     "%.0f s beside the hog (preemption %s, %u worker%s); the hog was "
-                    "stopped to end the run\n", STARVED_NS / 1e9,
+                    "stopped to end the run\n", b->name, STARVED_NS / 1e9,
                     cfg.preempt == GREEN_PREEMPT_OFF ? "off" : "on", cfg.workers,
                     cfg.workers == 1 ? "" : "s");
             exit(1);

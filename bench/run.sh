@@ -71,7 +71,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 BENCHES="yield spawn spawnmany chan mutex park"
 PEERS="green pthread go"
-PBENCHES="ticker preempt_cost yield_signals"
+PBENCHES="ticker ticker_libc preempt_cost yield_signals"
 
 # Iteration counts: each run ~0.2-1 s on a 2-core x86-64 VM at the targets
 # (libgreen) or as measured (Go, pthreads).  pthreads are 10-1000x slower at
@@ -98,6 +98,7 @@ n_for() { # peer bench
         green:mutex) def=10000000 ;; go:mutex) def=20000000 ;;
         *:park) def=1000000 ;;
         green:ticker) def=2000 ;;    go:ticker) def=200 ;;
+        green:ticker_libc) def=2000 ;; go:ticker_libc) def=200 ;;
         *:preempt_cost) def=200000000 ;;
         *:yield_signals) def=500 ;;
     esac
@@ -189,14 +190,14 @@ VARIANTS="green_off green_q1000 green_q100 green_q50 go go_noasync"   # the colu
 
 pvariants() { # bench -> its variants, in the order of the first repetition
     case $1 in
-        ticker) echo green_q1000 green_q100 go ;;
+        ticker|ticker_libc) echo green_q1000 green_q100 go ;;
         preempt_cost) echo green_off green_q1000 green_q100 green_q50 go_noasync go \
                            floor_off floor_q1000 floor_q100 floor_q50 ;;
         yield_signals) echo green_q1000 green_q50 go ;;
     esac
 }
 pworkers() { # bench -> GREEN_WORKERS and GOMAXPROCS
-    if [ "$1" = ticker ]; then echo 1; else echo 2; fi
+    case $1 in ticker|ticker_libc) echo 1 ;; *) echo 2 ;; esac
 }
 
 run_variant() { # label bench rep: the preemption table
@@ -258,7 +259,8 @@ slowdown() { # key base variant -> median over the repetitions of
 
 : >"$TMP/pmedians"
 for key in ticker_p50 ticker_p99 ticker_max ticker_signals ticker_preemptions \
-           ticker_refusals preempt_cost preempt_cost_cpu preempt_cost_signals \
+           ticker_refusals ticker_libc_p50 ticker_libc_p99 ticker_libc_max ticker_libc_signals \
+           ticker_libc_preemptions ticker_libc_refusals preempt_cost preempt_cost_cpu preempt_cost_signals \
            preempt_cost_preemptions preempt_cost_refusals yield_signals \
            yield_signals_yields yield_signals_preemptions; do
     for v in $VARIANTS; do
@@ -363,6 +365,9 @@ echo "Preemption (issue 3): medians of $REPS runs; within a repetition the varia
 echo "alternate, in an order that rotates from one repetition to the next."
 echo "  ticker: 1 worker / GOMAXPROCS 1; a call-free CPU hog beside a thread that sleeps"
 echo "    1 ms, $(n_for green ticker) times (Go: $(n_for go ticker)); lateness = actual sleep - 1 ms"
+echo "  libc hog: the same ticker beside a hog living in libc (malloc/free, snprintf, qsort"
+echo "    calling back a comparator, memcpy; Go: allocation, Sprintf, sort.Slice, copy),"
+echo "    which libgreen never interrupts but preempts as it returns from it"
 echo "  CPU-bound: 4 threads on 2 workers / GOMAXPROCS 2, each $(n_for green preempt_cost) xorshift64 steps"
 echo "  yield loop: 4 threads on 2 workers / GOMAXPROCS 2, green_yield / runtime.Gosched"
 echo "    in a loop for $(n_for green yield_signals) ms"
@@ -413,6 +418,14 @@ awk -v ymax1000="$(max_of "$TMP/yield_signals.green_q1000")" \
         row("  signals sent", "ticker_signals", t " go", "int")
         row("  preemptions", "ticker_preemptions", t " go", "int")
         row("  refusals", "ticker_refusals", t " go", "int")
+        t = "green_q1000 green_q100 go"
+        row("ticker beside a libc hog: p50 (us)", "ticker_libc_p50", t)
+        row("  late p99 (us)", "ticker_libc_p99", t)
+        row("  late max (us)", "ticker_libc_max", t)
+        t = "green_q1000 green_q100"
+        row("  signals sent", "ticker_libc_signals", t " go", "int")
+        row("  preemptions", "ticker_libc_preemptions", t " go", "int")
+        row("  refusals (hooked returns)", "ticker_libc_refusals", t " go", "int")
         t = "green_off green_q1000 green_q100 green_q50 go go_noasync"
         row("CPU-bound, 4 threads: elapsed (ms)", "preempt_cost", t)
         row("  slowdown vs off (%)", "preempt_cost_slow", "green_q1000 green_q100 green_q50 go", "pct")

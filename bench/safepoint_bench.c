@@ -19,6 +19,14 @@
  *                       (timer_settime)
  *              switch   scheduler pick and the context switch, until the
  *                       other hog runs again
+ *   hooked   a preemption refused in code the program does not own, taken
+ *            at that code's return (signals/hijack.c): two hogs on one
+ *            worker call hooked_spin (bench/hooked_lib.c, a shared library)
+ *            for 100 us at a time, which stamps the TSC as it returns; the
+ *            other hog, resuming, reads the TSC: the median of those gaps is
+ *            the time from a hooked return to the next thread running --
+ *            the trampoline's save, the scheduler, the switch, and the
+ *            other thread's restore
  *
  * usage: safepoint_bench [REPS]     (BENCH_REPS in bench/run.sh)
  */
@@ -172,6 +180,85 @@ static struct stage_medians stages(unsigned depth, unsigned quantum_us, uint64_t
     return m;
 }
 
+/* ---- hooked returns ------------------------------------------------------ */
+
+extern volatile uint64_t hooked_last_tsc;
+extern volatile int hooked_last_who;
+void hooked_spin(uint64_t until, int who);
+
+struct hooked_hog {
+    int who;
+    double *gap_ns;                  /* samples: the other's return -> this one runs */
+    size_t n, cap;
+};
+
+static void *hooked_hog_run(void *arg)
+{
+    struct hooked_hog *h = arg;
+    uint64_t span = (uint64_t)(100e3 * cycles_per_ns);   /* 100 us */
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        hooked_spin(__rdtsc() + span, h->who);
+        /* Did the other thread return from hooked_spin after this one did?
+         * Then this one was switched out at its return, and the other's
+         * last return is the one at which the CPU came back here. */
+        uint64_t now = __rdtsc();
+        if (hooked_last_who != h->who && h->n < h->cap)
+            h->gap_ns[h->n++] = (double)(now - hooked_last_tsc) / cycles_per_ns;
+    }
+    return NULL;
+}
+
+static void *hooked_main(void *arg)
+{
+    struct hooked_hog *h = arg;
+    green_t t[2];
+    atomic_store(&stop, 0);
+    for (int i = 0; i < 2; i++)
+        green_spawn(&t[i], hooked_hog_run, &h[i]);
+    green_sleep_ns(500 * 1000000u);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++)
+        green_join(t[i], NULL);
+    return NULL;
+}
+
+/* One run at quantum_us: the median gap, and how many preemptions the
+ * hooks took (*taken) of how many signals (*signals). */
+static double hooked(unsigned quantum_us, uint64_t *taken, uint64_t *signals)
+{
+    enum { CAP = 1 << 16 };
+    struct hooked_hog h[2];
+    for (int i = 0; i < 2; i++) {
+        h[i] = (struct hooked_hog){ .who = i + 1, .gap_ns = malloc(CAP * sizeof(double)),
+                                    .cap = CAP };
+        if (!h[i].gap_ns) {
+            perror("safepoint_bench");
+            exit(1);
+        }
+    }
+    green_config_t cfg;
+    green_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.preempt = GREEN_PREEMPT_SIGNAL;
+    cfg.quantum_us = quantum_us;
+    cfg.signo = SIGALRM;
+    green_stats_t s0, s1;
+    green_stats(&s0);
+    int err = green_run(hooked_main, h, &cfg, NULL);
+    green_stats(&s1);
+    if (err) {
+        fprintf(stderr, "safepoint_bench: green_run: %s\n", strerror(err));
+        exit(1);
+    }
+    *taken = s1.deferred_taken - s0.deferred_taken;
+    *signals = s1.signals_sent - s0.signals_sent;
+    memcpy(h[0].gap_ns + h[0].n, h[1].gap_ns, h[1].n * sizeof(double));
+    double m = median(h[0].gap_ns, h[0].n + h[1].n);
+    free(h[0].gap_ns);
+    free(h[1].gap_ns);
+    return m;
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
@@ -238,9 +325,32 @@ int main(int argc, char **argv)
     ROW("total, decide .. switch", med[d].decide + med[d].walk + med[d].save + med[d].arm + med[d].sw);
     ROW("preemptions sampled", med[d].n);
 #undef ROW
+    printf("\n%-40s | %8s | %8s\n", "preemption taken at a hooked return", "q 1 ms", "q 100 us");
+    printf("-----------------------------------------+----------+----------\n");
+    double gap[2][64];
+    uint64_t taken[2] = { 0, 0 }, sigs[2] = { 0, 0 };
+    for (int k = 0; k < reps && k < 64; k++)
+        for (int q = 0; q < 2; q++) {
+            uint64_t tk, sg;
+            gap[q][k] = hooked(q ? 100 : 1000, &tk, &sg);
+            taken[q] += tk;
+            sigs[q] += sg;
+        }
+    size_t r = (size_t)(reps < 64 ? reps : 64);
+    printf("%-40s | %8.0f | %8.0f\n", "hooked return -> next thread runs (ns)", median(gap[0], r),
+           median(gap[1], r));
+    printf("%-40s | %8llu | %8llu\n", "preemptions taken at returns, all runs",
+           (unsigned long long)taken[0], (unsigned long long)taken[1]);
+    printf("%-40s | %8llu | %8llu\n", "signals sent, all runs", (unsigned long long)sigs[0],
+           (unsigned long long)sigs[1]);
+
     printf("\nOne worker, two call-free hogs, quantum 1 ms, 0.5 s per run; each hog\n"
            "spins that many frames below its thread function.  signal is a delay (timer\n"
            "expiry to handler, including the kernel's timer slack), not CPU time; the\n"
-           "CPU cost of the interrupt alone is the floor row of the preemption table.\n");
+           "CPU cost of the interrupt alone is the floor row of the preemption table.\n"
+           "Hooked returns: two threads on one worker each calling, 100 us at a time,\n"
+           "a function of a shared library the program does not own; the time from\n"
+           "its return (which takes the refused preemption) to the other thread\n"
+           "running, 0.5 s per run.\n");
     return 0;
 }

@@ -25,6 +25,9 @@
 //	                 loop): what the reduction budget's peer is -- Go's
 //	                 cooperative preemption at function prologues, which
 //	                 alone remains with GODEBUG=asyncpreemptoff=1
+//	ticker_libc N    the same beside a hog in the runtime's own code: allocation,
+//	                 fmt.Sprintf, sort.Slice with a comparator, a copy
+//	                 -> ticker_libc_p50, ticker_libc_p99, ticker_libc_max
 //	preempt_cost N   4 goroutines, GOMAXPROCS 2, each N xorshift64 steps, no
 //	                 calls -> preempt_cost <ms> ms (elapsed),
 //	                 preempt_cost_cpu <ms> ms (user+system CPU time)
@@ -256,15 +259,42 @@ func callingHog(done chan<- struct{}) {
 	close(done)
 }
 
+// libcHog is green_bench's libc_hog in Go: the heap, formatting, a sort
+// calling back a comparator, a copy -- the runtime's own code, which Go
+// preempts at its function prologues and asynchronously.
+func libcHog(done chan<- struct{}) {
+	x := uint64(0x9e3779b97f4a7c15)
+	buf := make([]byte, 512)
+	v := make([]int, 256)
+	for atomic.LoadInt32(&hogStop) == 0 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		p := make([]byte, 64+x%2000)
+		for i := range p {
+			p[i] = byte(x)
+		}
+		crunchSink += uint64(p[len(p)-1])
+		s := fmt.Sprintf("%d %s %.3f", x, "green", float64(x%1000)/7)
+		crunchSink += uint64(len(s))
+		for i := range v {
+			v[i] = int((x >> (uint(i) % 48)) & 0xffff)
+		}
+		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+		for i := 0; i < 128; i++ {
+			buf[i] = byte(v[i])
+		}
+		copy(buf[128:], buf[:128])
+		crunchSink += uint64(buf[17])
+	}
+	close(done)
+}
+
 // runTicker fills late with the lateness of len(late) 1 ms sleeps beside the hog.
-func runTicker(late []time.Duration, calls bool) {
+func runTicker(late []time.Duration, theHog func(chan<- struct{})) {
 	atomic.StoreInt32(&hogStop, 0)
 	hogDone, tickDone := make(chan struct{}), make(chan struct{})
-	if calls {
-		go callingHog(hogDone)
-	} else {
-		go hog(hogDone)
-	}
+	go theHog(hogDone)
 	go func() {
 		for i := range late {
 			t0 := time.Now()
@@ -287,20 +317,21 @@ func percentile(v []time.Duration, p int) time.Duration {
 	return v[rank-1]
 }
 
-func benchTicker(n uint64)      { tickerWith(n, false) }
-func benchTickerCalls(n uint64) { tickerWith(n, true) }
+func benchTicker(n uint64)      { tickerWith("ticker", n, hog) }
+func benchTickerCalls(n uint64) { tickerWith("ticker", n, callingHog) }
+func benchTickerLibc(n uint64)  { tickerWith("ticker_libc", n, libcHog) }
 
-func tickerWith(n uint64, calls bool) {
+func tickerWith(name string, n uint64, theHog func(chan<- struct{})) {
 	if n/10 > 0 {
-		runTicker(make([]time.Duration, n/10), calls)
+		runTicker(make([]time.Duration, n/10), theHog)
 	}
 	late := make([]time.Duration, n)
-	runTicker(late, calls)
+	runTicker(late, theHog)
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	fmt.Printf("ticker_p50 %.1f us\n", us(percentile(late, 50)))
-	fmt.Printf("ticker_p99 %.1f us\n", us(percentile(late, 99)))
-	fmt.Printf("ticker_max %.1f us\n", us(late[n-1]))
+	fmt.Printf("%s_p50 %.1f us\n", name, us(percentile(late, 50)))
+	fmt.Printf("%s_p99 %.1f us\n", name, us(percentile(late, 99)))
+	fmt.Printf("%s_max %.1f us\n", name, us(late[n-1]))
 }
 
 // cruncher is call-free arithmetic: a serial chain of shifts and xors.
@@ -460,12 +491,13 @@ var benches = map[string]bench{
 	"park":          {1000000, nil, 1, "B/thread", runPark, 0},
 	"ticker":        {2000, nil, 1, "", benchTicker, 1},
 	"ticker_calls":  {200, nil, 1, "", benchTickerCalls, 1},
+	"ticker_libc":   {200, nil, 1, "", benchTickerLibc, 1},
 	"preempt_cost":  {200000000, nil, 1, "", benchPreemptCost, 2},
 	"yield_signals": {500, nil, 1, "", benchYieldSignals, 2},
 }
 
 func usage() {
-	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|preempt_cost|yield_signals [N]\n" +
+	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|ticker_libc|preempt_cost|yield_signals [N]\n" +
 		"       go_bench echo_server [PORT]")
 }
 
