@@ -62,8 +62,8 @@ typedef struct green_config {
     size_t   stack_size;   /* usable stack bytes per green thread        GREEN_STACK_SIZE */
     unsigned budget;       /* reductions per slice                       GREEN_BUDGET */
     uint64_t seed;         /* seed for every random choice               GREEN_SEED */
-    const char *unsafe_objects; /* more objects never to preempt in: a
-                            * ':'-separated list of file names or paths  GREEN_UNSAFE */
+    const char *unsafe_objects; /* objects of the program never to preempt
+                            * in: a ':'-separated list of names or paths GREEN_UNSAFE */
     unsigned deterministic;/* enum green_deterministic, default off      GREEN_DETERMINISTIC */
     unsigned offload_threads; /* most OS threads green_offload may use at
                             * once; 0: the default, 16       GREEN_OFFLOAD_THREADS */
@@ -243,10 +243,14 @@ GREEN_API int green_schedule_digest(uint64_t *digest, uint64_t *seed);
 
 /* Kinds of code, as the preemption signal's handler sees them. */
 enum green_code {
-    GREEN_CODE_PREEMPTIBLE = 0, /* the program and its ordinary libraries */
+    GREEN_CODE_PREEMPTIBLE = 0, /* the program's own: the executable, GREEN_PREEMPTIBLE
+                                 * objects, ranges added as preemptible */
     GREEN_CODE_NOPREEMPT   = 1, /* a GREEN_NOPREEMPT function */
-    GREEN_CODE_UNSAFE      = 2, /* may hold a lock: libc, ld.so, the vdso, libgcc_s,
-                                 * libunwind, libstdc++, GREEN_UNSAFE objects */
+    GREEN_CODE_UNSAFE      = 2, /* any other object (libc, ld.so, third-party
+                                 * libraries), GREEN_UNSAFE objects: never
+                                 * interrupted; a preemption refused there is
+                                 * taken as the outermost such frame returns
+                                 * into the program's code */
     GREEN_CODE_UNKNOWN     = 3, /* in no loaded object nor added range (treated
                                  * as unsafe) */
     GREEN_CODE_RUNTIME     = 4, /* libgreen itself */
@@ -268,16 +272,18 @@ GREEN_API int green_code_range_remove(const void *start, size_t len);
 GREEN_API int green_code_kind(const void *pc);
 
 /* Counters of this process, since it started (all runs).  A refused
- * preemption stays pending: it is taken at the thread's next safepoint poll
- * (any libgreen call, green_safepoint, green_nopreempt_end, the return of a
- * GREEN_NOPREEMPT function) or at the monitor's next try. */
+ * preemption stays pending: it is taken when the outermost frame that may
+ * not be interrupted returns into the program's code (its return address is
+ * hooked), at the thread's next safepoint poll (any libgreen call,
+ * green_safepoint, green_nopreempt_end) or at the monitor's next try. */
 typedef struct green_stats {
     uint64_t signals_sent;        /* preemption signals sent (monitor, slice timers) */
     uint64_t preemptions;         /* threads switched out by one */
     uint64_t refused_runtime;     /* the worker was in libgreen or its scheduler */
     uint64_t refused_nopreempt;   /* in green_nopreempt_begin/end or a GREEN_NOPREEMPT
                                    * function (at the PC or a caller) */
-    uint64_t refused_unsafe_pc;   /* the PC in unsafe or unknown code */
+    uint64_t refused_unsafe_pc;   /* the PC in code the program does not own,
+                                   * or unknown code */
     uint64_t refused_headroom;    /* too little stack left to save the state */
     uint64_t foreign_signals;     /* the signal was not libgreen's: passed on */
     uint64_t refused_unsafe_frame;/* a caller frame in unsafe or unknown code (a
@@ -285,8 +291,8 @@ typedef struct green_stats {
     uint64_t refused_unwind;      /* the walk of the callers did not reach the
                                    * thread's base (no unwind information, or deeper
                                    * than 256 frames) */
-    uint64_t deferred_taken;      /* refused preemptions taken later, at a poll or
-                                   * the return of a GREEN_NOPREEMPT function */
+    uint64_t deferred_taken;      /* refused preemptions taken later, at a hooked
+                                   * return or a poll */
     uint64_t budget_yields;       /* slices ended by the reduction budget */
     uint64_t budget_refused;      /* budgets spent where no switch may happen (an
                                    * unsafe or GREEN_NOPREEMPT caller, a
