@@ -79,6 +79,18 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* One worker, preemption by SIGALRM every quantum_us. */
+static green_config_t one_worker(unsigned quantum_us)
+{
+    green_config_t cfg;
+    green_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.preempt = GREEN_PREEMPT_SIGNAL;
+    cfg.quantum_us = quantum_us;
+    cfg.signo = SIGALRM;
+    return cfg;
+}
+
 /* ---- lookup ------------------------------------------------------------- */
 
 static double lookup_ns(const void *pc)
@@ -144,12 +156,7 @@ static struct stage_medians stages(unsigned depth, unsigned quantum_us, uint64_t
         exit(1);
     }
     depth_wanted = depth;
-    green_config_t cfg;
-    green_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.preempt = GREEN_PREEMPT_SIGNAL;
-    cfg.quantum_us = quantum_us;
-    cfg.signo = SIGALRM;
+    green_config_t cfg = one_worker(quantum_us);
     green_trace_costs(buf, cap);
     int err = green_run(stages_main, &ms, &cfg, NULL);
     size_t n = green_trace_costs(NULL, 0);
@@ -236,12 +243,7 @@ static double hooked(unsigned quantum_us, uint64_t *taken, uint64_t *signals)
             exit(1);
         }
     }
-    green_config_t cfg;
-    green_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.preempt = GREEN_PREEMPT_SIGNAL;
-    cfg.quantum_us = quantum_us;
-    cfg.signo = SIGALRM;
+    green_config_t cfg = one_worker(quantum_us);
     green_stats_t s0, s1;
     green_stats(&s0);
     int err = green_run(hooked_main, h, &cfg, NULL);

@@ -150,11 +150,11 @@ const struct green__sp_table *green__sp_enter(void)
 /* AS-safe */
 void green__sp_exit(void) { atomic_fetch_sub(&readers, 1); }
 
-/* AS-safe */
-enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
+/* AS-safe.  The range that holds pc, or NULL. */
+static const struct range *find(const struct green__sp_table *t, uintptr_t pc)
 {
     if (!t)
-        return GREEN_CODE_UNKNOWN;
+        return NULL;
     size_t lo = 0, hi = t->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -163,27 +163,23 @@ enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
         else if (pc >= t->r[mid].hi)
             lo = mid + 1;
         else
-            return t->r[mid].kind;
+            return &t->r[mid];
     }
-    return GREEN_CODE_UNKNOWN;
+    return NULL;
+}
+
+/* AS-safe */
+enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
+{
+    const struct range *r = find(t, pc);
+    return r ? (enum green_code)r->kind : GREEN_CODE_UNKNOWN;
 }
 
 /* AS-safe */
 bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc)
 {
-    if (!t)
-        return false;
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (pc < t->r[mid].lo)
-            hi = mid;
-        else if (pc >= t->r[mid].hi)
-            lo = mid + 1;
-        else
-            return !t->r[mid].nowalk;
-    }
-    return false;
+    const struct range *r = find(t, pc);
+    return r && !r->nowalk;
 }
 
 /* AS-safe */

@@ -7,6 +7,7 @@
 #define GREEN_TESTS_PREEMPT_COMMON_H
 
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -150,6 +151,17 @@ static inline void *hog_beside(void *(*hog)(void *), void *hog_arg, void *(*watc
     green_join(t, NULL);
     green_join(h, NULL);
     return NULL;
+}
+
+/* tests/libspin.so, dlopen'ed: a library the program does not own. */
+static inline void *libspin_open(void)
+{
+    char path[4096];
+    const char *dir = getenv("abs_top_builddir");
+    snprintf(path, sizeof path, "%s/tests/.libs/libspin.so", dir ? dir : ".");
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    cr_assert_not_null(h, "dlopen %s: %s", path, dlerror());
+    return h;
 }
 
 /* errno read and written afresh (see test_context.c: a compiler may keep

@@ -553,11 +553,7 @@ struct returns {
 static void *returns_main(void *arg)
 {
     struct returns *r = arg;
-    char path[4096];
-    const char *dir = getenv("abs_top_builddir");
-    snprintf(path, sizeof path, "%s/tests/.libs/libspin.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(h, "dlopen %s: %s", path, dlerror());
+    void *h = libspin_open();
     struct pair (*pair_after)(uint64_t, uint64_t, uint64_t) =
         (struct pair (*)(uint64_t, uint64_t, uint64_t))dlsym(h, "spin_pair");
     double (*double_after)(uint64_t, double) = (double (*)(uint64_t, double))dlsym(h, "spin_double");

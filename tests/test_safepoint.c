@@ -461,11 +461,7 @@ static void spin_in(uint64_t (*spin_until)(uint64_t), uint64_t ms, struct lib *l
 static void *lib_main(void *arg)
 {
     struct lib *l = arg;
-    char path[4096];
-    const char *dir = getenv("abs_top_builddir");
-    snprintf(path, sizeof path, "%s/tests/.libs/libspin.so", dir ? dir : ".");
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(h, "dlopen %s: %s", path, dlerror());
+    void *h = libspin_open();
     uint64_t (*spin_until)(uint64_t) = (uint64_t (*)(uint64_t))dlsym(h, "spin_until_tsc");
     cr_assert_not_null(spin_until);
     l->code = (void *)spin_until;
