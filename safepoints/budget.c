@@ -74,41 +74,35 @@ void green_reduce(unsigned n)
     green_yield();
 }
 
-/* Budgets a hook in place answers for before the callers are walked again
- * (see callers_allow). */
+/* Budgets a hook answers for before the callers are walked again (see
+ * callers_allow). */
 #define GREEN_HOOK_TRUST 16u
 
 /* May the calling green thread switch here, at a function entry?  If not,
- * hook the way out where the walk found one. */
+ * the preemption layer hooks the way out where the walk found one. */
 static bool callers_allow(struct green__worker *w, struct green__thread *t)
 {
     if (t->nopreempt)
         return false;
-    /* A hook in place still answers: the frame it hooks is the outermost
-     * that may not be interrupted for as long as it runs, and the walk
-     * would only find it again (a budget of 50 in a long qsort: thousands
-     * of walks).  Unless it was left by longjmp while its word still reads
-     * as ours, so walk again now and then. */
-    uint64_t *was = t->patch.slot;
-    if (was && (uintptr_t)was > (uintptr_t)__builtin_frame_address(0) &&
-        *was == t->patch.wrote && t->patch.trusted > 0) {
+    /* A hook placed by an earlier budget still answers: the frame it hooks
+     * is the outermost that may not be interrupted for as long as it runs,
+     * and the walk would only find it again (a budget of 50 in a long
+     * qsort: thousands of walks).  Unless its frame was left by longjmp, so
+     * walk again now and then, which forgets it then. */
+    if (t->patch.slot && t->patch.trusted > 0) {
         t->patch.trusted--;
         return false;
     }
-    /* Otherwise it goes: the walk must see the real callers. */
-    if (was)
-        green__patch_undo(t);
+    const struct green__hooks *h = w->rt->hooks;
     const struct green__sp_table *tab = green__sp_enter();
     struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
     if (tab)
-        v = green__sp_walk_here(tab, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t));
+        v = green__sp_walk_here(tab, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
+                                h->hook_ret);
     green__sp_exit();
-    if (v.walk == GREEN_WALK_HOOK && w->rt->hooks && w->rt->hooks->hijack) {
-        w->rt->hooks->hijack(t, v.slot, v.slot == was);
+    h->hijack(t, v.walk, v.hook_live, v.slot);
+    if (t->patch.slot)
         t->patch.trusted = GREEN_HOOK_TRUST;
-    }
-    if (was && t->patch.slot != was)
-        atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
     return v.walk == GREEN_WALK_SAFE;
 }
 

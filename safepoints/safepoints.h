@@ -63,6 +63,11 @@ enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc);
  * libunwind or unknown code (table.c says why). */
 bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc);
 
+/* AS-safe.  May a frame running the code at pc have its return hooked?  Not
+ * setjmp, getcontext, fork, vfork, clone, daemon, dlopen, dlsym and their
+ * kin (table.c says why), nor unknown code. */
+bool green__sp_may_hook(const struct green__sp_table *t, uintptr_t pc);
+
 /* What a walk over a green thread's frames found (walk.c). */
 enum green__sp_walk {
     GREEN_WALK_SAFE,                 /* every frame up to the thread's base is
@@ -70,9 +75,14 @@ enum green__sp_walk {
     GREEN_WALK_HOOK,                 /* one is not, but the outermost such
                                       * frame returns into preemptible code:
                                       * hook its return (slot) */
+    GREEN_WALK_HOOKED,               /* that frame's return is hooked already
+                                      * (the walk met the hook's address) */
     GREEN_WALK_STUCK,                /* the outermost such frame is the
-                                      * thread's own function, or its return
-                                      * slot cannot be trusted: nothing to hook */
+                                      * thread's own function, its return slot
+                                      * cannot be trusted, a frame up to it must
+                                      * not be hooked (setjmp, fork...), or a
+                                      * hook below it is in place: nothing to
+                                      * hook */
     GREEN_WALK_FAILED,               /* the base was not reached (no unwind
                                       * information, or deeper than
                                       * GREEN_WALK_MAX_DEPTH) */
@@ -85,19 +95,22 @@ struct green__sp_verdict {
     enum green_code kind;            /* its kind (NOPREEMPT, UNSAFE, ...) */
     bool at_pc;                      /* it is the interrupted frame itself */
     uint64_t *slot;                  /* HOOK: its return address's stack slot */
+    bool hook_live;                  /* the walk met a hook in place */
 };
 
 /* AS-safe.  Walk the frames of the code interrupted in uc, on a green thread
  * whose stack is [lo, hi), and say where it may be switched out.  The
  * caller has checked that a walk from its PC is allowed
- * (green__sp_may_walk).  A hook's slot lies in [lo, hi). */
+ * (green__sp_may_walk).  A hook's slot lies in [lo, hi).  hook_ret: the
+ * return address a hooked frame has (the walk passes through it to the real
+ * caller, and says HOOKED). */
 struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
-                                        uintptr_t lo, uintptr_t hi);
+                                        uintptr_t lo, uintptr_t hi, uintptr_t hook_ret);
 
 /* The same for the calling green thread, from its own code (not a handler):
  * libgreen's frames on top are skipped. */
 struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, uintptr_t lo,
-                                             uintptr_t hi);
+                                             uintptr_t hi, uintptr_t hook_ret);
 
 /* Set up libunwind for use from the handler (its per-thread cache); drop
  * what it cached, when objects were unloaded. */

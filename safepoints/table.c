@@ -33,11 +33,19 @@
  * knows what it is.  Handlers that meet unknown code hint the monitor,
  * which rebuilds at once if the loader's counters moved.
  *
- * Walking.  Besides the kind, a range says whether the handler may walk the
- * stack from a PC inside it (green__sp_may_walk): not from ld.so, which may
- * be changing the list of loaded objects that libunwind's lookups read, nor
- * from libunwind, whose per-thread cache the walk would re-enter, nor from
- * unknown code, which has no unwind information.
+ * Walking and hooking.  Besides the kind, a range says whether the handler
+ * may walk the stack from a PC inside it (green__sp_may_walk): not from
+ * ld.so, which may be changing the list of loaded objects that libunwind's
+ * lookups read, nor from libunwind, whose per-thread cache the walk would
+ * re-enter, nor from unknown code, which has no unwind information.  And
+ * whether a frame of that code may have its return hooked
+ * (green__sp_may_hook): not the functions that read their own return
+ * address as data -- setjmp and getcontext save it, dlopen and dlsym ask
+ * whose code called them -- nor those that return twice or in another
+ * process -- fork, vfork, clone, daemon: the child would return through the
+ * hook and switch to another green thread.  They are found by name in every
+ * object that defines them (the first definition may be a sanitizer's
+ * interceptor, which calls libc's).
  *
  * Publication and reclamation.  A build happens under `lock`, outside any
  * handler, and is published by an atomic swap of `current`; the old table
@@ -62,6 +70,7 @@
  */
 #include "safepoints.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
@@ -70,10 +79,15 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Range flags. */
+#define NOWALK 1u                    /* no stack walk from a PC in here */
+#define NOHOOK 2u                    /* no frame of this code is hooked */
+#define KIND_NONE 0xffu              /* a span that only carries flags */
+
 struct range {
     uintptr_t lo, hi;
     uint8_t kind;                    /* enum green_code */
-    bool nowalk;                     /* no stack walk from a PC in here */
+    uint8_t flags;
 };
 
 struct green__sp_table {
@@ -179,7 +193,14 @@ enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
 bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc)
 {
     const struct range *r = find(t, pc);
-    return r && !r->nowalk;
+    return r && !(r->flags & NOWALK);
+}
+
+/* AS-safe */
+bool green__sp_may_hook(const struct green__sp_table *t, uintptr_t pc)
+{
+    const struct range *r = find(t, pc);
+    return r && !(r->flags & NOHOOK);
 }
 
 /* AS-safe */
@@ -202,8 +223,14 @@ static const char *const system_runtime[] = {
     "liblsan.so", "libtsan.so",
 };
 
-/* Objects the handler must not walk from (see the top of this file). */
+/* Objects the handler must not walk from, and functions whose frames must
+ * not be hooked (see the top of this file). */
 static const char *const no_walk[] = { "ld-linux", "libunwind" };
+static const char *const no_hook[] = {
+    "setjmp", "_setjmp", "__sigsetjmp", "getcontext", "swapcontext",
+    "fork", "_Fork", "__fork", "vfork", "__vfork", "clone", "__clone", "daemon",
+    "dlopen", "dlmopen", "dlsym", "dlvsym",
+};
 
 /* A name with a '/' is a whole path; without, it matches a file name that
  * starts with it and goes on with nothing, '.' or '-' ("libfoo.so" matches
@@ -261,8 +288,7 @@ enum level { LV_OBJECT, LV_SECTION, LV_USER, LV_RUNTIME, NLEVELS };
 
 struct span {
     uintptr_t lo, hi;
-    uint8_t level, kind;
-    bool nowalk;
+    uint8_t level, kind, flags;
 };
 
 /* What dl_iterate_phdr reported, copied out so that files are read after
@@ -271,7 +297,7 @@ struct object {
     uintptr_t base;
     char *path;                      /* NULL: no file (the vdso) */
     bool self;                       /* libgreen */
-    bool nowalk;
+    uint8_t flags;                   /* of the whole object */
     enum green_code kind;            /* of the whole object, unless self */
     size_t first_seg, nseg;          /* into build.segs */
 };
@@ -320,7 +346,9 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
     const char *path = program ? "/proc/self/exe" : strchr(name, '/') ? name : NULL;
     *o = (struct object){ .base = info->dlpi_addr, .self = self && name[0] != '\0',
                           .kind = object_kind(program ? b->exe : name, program),
-                          .nowalk = in_list(name, no_walk, sizeof no_walk / sizeof no_walk[0]),
+                          .flags = in_list(name, no_walk, sizeof no_walk / sizeof no_walk[0])
+                                       ? NOWALK
+                                       : 0,
                           .first_seg = b->nseg };
     if (path && !(o->path = strdup(path))) {
         b->failed = true;
@@ -336,14 +364,14 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             return 1;
         }
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        b->segs[b->nseg++] = (struct span){ lo, lo + ph->p_memsz, 0, 0, false };
+        b->segs[b->nseg++] = (struct span){ lo, lo + ph->p_memsz, 0, 0, 0 };
         o->nseg++;
     }
     return 0;
 }
 
 static void span_add(struct build *b, uintptr_t lo, uintptr_t hi, enum level lv,
-                     enum green_code kind, bool nowalk)
+                     enum green_code kind, uint8_t flags)
 {
     if (lo >= hi)
         return;
@@ -351,7 +379,7 @@ static void span_add(struct build *b, uintptr_t lo, uintptr_t hi, enum level lv,
         b->failed = true;
         return;
     }
-    b->spans[b->nspan++] = (struct span){ lo, hi, (uint8_t)lv, (uint8_t)kind, nowalk };
+    b->spans[b->nspan++] = (struct span){ lo, hi, (uint8_t)lv, (uint8_t)kind, flags };
 }
 
 /* Is [lo, hi) inside one of o's executable segments? */
@@ -404,7 +432,7 @@ static void add_object_spans(struct build *b, const struct object *o)
     enum green_code kind = o->self ? GREEN_CODE_RUNTIME : o->kind;
     for (size_t i = o->first_seg; i < o->first_seg + o->nseg; i++)
         span_add(b, b->segs[i].lo, b->segs[i].hi, o->self ? LV_RUNTIME : LV_OBJECT, kind,
-                 o->nowalk);
+                 o->flags);
     /* libgreen needs no sections; the vdso has no file. */
     if (o->self || !o->path)
         return;
@@ -412,9 +440,9 @@ static void add_object_spans(struct build *b, const struct object *o)
     if (!s)
         return;
     if (kind == GREEN_CODE_PREEMPTIBLE && in_object(b, o, s->nopreempt_lo, s->nopreempt_hi))
-        span_add(b, s->nopreempt_lo, s->nopreempt_hi, LV_SECTION, GREEN_CODE_NOPREEMPT, false);
+        span_add(b, s->nopreempt_lo, s->nopreempt_hi, LV_SECTION, GREEN_CODE_NOPREEMPT, 0);
     if (in_object(b, o, s->runtime_lo, s->runtime_hi))
-        span_add(b, s->runtime_lo, s->runtime_hi, LV_RUNTIME, GREEN_CODE_RUNTIME, false);
+        span_add(b, s->runtime_lo, s->runtime_hi, LV_RUNTIME, GREEN_CODE_RUNTIME, 0);
 }
 
 /* Where spans of one level overlap, the stricter kind wins. */
@@ -431,8 +459,7 @@ static int strictness(enum green_code k)
 struct event {
     uintptr_t at;
     int delta;
-    uint8_t level, kind;
-    bool nowalk;
+    uint8_t level, kind, flags;
 };
 
 static int by_at(const void *a, const void *b)
@@ -442,17 +469,17 @@ static int by_at(const void *a, const void *b)
 }
 
 static void emit(struct green__sp_table *t, uintptr_t lo, uintptr_t hi, enum green_code kind,
-                 bool nowalk)
+                 uint8_t flags)
 {
     struct range *last = t->n ? &t->r[t->n - 1] : NULL;
-    if (last && last->hi == lo && last->kind == kind && last->nowalk == nowalk)
+    if (last && last->hi == lo && last->kind == kind && last->flags == flags)
         last->hi = hi;
     else
-        t->r[t->n++] = (struct range){ lo, hi, (uint8_t)kind, nowalk };
+        t->r[t->n++] = (struct range){ lo, hi, (uint8_t)kind, flags };
 }
 
 /* Paint the spans into disjoint ranges: a sweep over their ends.  The
- * kind comes from the highest level present; nowalk from any span. */
+ * kind comes from the highest level present; a flag from any span. */
 static struct green__sp_table *paint(const struct build *b)
 {
     size_t ne = 2 * b->nspan;
@@ -465,23 +492,26 @@ static struct green__sp_table *paint(const struct build *b)
     }
     for (size_t i = 0; i < b->nspan; i++) {
         const struct span *s = &b->spans[i];
-        ev[2 * i] = (struct event){ s->lo, 1, s->level, s->kind, s->nowalk };
-        ev[2 * i + 1] = (struct event){ s->hi, -1, s->level, s->kind, s->nowalk };
+        ev[2 * i] = (struct event){ s->lo, 1, s->level, s->kind, s->flags };
+        ev[2 * i + 1] = (struct event){ s->hi, -1, s->level, s->kind, s->flags };
     }
     qsort(ev, ne, sizeof *ev, by_at);
     t->retired_next = NULL;
     t->knows_runtime = false;
     t->n = 0;
     unsigned active[NLEVELS][GREEN_CODE_RUNTIME + 1] = { { 0 } };
-    unsigned nowalk = 0;             /* active spans that forbid walking */
+    unsigned nowalk = 0, nohook = 0; /* active spans with each flag */
     int cur = -1;                    /* kind painted from ev[i-1].at, or none */
     for (size_t i = 0; i < ne;) {
         uintptr_t at = ev[i].at;
         if (cur >= 0 && i > 0 && at > ev[i - 1].at)
-            emit(t, ev[i - 1].at, at, (enum green_code)cur, nowalk > 0);
+            emit(t, ev[i - 1].at, at, (enum green_code)cur,
+                 (uint8_t)((nowalk ? NOWALK : 0) | (nohook ? NOHOOK : 0)));
         for (; i < ne && ev[i].at == at; i++) {
-            active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
-            nowalk += ev[i].nowalk ? (unsigned)ev[i].delta : 0;
+            if (ev[i].kind != KIND_NONE)
+                active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
+            nowalk += ev[i].flags & NOWALK ? (unsigned)ev[i].delta : 0;
+            nohook += ev[i].flags & NOHOOK ? (unsigned)ev[i].delta : 0;
         }
         cur = -1;
         for (int lv = NLEVELS - 1; lv >= 0 && cur < 0; lv--)
@@ -516,6 +546,27 @@ static void reclaim(void)
     }
 }
 
+/* Requires: lock held.  The functions whose frames are never hooked, in
+ * every loaded object that defines them: spans that only flag, of no kind. */
+static void add_nohook_spans(struct build *b)
+{
+    for (size_t i = 0; i < b->nobj && !b->failed; i++) {
+        const char *path = b->obj[i].path;
+        void *h = path && i > 0 ? dlopen(path, RTLD_LAZY | RTLD_NOLOAD) : NULL;
+        for (size_t k = 0; h && k < sizeof no_hook / sizeof no_hook[0]; k++) {
+            void *fn = dlsym(h, no_hook[k]);
+            Dl_info info;
+            const ElfW(Sym) *sym = NULL;
+            if (fn && dladdr1(fn, &info, (void **)&sym, RTLD_DL_SYMENT) && sym &&
+                sym->st_size)
+                span_add(b, (uintptr_t)fn, (uintptr_t)fn + sym->st_size, LV_OBJECT,
+                         (enum green_code)KIND_NONE, NOHOOK);
+        }
+        if (h)
+            dlclose(h);
+    }
+}
+
 /* Requires: lock held.  Build and publish a new table: 0 or ENOMEM. */
 static int rebuild(void)
 {
@@ -525,8 +576,9 @@ static int rebuild(void)
     dl_iterate_phdr(collect, &b);
     for (size_t i = 0; i < b.nobj && !b.failed; i++)
         add_object_spans(&b, &b.obj[i]);
+    add_nohook_spans(&b);
     for (size_t i = 0; i < nuranges && !b.failed; i++)
-        span_add(&b, uranges[i].lo, uranges[i].hi, LV_USER, uranges[i].kind, false);
+        span_add(&b, uranges[i].lo, uranges[i].hi, LV_USER, uranges[i].kind, 0);
     struct green__sp_table *t = b.failed ? NULL : paint(&b);
     build_free(&b);
     if (!t)

@@ -24,11 +24,21 @@
  *           slot is trusted only if it lies in the live stack, holds the
  *           return address the walk found, and frame j is an ordinary call
  *           (not a signal frame, whose "return" is a sigreturn).
+ *   HOOKED  frame j is the hook's own frame: the walk met the trampoline's
+ *           address as a caller (its unwind information leads on to the
+ *           real one), so the hook placed earlier is still in place and is
+ *           the right one -- the frames above a frame that runs cannot
+ *           change.  Nothing to do.  This is how a hook is known to be in
+ *           place: never by reading its slot, which after a longjmp past
+ *           the frame may hold the same word inside a live frame's memory.
  *   STUCK   frame j is the thread's own function (its caller is the base),
  *           so there is no owned code to return into; or its slot could not
  *           be trusted (a frame whose return address is not where a call
  *           leaves it: libgreen's preemption trampoline, which calls back a
- *           test build's tracer).  The monitor retries with a backoff.
+ *           test build's tracer); or a frame up to j must not be hooked
+ *           (setjmp saves its return address, a forked child would return
+ *           through the hook: green__sp_may_hook); or a hook below j is in
+ *           place (one per thread).  The monitor retries with a backoff.
  *   FAILED  the walk did not reach the base (no unwind information, deeper
  *           than GREEN_WALK_MAX_DEPTH): refuse rather than guess.
  *
@@ -81,19 +91,30 @@ static bool is_base(uintptr_t ip)
     return ip == (uintptr_t)green__call_entry_ret;
 }
 
-/* AS-safe.  Classify frames ip[0 .. n) (ip[0] exact when `exact`, the rest
- * return addresses), n of them below the base: the outermost frame that may
- * not be interrupted, or -1. */
+/* The address frame k's code is looked up at: ip[0] is exact when
+ * `exact` (a signal's PC); return addresses are looked up one byte back. */
+static uintptr_t code_at(const frame_ip *ip, int k, bool exact)
+{
+    return ip[k] - (k > 0 || !exact);
+}
+
+/* AS-safe.  Classify frames ip[0 .. n) below the base: the outermost frame
+ * that may not be interrupted, or -1; *hooked, the frame whose return a
+ * hook in place has (the walk met hook_ret), or -1. */
 static int outermost_unowned(const struct green__sp_table *t, const frame_ip *ip, int n,
-                             bool exact, struct green__sp_verdict *v)
+                             bool exact, uintptr_t hook_ret, struct green__sp_verdict *v,
+                             int *hooked)
 {
     int j = -1;
+    *hooked = -1;
     for (int k = 0; k < n; k++) {
-        enum green_code kind = green__sp_lookup(t, ip[k] - (k > 0 || !exact));
+        enum green_code kind = green__sp_lookup(t, code_at(ip, k, exact));
         if (kind != GREEN_CODE_PREEMPTIBLE) {
             j = k;
             v->kind = kind;
         }
+        if (k > 0 && ip[k] == hook_ret)
+            *hooked = k - 1;
     }
     v->at_pc = j == 0;
     return j;
@@ -128,13 +149,28 @@ static uint64_t *return_slot(unw_cursor_t *c, int j, const frame_ip *ip, uintptr
  * base was not reached), but for a HOOK's slot: *j is then the frame to
  * hook, and the caller finds its slot (return_slot). */
 static struct green__sp_verdict judge(const struct green__sp_table *t, const frame_ip *ip,
-                                      int n, bool exact, int *j)
+                                      int n, bool exact, uintptr_t hook_ret, int *j)
 {
     struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
     if (n < 0)
         return v;
-    *j = outermost_unowned(t, ip, n, exact, &v);
-    v.walk = *j < 0 ? GREEN_WALK_SAFE : *j == n - 1 ? GREEN_WALK_STUCK : GREEN_WALK_HOOK;
+    int hooked;
+    *j = outermost_unowned(t, ip, n, exact, hook_ret, &v, &hooked);
+    v.hook_live = hooked >= 0;
+    if (*j < 0) {
+        v.walk = GREEN_WALK_SAFE;
+    } else if (hooked >= 0) {
+        /* The trampoline's frame (hooked + 1) is libgreen's: j is it, or a
+         * frame above it that the one hook a thread has cannot serve. */
+        v.walk = *j == hooked + 1 ? GREEN_WALK_HOOKED : GREEN_WALK_STUCK;
+    } else if (*j == n - 1) {
+        v.walk = GREEN_WALK_STUCK;
+    } else {
+        v.walk = GREEN_WALK_HOOK;
+        for (int k = 0; k <= *j; k++)
+            if (!green__sp_may_hook(t, code_at(ip, k, exact)))
+                v.walk = GREEN_WALK_STUCK;
+    }
     return v;
 }
 
@@ -173,7 +209,7 @@ static int frames_by_steps(ucontext_t *uc, frame_ip *ip)
 
 /* AS-safe */
 struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontext_t *uc,
-                                        uintptr_t lo, uintptr_t hi)
+                                        uintptr_t lo, uintptr_t hi, uintptr_t hook_ret)
 {
     /* The fast walk: unw_backtrace from here, through the signal frame.
      * The interrupted PC is the entry equal to the context's; its callers
@@ -187,7 +223,7 @@ struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontex
         i++;
     n = i < n && i < HANDLER_FRAMES ? below_base(ip, i, n) : frames_by_steps(uc, ip);
     int j;
-    struct green__sp_verdict v = judge(t, ip, n, true, &j);
+    struct green__sp_verdict v = judge(t, ip, n, true, hook_ret, &j);
     if (v.walk != GREEN_WALK_HOOK)
         return v;
     unw_cursor_t c;
@@ -202,7 +238,7 @@ struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontex
  * decision, the instrumentation hook): skipped.  Then the judgement is the
  * handler's, with every frame a return address. */
 struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, uintptr_t lo,
-                                             uintptr_t hi)
+                                             uintptr_t hi, uintptr_t hook_ret)
 {
     frame_ip ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES + 1];
     int n = unw_backtrace((void **)ip, GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES);
@@ -212,7 +248,7 @@ struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, ui
         top++;
     n = below_base(ip, top, n);
     int j;
-    struct green__sp_verdict v = judge(t, ip, n, false, &j);
+    struct green__sp_verdict v = judge(t, ip, n, false, hook_ret, &j);
     if (v.walk != GREEN_WALK_HOOK)
         return v;
     /* A cursor on this frame, stepped to the first frame judged. */

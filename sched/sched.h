@@ -164,29 +164,27 @@ struct green__worker;
 struct green__rt;
 struct green__waiter;
 
-/* A word of a thread's stack that the preemption layer replaced: the
- * return address of a frame that may not be interrupted, pointed at a
- * trampoline so that a refused preemption is taken the instant that frame
- * returns into preemptible code (safepoints/walk.c finds the frame,
- * signals/hijack.c writes it).  slot == NULL: none.  Any switch of the
- * thread puts the word back (green__patch_undo) -- the switch is the
- * preemption the patch was waiting for -- unless the frame is gone (left
- * by longjmp or an exception) and the word no longer holds what was
- * written. */
+/* A return address on a thread's stack that the preemption layer pointed
+ * at its trampoline (signals/hijack.c): the return of a frame that may not
+ * be interrupted, hooked so that a refused preemption is taken the instant
+ * that frame returns into preemptible code.  Owned by that layer and written
+ * on the thread's own worker; sched/ only puts it to rest with the control
+ * block.  Whether a hook is still in place is never read from its slot --
+ * after a longjmp the slot may be a live frame's memory -- but from a walk
+ * of the stack, which meets the trampoline as a caller while it is. */
 struct green__patch {
-    uint64_t *slot;                  /* where; NULL: no patch */
-    uint64_t saved;                  /* what was there: the real return address */
-    uint64_t wrote;                  /* what was written there */
-    uint32_t trusted;                /* looks it may still skip a walk for */
+    uint64_t *slot;                  /* the hooked slot; NULL: none */
+    uint32_t trusted;                /* budgets it answers for unwalked */
     void *exc;                       /* an exception landed in the trampoline */
 };
 
 /* The top 16 bytes of every green stack (just below stack_hi), which no
  * frame uses.  `mark` is GREEN_STACK_TOP_MARK from the thread's start on;
- * `ret` holds the real return address while a patch is in place, where the
- * trampoline's unwind information finds it (it looks for the mark at each
- * page boundary above the patched frame): C++ exceptions, debuggers and
- * backtraces then walk through a patched return as if it were not there. */
+ * `ret` holds the real return address of the hooked frame while a hook is
+ * in place, where the trampoline finds it when it fires and its unwind
+ * information finds it for unwinders (it looks for the mark at each page
+ * boundary above the hooked frame): C++ exceptions, debuggers and
+ * backtraces then walk through a hooked return as if it were not there. */
 struct green__stack_top {
     uint64_t mark;
     uint64_t ret;
@@ -250,9 +248,7 @@ struct green__thread {
      * the signal handler on this thread's worker when it refuses, cleared
      * by the thread at its next switch or poll (read with __atomic: the
      * handler interrupts the thread itself).  patch: a return address on
-     * this stack that the preemption layer pointed at its trampoline (see
-     * struct green__patch); written by that layer on the thread's own
-     * worker, undone by the thread's next switch. */
+     * this stack that the preemption layer hooked (struct green__patch). */
     unsigned nopreempt;              /* green_nopreempt_begin depth */
     bool preempt_pending;            /* a preemption was refused meanwhile */
     struct green__patch patch;
@@ -266,15 +262,6 @@ struct green__thread {
 static inline struct green__stack_top *green__stack_top(const struct green__thread *t)
 {
     return (struct green__stack_top *)(void *)t->stack_hi - 1;
-}
-
-/* Put back the word t's patch replaced, if the patch is still in place. */
-static inline void green__patch_undo(struct green__thread *t)
-{
-    uint64_t *slot = t->patch.slot;
-    if (*slot == t->patch.wrote)
-        *slot = t->patch.saved;
-    t->patch.slot = NULL;
 }
 
 /* ---- Run queues (runq.c) ------------------------------------------------ */
@@ -443,10 +430,14 @@ struct green__hooks {
     uint64_t (*tick)(struct green__rt *rt, uint64_t now);
     /* On each worker's own OS thread, as it leaves its loop. */
     void (*worker_exit)(struct green__worker *w);
-    /* On t's worker: hook the return address in *slot of t's running frame
-     * (struct green__patch), so that a pending preemption is taken when
-     * that frame returns.  again: it was hooked there a moment ago. */
-    void (*hijack)(struct green__thread *t, uint64_t *slot, bool again);
+    /* The way out of a refused preemption (signals/hijack.c), for the
+     * budget: after a walk of t's stack, on t's worker, keep, place or
+     * forget t's hook (struct green__patch) as the verdict says (walk: enum
+     * green__sp_walk; hook_live: the walk met the hook; slot: a HOOK's).
+     * hook_ret is the return address a hook in place has: the walk meets
+     * it as a caller. */
+    void (*hijack)(struct green__thread *t, int walk, bool hook_live, uint64_t *slot);
+    uintptr_t hook_ret;
 };
 
 /* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
@@ -556,9 +547,8 @@ void green__switch_finish(struct green__worker *w);
  * spent: take it now (a yield), unless inside green_nopreempt_begin/end.
  * Returns the worker the thread resumes on. */
 struct green__worker *green__take_deferred(struct green__worker *w);
-/* Refused preemptions taken at polls and returns, and patches a switch
- * undid, for green_stats. */
-extern _Atomic uint64_t green__deferred_taken, green__patches_undone;
+/* Refused preemptions taken at polls and returns, for green_stats. */
+extern _Atomic uint64_t green__deferred_taken;
 
 /* slice.c: the reduction budget's counter, the virtual clock and the
  * schedule of deterministic runs. */

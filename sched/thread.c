@@ -130,7 +130,7 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
-    t->patch.slot = NULL;
+    t->patch = (struct green__patch){ NULL, 0, NULL };
     t->asan_fake = NULL;
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);

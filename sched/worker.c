@@ -105,13 +105,9 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
 {
     struct green__thread *from = w->cur;
     from->err = *w->errno_loc;
-    /* Any switch satisfies a refused preemption, and the patch that waited
-     * to take it is no longer needed. */
+    /* Any switch satisfies a refused preemption (a hook that waited for
+     * it finds nothing pending when it fires). */
     __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
-    if (GREEN_UNLIKELY(from->patch.slot != NULL)) {
-        green__patch_undo(from);
-        atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
-    }
     if (to != &w->g0) {
         while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
             green__cpu_relax();
@@ -270,7 +266,7 @@ void green_yield(void)
     green__switch(w, t);
 }
 
-_Atomic uint64_t green__deferred_taken, green__patches_undone;
+_Atomic uint64_t green__deferred_taken;
 
 /* At a poll: a refused preemption is pending, or the slice's budget is
  * spent (both are satisfied by one yield). */

@@ -54,7 +54,6 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#define GREEN_HEADROOM 8192u           /* stack for the switch's C frames */
 #define GREEN_RETRY_MAX_QUANTA 64u
 #define GREEN_RETRY_MAX_NS 100000000u  /* 100 ms */
 
@@ -87,7 +86,7 @@ void green_stats(green_stats_t *s)
     s->budget_refused = atomic_load(&green__budget_refused);
     s->signal_lost = atomic_load(&stats.signal_lost);
     s->hijacks = atomic_load(&green__hijacks);
-    s->hijacks_undone = atomic_load(&green__patches_undone);
+    s->hijacks_undone = atomic_load(&green__hijacks_undone);
 }
 
 /* ---- Installation ------------------------------------------------------- */
@@ -302,18 +301,14 @@ static void inject(greg_t *g)
     g[REG_RIP] = (greg_t)(uintptr_t)green__preempt_trampoline;
 }
 
-/* AS-safe.  Is there room below sp for the trampoline's frame (the saved
- * state) and the switch's C frames, on t's stack? */
-static bool headroom(const struct green__thread *t, uintptr_t sp)
-{
-    return sp >= (uintptr_t)t->stack_lo + 136 + 64 + green__xsave_size + GREEN_HEADROOM &&
-           sp <= (uintptr_t)t->stack_hi;
-}
-
 /* AS-safe.  The counter for a refusal at a frame that may not be
- * interrupted (the walk's verdict v). */
-static _Atomic uint64_t *refusal(const struct green__sp_verdict *v)
+ * interrupted (the walk's verdict v); pc_kind: the interrupted PC's. */
+static _Atomic uint64_t *refusal(const struct green__sp_verdict *v, enum green_code pc_kind)
 {
+    if (v->walk == GREEN_WALK_HOOKED)  /* v->kind is the trampoline's */
+        return pc_kind == GREEN_CODE_NOPREEMPT    ? &stats.refused_nopreempt
+               : pc_kind == GREEN_CODE_PREEMPTIBLE ? &stats.refused_unsafe_frame
+                                                   : &stats.refused_unsafe_pc;
     return v->kind == GREEN_CODE_NOPREEMPT ? &stats.refused_nopreempt
            : v->at_pc                      ? &stats.refused_unsafe_pc
                                            : &stats.refused_unsafe_frame;
@@ -322,13 +317,8 @@ static _Atomic uint64_t *refusal(const struct green__sp_verdict *v)
 /* AS-safe.  May the thread interrupted in uc be switched out here?  If
  * not, count why, leave the preemption pending on it, and -- where the
  * walk found the frame to leave first -- hook that frame's return
- * (hijack.c), so that it is taken on the way out.
- *
- * The cheap refusals come first and keep a hook already in place: in
- * libgreen, in a nopreempt section, or where no walk may start (ld.so,
- * libunwind, unknown code) the thread is still inside the frame it hooks.
- * Otherwise the hook is taken back -- the walk must see the real callers --
- * and placed again where the new walk says, usually the same slot. */
+ * (hijack.c), so that it is taken on the way out.  The walk sees a hook
+ * already in place, and keeps it (hijack.c says how). */
 static bool decide(struct green__worker *w, struct green__thread *t,
                    const struct green__sp_table *tbl, ucontext_t *uc)
 {
@@ -356,34 +346,28 @@ static bool decide(struct green__worker *w, struct green__thread *t,
             green__sysmon_poke(w->rt);
         }
     } else {
-        uint64_t *was = green__hijack_undo(t, sp);
         struct green__sp_verdict v =
-            green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo,
-                           (uintptr_t)green__stack_top(t));
+            green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
+                           (uintptr_t)green__deferred_trampoline);
         GREEN_TRACE_STAMP(w, GREEN_STAMP_WALKED);
+        green__hijack_after_walk(t, v.walk, v.hook_live, v.slot);
         switch (v.walk) {
         case GREEN_WALK_SAFE:
-            if (!headroom(t, sp)) {
+            if (!green__preempt_room(t, sp)) {
                 why = &stats.refused_headroom;
                 break;
             }
             inject(g);
             return true;
         case GREEN_WALK_HOOK:
-            why = refusal(&v);
-            /* The trampoline's frame goes where the frame returns to. */
-            if (headroom(t, (uintptr_t)(v.slot + 1)))
-                green__hijack(t, v.slot, was == v.slot);
-            break;
+        case GREEN_WALK_HOOKED:
         case GREEN_WALK_STUCK:
-            why = refusal(&v);
+            why = refusal(&v, kind);
             break;
         default:
             why = &stats.refused_unwind;
             break;
         }
-        if (was && t->patch.slot != was)
-            atomic_fetch_add_explicit(&green__patches_undone, 1, memory_order_relaxed);
     }
     count(why);
     t->preempt_pending = true;

@@ -47,7 +47,8 @@ static const struct green__hooks budget_hooks = {
     .start = budget_start,
     .stop = budget_stop,
     .tick = budget_tick,
-    .hijack = green__hijack,
+    .hijack = green__hijack_after_walk,
+    .hook_ret = (uintptr_t)green__deferred_trampoline,
 };
 
 static const struct green__hooks signal_hooks = {
@@ -55,7 +56,8 @@ static const struct green__hooks signal_hooks = {
     .stop = signal_stop,
     .tick = green__sig_tick,
     .worker_exit = green__sig_worker_exit,
-    .hijack = green__hijack,
+    .hijack = green__hijack_after_walk,
+    .hook_ret = (uintptr_t)green__deferred_trampoline,
 };
 
 /* The system's runtime (libc, ld.so, libstdc++...) may hold what other

@@ -21,14 +21,16 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 /* On a worker's own thread as it stops: delete its slice timer. */
 void green__sig_worker_exit(struct green__worker *w);
 
-/* hijack.c: hook the return address in *slot of t's running frame, so that
- * a refused preemption is taken when that frame returns; take it back
- * (sp: t's stack pointer now; returns where it was, or NULL); the
- * trampoline's side when it fires (true: switch).  All on t's worker. */
-void green__hijack(struct green__thread *t, uint64_t *slot, bool again);  /* AS-safe */
-uint64_t *green__hijack_undo(struct green__thread *t, uintptr_t sp);       /* AS-safe */
+/* hijack.c: the way out of a refused preemption.  After a walk of t's
+ * stack (walk: enum green__sp_walk; hook_live: the walk met t's hook; slot:
+ * a HOOK's), keep, place or forget t's hook -- for the handler, and for the
+ * budget through rt->hooks; the trampoline's side when it fires (true:
+ * switch); is there room below sp for the trampoline's frame and the
+ * switch?  All on t's worker, AS-safe but for green__hijack_fired. */
+void green__hijack_after_walk(struct green__thread *t, int walk, bool hook_live, uint64_t *slot);
 bool green__hijack_fired(struct green__thread *t, uint64_t *ret_slot);
-extern _Atomic uint64_t green__hijacks;
+bool green__preempt_room(const struct green__thread *t, uintptr_t sp);
+extern _Atomic uint64_t green__hijacks, green__hijacks_undone;
 
 /* The trampolines' entries, and the call they make with every register
  * saved: ret_slot holds the interrupted PC, or 0 when a hooked frame

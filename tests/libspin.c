@@ -29,3 +29,11 @@ double spin_double(uint64_t until, double x)
     spin_until_tsc(until);
     return 2.0 * x;
 }
+
+/* Call f: a library frame between the program's code and its callback. */
+volatile int spin_calls;
+void spin_call(void (*f)(void))
+{
+    f();
+    spin_calls++;
+}

@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <setjmp.h>
+#include <sys/wait.h>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
@@ -305,13 +306,18 @@ static void bystander_stop(struct bystander *b)
 }
 
 /* Does a call-free loop of 10 ms still get preempted?  The bystander on
- * the same worker advances meanwhile. */
-static int still_preemptible(struct bystander *b)
+ * the same worker advances meanwhile.  The loop runs in a frame of small
+ * arrays, which covers where the abandoned hook's slot was without writing
+ * every word of it (under ASan, redzones: reading the old slot there was
+ * a report). */
+__attribute__((noinline)) static int still_preemptible(struct bystander *b)
 {
+    volatile char a[24], c[24], d[24], e[24], f[24], g[24];
+    a[0] = c[0] = d[0] = e[0] = f[0] = g[0] = 1;
     uint64_t c0 = b->hog.count, until = tsc_after(10 * MS);
     while (!tsc_passed(until))
         spin(100);
-    return b->hog.count != c0;
+    return b->hog.count != c0 && a[0] + c[0] + d[0] + e[0] + f[0] + g[0] == 6;
 }
 
 static int jump_out(struct way *w)
@@ -587,3 +593,128 @@ Test(hijack, values_returned_through_a_hooked_return_are_intact, .timeout = 30)
     cr_expect_eq(r.bad, 0);
     cr_expect_gt(taken, 100, "too few returns were hooked to test anything");
 }
+
+/* ---- Frames that must not be hooked -------------------------------------- */
+
+/* setjmp saves its return address as the PC to go back to, dlsym asks it
+ * whose code called: a hook placed before they read it would hand them
+ * libgreen's trampoline (a longjmp then returned into it from nowhere, and
+ * dlsym(RTLD_NEXT) answered for libgreen).  fork returns in two processes:
+ * a hook on it would switch the child to another green thread on its way
+ * out.  None of them is ever hooked (safepoints/table.c). */
+
+static char ballast[64 << 20];        /* gives the handler time inside libc */
+
+__attribute__((noinline)) static void libc_while(void)
+{
+    for (int i = 0; i < 4; i++)
+        memset(ballast, i, 4 << 20);  /* hooks placed elsewhere, and fired */
+}
+
+struct readers {
+    uint64_t jumps, lookups, wrong_lookups;
+    green_stats_t s0, s1;
+};
+
+static void *readers_main(void *arg)
+{
+    struct readers *r = arg;
+    struct bystander b;
+    bystander_start(&b);
+    void *want = dlsym(RTLD_NEXT, "malloc");
+    r->s0 = stats_now();
+    uint64_t until = tsc_after(SEC);
+    while (!tsc_passed(until)) {
+        jmp_buf jb;
+        volatile int jumped = 0;
+        if (setjmp(jb) == 0) {
+            libc_while();
+            longjmp(jb, 1);
+        }
+        jumped = 1;
+        r->jumps += jumped;
+        for (int i = 0; i < 1000; i++, r->lookups++)
+            r->wrong_lookups += dlsym(RTLD_NEXT, "malloc") != want;
+    }
+    r->s1 = stats_now();
+    bystander_stop(&b);
+    return NULL;
+}
+
+Test(hijack, setjmp_and_dlsym_are_never_hooked, .timeout = 60)
+{
+    static struct readers r;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(run_q(readers_main, &r, 1, 50), 0);
+    cr_log_info("1 s of setjmp/longjmp around memset and dlsym(RTLD_NEXT) at a 50 us quantum: "
+                "%llu jumps, %llu lookups (%llu wrong); %llu hooked returns, %llu signals",
+                (unsigned long long)r.jumps, (unsigned long long)r.lookups,
+                (unsigned long long)r.wrong_lookups,
+                (unsigned long long)(r.s1.hijacks - r.s0.hijacks),
+                (unsigned long long)(r.s1.signals_sent - r.s0.signals_sent));
+    cr_expect_eq(r.wrong_lookups, 0, "dlsym answered for the wrong caller");
+    cr_expect_gt(r.s1.hijacks - r.s0.hijacks, 10, "too few hooks to say anything");
+}
+
+struct forks {
+    pid_t parent;
+    atomic_int stop;
+    int odd;
+    int pipefd[2];                     /* a child that ran the watcher writes */
+};
+
+/* The bystander here: tells, through the pipe, if it ever runs in a forked
+ * child. */
+static void *watch_child(void *arg)
+{
+    struct forks *f = arg;
+    uint64_t n = 0;
+    while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
+        if ((++n & 0xffff) == 0 && getpid() != f->parent) {
+            ssize_t w = write(f->pipefd[1], "x", 1);
+            _exit(w == 1 ? 99 : 98);
+        }
+    }
+    return NULL;
+}
+
+static void *forks_main(void *arg)
+{
+    struct forks *f = arg;
+    memset(ballast, 1, sizeof ballast);  /* a fork copies these page tables */
+    green_t b;
+    cr_assert_eq(green_spawn(&b, watch_child, f), 0);
+    green_yield();
+    for (int i = 0; i < 100; i++) {
+        pid_t p = fork();
+        if (p == 0)
+            _exit(42);
+        cr_assert_gt(p, 0);
+        int st;
+        while (waitpid(p, &st, WNOHANG) == 0)
+            green_sleep_ns(100 * US);
+        f->odd += !WIFEXITED(st) || WEXITSTATUS(st) != 42;
+    }
+    atomic_store(&f->stop, 1);
+    green_join(b, NULL);
+    return NULL;
+}
+
+Test(hijack, a_child_forked_by_a_green_thread_returns_from_fork_and_nothing_else,
+     .timeout = 120)
+{
+    static struct forks f;
+    memset(&f, 0, sizeof f);
+    f.parent = getpid();
+    cr_assert_eq(pipe(f.pipefd), 0);
+    cr_assert_eq(run_q(forks_main, &f, 1, 50), 0);
+    close(f.pipefd[1]);
+    char c;
+    int ran = (int)read(f.pipefd[0], &c, 1);
+    close(f.pipefd[0]);
+    cr_log_info("100 forks beside a busy thread, 50 us quantum: %d children did not exit "
+                "straight from fork", f.odd);
+    cr_expect_eq(f.odd, 0);
+    cr_expect_eq(ran, 0, "a forked child ran another green thread");
+}
+

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <x86intrin.h>
 
 #include "green.h"
@@ -179,3 +180,83 @@ Test(hijack_cxx, libstdcxx_exceptions_under_a_50us_quantum_are_all_caught, .time
     cr_expect_eq(a.caught, a.tries);
     cr_expect_gt(hooked, 100, "too few hooks to say anything");
 }
+
+// ---- From deeper than the walk goes -----------------------------------------
+
+namespace {
+
+// A callback called by a library frame (tests/libspin.so's spin_call) that
+// recurses past the 256 frames the handler walks, spins, and throws.  While
+// it spins, a signal's walk does not reach the base and cannot tell whether
+// the hook on spin_call's return is still in place: it must keep it, for the
+// unwinder may already have read it (a hook taken back there left the
+// trampoline's personality without one: abort).
+struct Deep {
+    void (*call)(void (*)(void)) = nullptr;
+    int depth = 0;
+    uint64_t tries = 0, caught = 0;
+    green_stats_t s0{}, s1{};
+};
+Deep *deep;
+
+__attribute__((noinline)) void recurse(int n)
+{
+    if (n > 0) {
+        recurse(n - 1);
+        __asm__ volatile("" ::: "memory");
+        return;
+    }
+    uint64_t end = __rdtsc() + 200000;
+    while (__rdtsc() < end)
+        __asm__ volatile("" ::: "memory");
+    throw 42;
+}
+
+void deep_callback() { recurse(deep->depth); }
+
+void *deep_main(void *)
+{
+    Bystander b;
+    b.start();
+    deep->s0 = stats_now();
+    uint64_t until = __rdtsc() + 6'000'000'000ull;   // about 2 s
+    while (__rdtsc() < until) {
+        deep->depth = 246 + static_cast<int>(deep->tries % 16);
+        deep->tries++;
+        try {
+            deep->call(deep_callback);
+        } catch (int) {
+            deep->caught++;
+        }
+    }
+    deep->s1 = stats_now();
+    b.finish();
+    return nullptr;
+}
+
+} // namespace
+
+Test(hijack_cxx, an_exception_from_deeper_than_the_walk_is_caught_above_a_hooked_frame,
+     .timeout = 60)
+{
+    static Deep d;
+    d = Deep{};
+    deep = &d;
+    const char *dir = std::getenv("abs_top_builddir");
+    std::string path = std::string(dir ? dir : ".") + "/tests/.libs/libspin.so";
+    void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    cr_assert_not_null(h, "dlopen %s: %s", path.c_str(), dlerror());
+    d.call = reinterpret_cast<void (*)(void (*)(void))>(dlsym(h, "spin_call"));
+    cr_assert_not_null(d.call);
+    cr_assert_eq(run_signal(deep_main, nullptr, 1, 50), 0);
+    cr_log_info("%llu throws from 246-261 frames below a library frame, %llu caught; %llu "
+                "hooked returns, %llu walks that did not reach the base",
+                static_cast<unsigned long long>(d.tries),
+                static_cast<unsigned long long>(d.caught),
+                static_cast<unsigned long long>(d.s1.hijacks - d.s0.hijacks),
+                static_cast<unsigned long long>(d.s1.refused_unwind - d.s0.refused_unwind));
+    cr_expect_eq(d.caught, d.tries);
+    cr_expect_gt(d.s1.hijacks - d.s0.hijacks, 100, "too few hooks to say anything");
+    dlclose(h);
+}
+
