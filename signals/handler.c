@@ -331,10 +331,14 @@ static bool decide(struct green__worker *w, struct green__thread *t,
     enum green_code kind = green__sp_lookup(tbl, pc);
     GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
-    if (kind == GREEN_CODE_RUNTIME || t->patch.exc) {
+    if (kind == GREEN_CODE_RUNTIME || t->patch.exc || sp < (uintptr_t)t->stack_lo ||
+        sp >= (uintptr_t)t->stack_hi) {
         /* In libgreen -- or on the way into it: an exception's unwinder
          * is about to land in the hooked frame's trampoline (hijack.c),
-         * and the hook must stay as the unwinder found it. */
+         * and the hook must stay as the unwinder found it; or in a switch
+         * that has made t current but still runs on the stack it leaves
+         * (the sanitizers' fiber calls there are not libgreen's code): a
+         * walk of that stack says nothing about t's. */
         why = &stats.refused_runtime;
     } else if (t->nopreempt) {
         why = &stats.refused_nopreempt;
