@@ -126,7 +126,8 @@ GREEN_API green_t green_self(void);
 GREEN_API uint64_t green_id(green_t t);
 
 /* Index of the worker running the caller (0 .. workers-1), or -1 outside
- * a green thread. */
+ * a green thread -- and inside libgreen's own signal handler, including a
+ * handler of the program's that it passes a signal on to. */
 GREEN_API int green_worker_index(void);
 
 /* Let other runnable green threads run.  Does nothing outside one. */

@@ -523,6 +523,13 @@ static inline struct green__worker *green__worker_self(void)
     return green__tls_worker;
 }
 void green__worker_set(struct green__worker *w);
+/* AS-safe.  Set while libgreen's own signal handler runs on this OS thread
+ * (signals/handler.c): what it runs -- libunwind's walk, which may call
+ * read() and write() on a pipe of its own, or the program's handler for a
+ * signal that was not libgreen's -- belongs to no green thread, and
+ * green_worker_index says so (the LD_PRELOAD shim then passes calls
+ * straight through). */
+extern __thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
 int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
 void green__worker_loop(struct green__worker *w); /* runs until rt->done */
 void green__workers_join(struct green__rt *rt);

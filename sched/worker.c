@@ -50,10 +50,12 @@ __thread struct green__worker *green__tls_worker __attribute__((tls_model("initi
 
 void green__worker_set(struct green__worker *w) { green__tls_worker = w; }
 
+__thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
+
 int green_worker_index(void)
 {
     struct green__worker *w = green__worker_self();
-    return w && w->cur != &w->g0 ? (int)w->index : -1;
+    return w && w->cur != &w->g0 && !green__in_handler ? (int)w->index : -1;
 }
 
 /* ---- Switching ---------------------------------------------------------- */

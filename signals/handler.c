@@ -378,8 +378,19 @@ static bool decide(struct green__worker *w, struct green__thread *t,
     return false;
 }
 
-/* AS-safe */
+static void handle(int sig, siginfo_t *si, void *uctx);
+
+/* AS-safe.  While it runs, this OS thread is on no green thread for the
+ * code the handler calls (green__in_handler, sched.h). */
 static void on_signal(int sig, siginfo_t *si, void *uctx)
+{
+    green__in_handler++;
+    handle(sig, si, uctx);
+    green__in_handler--;
+}
+
+/* AS-safe */
+static void handle(int sig, siginfo_t *si, void *uctx)
 {
     int saved = errno;
     struct green__worker *w = green__worker_self();
