@@ -259,7 +259,8 @@ enum green_code {
 
 /* Declare the code in [start, start + len) preemptible (e.g. code generated
  * at run time, which is otherwise unknown and never preempted) or unsafe
- * (never preempted in, nor while it is on the stack).  Overrides what the
+ * (never preempted in, nor while it is on the stack: a preemption refused
+ * there is taken as it returns into preemptible code).  Overrides what the
  * loaded objects say, except for libgreen's own code.  Process-wide; may be
  * called before, during and between runs.  EINVAL: start NULL, len 0, the
  * range wraps, or kind is neither of the two.  EEXIST: it overlaps a range
