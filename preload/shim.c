@@ -216,13 +216,9 @@ static struct fdinfo *info(int fd, bool make)
     return chunk ? &chunk[(size_t)fd % CHUNK] : NULL;
 }
 
-/* What every call may need -- the next definitions and the table -- made
- * when the shim is loaded, so that a call from where nothing may be
- * allocated or locked finds it done: libgreen's signal handler walks the
- * stack with libunwind, which reads a pipe of its own (such a call is on no
- * green thread, and passes through).  The calls still make it themselves
- * when they come first: other libraries' constructors may run before this
- * one. */
+/* Done at load too, for calls made where nothing may be allocated or locked
+ * (libunwind reads a pipe in libgreen's signal handler); calls made first,
+ * by other constructors, do it themselves. */
 __attribute__((constructor)) static void shim_init(void)
 {
     pthread_once(&next_once, find_all);
