@@ -81,8 +81,6 @@
 
 /* Range flags. */
 #define NOWALK 1u                    /* no stack walk from a PC in here */
-#define NOHOOK 2u                    /* no frame of this code is hooked */
-#define KIND_NONE 0xffu              /* a span that only carries flags */
 
 struct range {
     uintptr_t lo, hi;
@@ -90,10 +88,13 @@ struct range {
     uint8_t flags;
 };
 
+/* r[0 .. n): the ranges by kind; r[n .. n + nfn): the functions never
+ * hooked, apart -- a handful, looked at only to place a hook, and kept out
+ * of the ranges every lookup searches. */
 struct green__sp_table {
     struct green__sp_table *retired_next; /* under lock, once retired */
     bool knows_runtime;
-    size_t n;
+    size_t n, nfn;
     struct range r[];
 };
 
@@ -164,20 +165,19 @@ const struct green__sp_table *green__sp_enter(void)
 /* AS-safe */
 void green__sp_exit(void) { atomic_fetch_sub(&readers, 1); }
 
-/* AS-safe.  The range that holds pc, or NULL. */
-static const struct range *find(const struct green__sp_table *t, uintptr_t pc)
+/* AS-safe.  The range of r[0 .. n), sorted and disjoint, that holds pc, or
+ * NULL. */
+static const struct range *find(const struct range *r, size_t n, uintptr_t pc)
 {
-    if (!t)
-        return NULL;
-    size_t lo = 0, hi = t->n;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (pc < t->r[mid].lo)
+        if (pc < r[mid].lo)
             hi = mid;
-        else if (pc >= t->r[mid].hi)
+        else if (pc >= r[mid].hi)
             lo = mid + 1;
         else
-            return &t->r[mid];
+            return &r[mid];
     }
     return NULL;
 }
@@ -185,22 +185,21 @@ static const struct range *find(const struct green__sp_table *t, uintptr_t pc)
 /* AS-safe */
 enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc)
 {
-    const struct range *r = find(t, pc);
+    const struct range *r = t ? find(t->r, t->n, pc) : NULL;
     return r ? (enum green_code)r->kind : GREEN_CODE_UNKNOWN;
 }
 
 /* AS-safe */
 bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc)
 {
-    const struct range *r = find(t, pc);
+    const struct range *r = t ? find(t->r, t->n, pc) : NULL;
     return r && !(r->flags & NOWALK);
 }
 
 /* AS-safe */
 bool green__sp_may_hook(const struct green__sp_table *t, uintptr_t pc)
 {
-    const struct range *r = find(t, pc);
-    return r && !(r->flags & NOHOOK);
+    return t && find(t->r, t->n, pc) && !find(t->r + t->n, t->nfn, pc);
 }
 
 /* AS-safe */
@@ -310,6 +309,8 @@ struct build {
     size_t nseg, capseg;
     struct span *spans;
     size_t nspan, capspan;
+    struct span *fns;                /* functions never hooked */
+    size_t nfn, capfn;
     bool failed;
     unsigned long long adds, subs;
 };
@@ -462,6 +463,12 @@ struct event {
     uint8_t level, kind, flags;
 };
 
+static int by_lo(const void *a, const void *b)
+{
+    const struct range *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
 static int by_at(const void *a, const void *b)
 {
     const struct event *x = a, *y = b;
@@ -484,7 +491,7 @@ static struct green__sp_table *paint(const struct build *b)
 {
     size_t ne = 2 * b->nspan;
     struct event *ev = malloc((ne ? ne : 1) * sizeof *ev);
-    struct green__sp_table *t = malloc(sizeof *t + (ne ? ne : 1) * sizeof t->r[0]);
+    struct green__sp_table *t = malloc(sizeof *t + (ne + b->nfn + 1) * sizeof t->r[0]);
     if (!ev || !t) {
         free(ev);
         free(t);
@@ -500,18 +507,15 @@ static struct green__sp_table *paint(const struct build *b)
     t->knows_runtime = false;
     t->n = 0;
     unsigned active[NLEVELS][GREEN_CODE_RUNTIME + 1] = { { 0 } };
-    unsigned nowalk = 0, nohook = 0; /* active spans with each flag */
+    unsigned nowalk = 0;             /* active spans that forbid walking */
     int cur = -1;                    /* kind painted from ev[i-1].at, or none */
     for (size_t i = 0; i < ne;) {
         uintptr_t at = ev[i].at;
         if (cur >= 0 && i > 0 && at > ev[i - 1].at)
-            emit(t, ev[i - 1].at, at, (enum green_code)cur,
-                 (uint8_t)((nowalk ? NOWALK : 0) | (nohook ? NOHOOK : 0)));
+            emit(t, ev[i - 1].at, at, (enum green_code)cur, nowalk ? NOWALK : 0);
         for (; i < ne && ev[i].at == at; i++) {
-            if (ev[i].kind != KIND_NONE)
-                active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
+            active[ev[i].level][ev[i].kind] += (unsigned)ev[i].delta;
             nowalk += ev[i].flags & NOWALK ? (unsigned)ev[i].delta : 0;
-            nohook += ev[i].flags & NOHOOK ? (unsigned)ev[i].delta : 0;
         }
         cur = -1;
         for (int lv = NLEVELS - 1; lv >= 0 && cur < 0; lv--)
@@ -521,12 +525,25 @@ static struct green__sp_table *paint(const struct build *b)
     }
     for (size_t i = 0; i < t->n; i++)
         t->knows_runtime |= t->r[i].kind == GREEN_CODE_RUNTIME;
+    /* The functions never hooked, sorted, the same one met through several
+     * objects' dependencies kept once. */
+    struct range *fn = t->r + t->n;
+    t->nfn = 0;
+    for (size_t i = 0; i < b->nfn; i++)
+        fn[t->nfn++] = (struct range){ b->fns[i].lo, b->fns[i].hi, 0, 0 };
+    qsort(fn, t->nfn, sizeof *fn, by_lo);
+    size_t k = 0;
+    for (size_t i = 0; i < t->nfn; i++)
+        if (k == 0 || fn[i].lo >= fn[k - 1].hi)
+            fn[k++] = fn[i];
+    t->nfn = k;
     free(ev);
     return t;
 }
 
 static void build_free(struct build *b)
 {
+    free(b->fns);
     for (size_t i = 0; i < b->nobj; i++)
         free(b->obj[i].path);
     free(b->obj);
@@ -547,7 +564,7 @@ static void reclaim(void)
 }
 
 /* Requires: lock held.  The functions whose frames are never hooked, in
- * every loaded object that defines them: spans that only flag, of no kind. */
+ * every loaded object that defines them. */
 static void add_nohook_spans(struct build *b)
 {
     for (size_t i = 0; i < b->nobj && !b->failed; i++) {
@@ -557,10 +574,15 @@ static void add_nohook_spans(struct build *b)
             void *fn = dlsym(h, no_hook[k]);
             Dl_info info;
             const ElfW(Sym) *sym = NULL;
-            if (fn && dladdr1(fn, &info, (void **)&sym, RTLD_DL_SYMENT) && sym &&
-                sym->st_size)
-                span_add(b, (uintptr_t)fn, (uintptr_t)fn + sym->st_size, LV_OBJECT,
-                         (enum green_code)KIND_NONE, NOHOOK);
+            if (!fn || !dladdr1(fn, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym ||
+                !sym->st_size)
+                continue;
+            if (!grow(&b->fns, &b->capfn, b->nfn + 1, sizeof *b->fns)) {
+                b->failed = true;
+                break;
+            }
+            b->fns[b->nfn++] = (struct span){ (uintptr_t)fn, (uintptr_t)fn + sym->st_size,
+                                              0, 0, 0 };
         }
         if (h)
             dlclose(h);
