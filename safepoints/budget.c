@@ -94,6 +94,8 @@ static bool callers_allow(struct green__worker *w, struct green__thread *t)
         return false;
     }
     const struct green__hooks *h = w->rt->hooks;
+    /* libunwind takes locks of its own: libc's, not a green thread's. */
+    green__in_handler++;
     const struct green__sp_table *tab = green__sp_enter();
     struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
     if (tab)
@@ -101,9 +103,15 @@ static bool callers_allow(struct green__worker *w, struct green__thread *t)
                                 h->hook_ret);
     green__sp_exit();
     h->hijack(t, v.walk, v.hook_live, v.slot);
+    green__in_handler--;
     if (t->patch.slot)
         t->patch.trusted = GREEN_HOOK_TRUST;
     return v.walk == GREEN_WALK_SAFE;
+}
+
+bool green__switch_allowed_here(struct green__worker *w, struct green__thread *t)
+{
+    return callers_allow(w, t);
 }
 
 void green_budget_spent(void)

@@ -127,4 +127,9 @@ struct green__sp_sections {
 };
 int green__sp_elf_sections(const char *path, uintptr_t base, struct green__sp_sections *out);
 
+/* budget.c: may t switch right here (struct green__hooks.switch_allowed)? */
+struct green__worker;
+struct green__thread;
+bool green__switch_allowed_here(struct green__worker *w, struct green__thread *t);
+
 #endif /* GREEN_SAFEPOINTS_H */

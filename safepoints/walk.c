@@ -242,8 +242,11 @@ struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, ui
 {
     frame_ip ip[GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES + 1];
     int n = unw_backtrace((void **)ip, GREEN_WALK_MAX_DEPTH + HANDLER_FRAMES);
+    /* libgreen's own frames on top -- up to one whose return is hooked
+     * (its caller is the trampoline): the walk must meet that hook, or it
+     * would forget it while it is in place. */
     int top = 0;
-    while (top < n && top < HANDLER_FRAMES &&
+    while (top < n && top < HANDLER_FRAMES && !(top + 1 < n && ip[top + 1] == hook_ret) &&
            green__sp_lookup(t, ip[top] - (top > 0)) == GREEN_CODE_RUNTIME)
         top++;
     n = below_base(ip, top, n);

@@ -85,7 +85,7 @@ static int np_init(struct green__rt *rt)
     if (atomic_load_explicit(&np->ready, memory_order_acquire))
         return 0;
     int err = 0;
-    pthread_mutex_lock(&np->init_lock);
+    green__os_mutex_lock(&np->init_lock);
     if (!atomic_load(&np->ready)) {
         struct rlimit rl;
         size_t fds = GREEN_PFD_MIN_FDS;
@@ -113,14 +113,14 @@ static int np_init(struct green__rt *rt)
                 green__sys_close(np->evfd);
             np->epfd = np->evfd = -1;
         } else {
-            pthread_mutex_lock(&np_list_lock);
+            green__os_mutex_lock(&np_list_lock);
             np->next = np_list;
             np_list = np;
-            pthread_mutex_unlock(&np_list_lock);
+            green__os_mutex_unlock(&np_list_lock);
             atomic_store_explicit(&np->ready, 1, memory_order_release);
         }
     }
-    pthread_mutex_unlock(&np->init_lock);
+    green__os_mutex_unlock(&np->init_lock);
     return err;
 }
 
@@ -129,12 +129,12 @@ void green__netpoll_free(struct green__rt *rt)
     struct green__netpoll *np = &rt->np;
     if (!atomic_load(&np->ready))
         return;
-    pthread_mutex_lock(&np_list_lock);
+    green__os_mutex_lock(&np_list_lock);
     struct green__netpoll **pp = &np_list;
     while (*pp != np)
         pp = &(*pp)->next;
     *pp = np->next;
-    pthread_mutex_unlock(&np_list_lock);
+    green__os_mutex_unlock(&np_list_lock);
     for (size_t i = 0; i < np->nchunks; i++)
         free(atomic_load(&np->chunks[i]));
     free(np->chunks);
@@ -368,10 +368,10 @@ int green_fd_forget(int fd)
         w = green__poll(w);
     else
         w = NULL;                    /* woken threads go to their global queues */
-    pthread_mutex_lock(&np_list_lock);
+    green__os_mutex_lock(&np_list_lock);
     for (struct green__netpoll *np = np_list; np; np = np->next)
         forget_in(w, np, fd);
-    pthread_mutex_unlock(&np_list_lock);
+    green__os_mutex_unlock(&np_list_lock);
     return 0;
 }
 

@@ -53,11 +53,11 @@ static void *offload_main(void *arg)
     sigaddset(&set, rt->cfg.signo);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    pthread_mutex_lock(&off->lock);
+    green__os_mutex_lock(&off->lock);
     for (;;) {
         while (!off->head && !off->stopping) {
             off->nidle++;
-            pthread_cond_wait(&off->cond, &off->lock);
+            green__os_cond_wait(&off->cond, &off->lock);
             off->nidle--;
         }
         struct green__job *job = off->head;
@@ -67,7 +67,7 @@ static void *offload_main(void *arg)
         if (!off->head)
             off->tail = NULL;
         off->nqueued--;
-        pthread_mutex_unlock(&off->lock);
+        green__os_mutex_unlock(&off->lock);
 
         job->ret = job->fn(job->arg);
         /* The job is on t's stack: t may return the moment it runs. */
@@ -75,9 +75,9 @@ static void *offload_main(void *arg)
         if (green__claim(t))
             green__ready(NULL, t, false);
 
-        pthread_mutex_lock(&off->lock);
+        green__os_mutex_lock(&off->lock);
     }
-    pthread_mutex_unlock(&off->lock);
+    green__os_mutex_unlock(&off->lock);
     return NULL;
 }
 
@@ -111,10 +111,10 @@ int green_offload(void *(*fn)(void *), void *arg, void **ret)
     struct green__offload *off = &rt->off;
     struct green__job job = { .fn = fn, .arg = arg, .t = self };
 
-    pthread_mutex_lock(&off->lock);
+    green__os_mutex_lock(&off->lock);
     if (off->nqueued >= off->nidle && off->nthreads < off->max &&
         offload_grow(rt) != 0 && off->nthreads == 0) {
-        pthread_mutex_unlock(&off->lock);
+        green__os_mutex_unlock(&off->lock);
         return EAGAIN;
     }
     /* Claimable before a pool thread can see the job. */
@@ -126,8 +126,8 @@ int green_offload(void *(*fn)(void *), void *arg, void **ret)
     off->tail = &job;
     off->nqueued++;
     atomic_fetch_add(&off->pending, 1);
-    pthread_cond_signal(&off->cond);
-    pthread_mutex_unlock(&off->lock);
+    green__os_cond_signal(&off->cond);
+    green__os_mutex_unlock(&off->lock);
 
     green__park(&w, GREEN_FOREVER);
     atomic_fetch_sub(&off->pending, 1);
@@ -144,12 +144,12 @@ bool green__offload_waiting(struct green__rt *rt)
 void green__offload_free(struct green__rt *rt)
 {
     struct green__offload *off = &rt->off;
-    pthread_mutex_lock(&off->lock);
+    green__os_mutex_lock(&off->lock);
     off->stopping = true;
-    pthread_cond_broadcast(&off->cond);
-    pthread_mutex_unlock(&off->lock);
+    green__os_cond_broadcast(&off->cond);
+    green__os_mutex_unlock(&off->lock);
     for (unsigned i = 0; i < off->nthreads; i++)
-        pthread_join(off->tids[i], NULL);
+        green__os_join(off->tids[i], NULL);
     free(off->tids);
     pthread_cond_destroy(&off->cond);
     pthread_mutex_destroy(&off->lock);

@@ -133,7 +133,7 @@ static void *bump(struct green__pool *p, int *err)
 void *green__pool_get_slow(struct green__pool *p, struct green__cache *c, int *err)
 {
     void *obj;
-    pthread_mutex_lock(&p->lock);
+    green__os_mutex_lock(&p->lock);
     if (p->nfree > 0) {
         /* Refill the cache with a batch, newest (warmest) first. */
         unsigned take = GREEN_POOL_CACHE / 2;
@@ -149,7 +149,7 @@ void *green__pool_get_slow(struct green__pool *p, struct green__cache *c, int *e
     } else {
         obj = bump(p, err);
     }
-    pthread_mutex_unlock(&p->lock);
+    green__os_mutex_unlock(&p->lock);
     return obj;
 }
 
@@ -173,7 +173,7 @@ void green__pool_spill(struct green__pool *p, struct green__cache *c)
 {
     /* Spill half to the free array.  Should it fail to grow, the cache just
      * stays larger: nothing is lost. */
-    pthread_mutex_lock(&p->lock);
+    green__os_mutex_lock(&p->lock);
     unsigned spill = GREEN_POOL_CACHE / 2;
     if (free_reserve(p, spill)) {
         while (spill-- > 0) {
@@ -185,7 +185,7 @@ void green__pool_spill(struct green__pool *p, struct green__cache *c)
         if (!p->dirty_since)         /* read unlocked by green__pool_release_due */
             __atomic_store_n(&p->dirty_since, green__clock_ns(), __ATOMIC_RELAXED);
     }
-    pthread_mutex_unlock(&p->lock);
+    green__os_mutex_unlock(&p->lock);
 }
 
 static int by_address(const void *a, const void *b)
@@ -204,7 +204,7 @@ uint64_t green__pool_release_due(struct green__pool *p)
 void green__pool_scavenge(struct green__pool *p)
 {
     if (green__pool_release_due(p) > green__clock_ns() ||
-        pthread_mutex_trylock(&p->lock) != 0)
+        green__os_mutex_trylock(&p->lock) != 0)
         return;
     __atomic_store_n(&p->dirty_since, 0, __ATOMIC_RELAXED);
     if (p->nfree - p->nclean >= GREEN_SCAVENGE_MIN) {
@@ -222,7 +222,7 @@ void green__pool_scavenge(struct green__pool *p)
         }
         p->nclean = p->nfree;
     }
-    pthread_mutex_unlock(&p->lock);
+    green__os_mutex_unlock(&p->lock);
 }
 
 bool green__pool_owns(struct green__pool *p, const void *obj)

@@ -184,6 +184,21 @@ struct report {
     uint64_t listed;
 };
 
+/* Who holds a foreign lock (sched/foreign.c), for the report. */
+struct holder_of {
+    const void *lock;
+    const struct green__thread *holder;
+};
+
+static void find_holder(void *obj, void *arg)
+{
+    struct green__thread *t = obj;
+    struct holder_of *h = arg;
+    uint8_t st = green__state(t);
+    if (!h->holder && st != GREEN_T_FREE && st != GREEN_T_DEAD && green__held_by(t, h->lock))
+        h->holder = t;
+}
+
 static void report_thread(void *obj, void *arg)
 {
     struct green__thread *t = obj;
@@ -199,6 +214,13 @@ static void report_thread(void *obj, void *arg)
                     (unsigned long long)((const struct green__thread *)t->wait_obj)->id);
         else if (t->wait_obj)
             fprintf(stderr, " on %p", t->wait_obj);
+        if (t->wait_obj && t->rt) {
+            struct holder_of h = { t->wait_obj, NULL };
+            green__pool_foreach(&t->rt->threads, find_holder, &h);
+            if (h.holder)
+                fprintf(stderr, ", held by green thread %llu%s", (unsigned long long)h.holder->id,
+                        h.holder == t ? " (itself)" : "");
+        }
         fputc('\n', stderr);
     }
     /* Nobody will unlink these now: do it, so the objects can be destroyed. */

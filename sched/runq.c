@@ -187,7 +187,7 @@ static void membarrier_register(void)
 void green__runnext_mode(struct green__rt *rt)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, membarrier_register);
+    green__os_once(&once, membarrier_register);
     rt->runnext_atomic = !membarrier_ok;
 }
 

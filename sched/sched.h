@@ -249,9 +249,22 @@ struct green__thread {
      * by the thread at its next switch or poll (read with __atomic: the
      * handler interrupts the thread itself).  patch: a return address on
      * this stack that the preemption layer hooked (struct green__patch). */
-    unsigned nopreempt;              /* green_nopreempt_begin depth */
+    unsigned nopreempt;              /* green_nopreempt_begin depth, plus
+                                      * one per foreign lock held */
     bool preempt_pending;            /* a preemption was refused meanwhile */
     struct green__patch patch;
+
+    /* Foreign locks (foreign.c): the pthread mutexes, rwlocks, spinlocks,
+     * stdio locks, once controls and static guards it holds, one entry per
+     * acquisition, in held_inline until it overflows into `held` (mmap'd).
+     * While nheld > 0 the thread is a holder: never preempted (each entry
+     * counts in nopreempt), linked in its worker's holders list and run
+     * only there (pthread owners are OS thread ids).  Owner: the thread's
+     * own worker. */
+    uint32_t nheld, heldcap;         /* heldcap: 0 while held_inline is used */
+    const void **held;
+    const void *held_inline[4];
+    struct green__thread *hold_prev, *hold_next;
 
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
@@ -339,6 +352,13 @@ struct green__worker {
     struct green__cache thread_cache;
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
+    /* Holders of foreign locks that run here (foreign.c): its own list.
+     * inbox: holders made runnable by other OS threads, under inbox_lock,
+     * moved to the pinned queue by the owner at its next pick. */
+    struct green__thread *holders;
+    green__spin_t inbox_lock;
+    struct green__thread *inbox_head, *inbox_tail;
+    _Atomic uint32_t ninbox;
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
     int64_t slice_len;               /* reductions the running slice was given */
 
@@ -357,6 +377,7 @@ struct green__worker {
     timer_t slice_timer;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
+    sigset_t sigmask;                /* its signal mask, once started */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
     void *altstack;                  /* sigaltstack for overflow reports */
     size_t altstack_size;
@@ -438,6 +459,12 @@ struct green__hooks {
      * it as a caller. */
     void (*hijack)(struct green__thread *t, int walk, bool hook_live, uint64_t *slot);
     uintptr_t hook_ret;
+    /* May t switch right here, on its own worker (safepoints/budget.c)?
+     * Its callers are walked: if one is not preemptible code, the way out
+     * of the outermost is hooked instead and the answer is no.  For a
+     * preemption refused while t held a foreign lock, taken when the last
+     * one is released -- by whatever code released it. */
+    bool (*switch_allowed)(struct green__worker *w, struct green__thread *t);
 };
 
 /* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
@@ -502,6 +529,10 @@ struct green__rt {
     struct green__thread **detq;
     size_t detn, detcap;
 
+    /* Green threads parked on a pthread condition (sched/pthread.c): a
+     * plain OS thread may signal it, so they are no deadlock. */
+    _Atomic uint32_t cond_waits;
+
     struct green__netpoll np;        /* fds green threads wait on */
     struct green__offload off;       /* green_offload's OS threads */
 };
@@ -524,11 +555,13 @@ static inline struct green__worker *green__worker_self(void)
 }
 void green__worker_set(struct green__worker *w);
 /* AS-safe.  Set while libgreen's own signal handler runs on this OS thread
- * (signals/handler.c): what it runs -- libunwind's walk, which may call
- * read() and write() on a pipe of its own, or the program's handler for a
- * signal that was not libgreen's -- belongs to no green thread, and
- * green_worker_index says so (the LD_PRELOAD shim then passes calls
- * straight through). */
+ * (signals/handler.c), or libgreen walks a green thread's stack on it
+ * (safepoints/budget.c): what runs then -- libunwind, which may call read()
+ * and write() on a pipe of its own and lock a mutex, or the program's
+ * handler for a signal that was not libgreen's -- belongs to no green
+ * thread.  green_worker_index says so (the LD_PRELOAD shim then passes
+ * calls straight through), and so does green__foreign_self (the lock calls
+ * are libc's). */
 extern __thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
 int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
 void green__worker_loop(struct green__worker *w); /* runs until rt->done */
@@ -836,6 +869,79 @@ static inline int green__enter(struct green__worker **wp, struct green__thread *
     *tp = w->cur;
     return 0;
 }
+
+/* foreign.c: the locks of the program and its libraries (pthread, stdio,
+ * C++ static guards) as green threads meet them -- see foreign.c and
+ * pthread.c. */
+/* The calling green thread (and its worker), or NULL for anything else: a
+ * plain OS thread, a worker's scheduler loop, libgreen's signal handler. */
+static inline struct green__thread *green__foreign_self(struct green__worker **wp)
+{
+    struct green__worker *w = green__worker_self();
+    *wp = w;
+    if (!w || w->cur == &w->g0 || green__in_handler)
+        return NULL;
+    return w->cur;
+}
+/* self took lock (once more): it is a holder until the matching drop. */
+void green__held_push(struct green__worker *w, struct green__thread *self, const void *lock);
+/* self let go of one acquisition of lock; false if it held none.  The last
+ * one takes a preemption refused meanwhile (poll) unless parking follows. */
+bool green__held_drop(struct green__worker **wp, struct green__thread *self, const void *lock,
+                      bool poll);
+bool green__held_by(const struct green__thread *t, const void *lock);
+/* Is lock held by a green thread of w other than self?  (The OS thread is
+ * the same: a recursive lock would let self in.) */
+bool green__held_by_other(struct green__worker *w, struct green__thread *self, const void *lock);
+/* A holder made runnable: to its own worker's pinned queue. */
+void green__ready_holder(struct green__worker *w, struct green__thread *t);
+/* The owner moves its inbox to its pinned queue (worker.c). */
+void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now);
+void green__inbox_drain(struct green__worker *w);
+/* A thread ends: whatever it still holds stays locked, as with an OS
+ * thread that exits; its records go. */
+void green__held_forget(struct green__worker *w, struct green__thread *t);
+/* Park until try(arg) returns something else than EBUSY, or deadline
+ * (ETIMEDOUT).  Woken by green__fwake(addr) -- every release that passes
+ * through libgreen -- and, unless seen(arg) says the lock's release will
+ * (seen NULL: never), by a timer as well: every GREEN_FWAIT_POLL_MIN,
+ * doubling up to GREEN_FWAIT_POLL_MAX. */
+int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *), void *arg,
+                 uint64_t deadline, bool (*seen)(void *), const char *what);
+#define GREEN_FWAIT_POLL_MIN 50000u     /* 50 us */
+#define GREEN_FWAIT_POLL_MAX 5000000u   /* 5 ms */
+/* The same wait in three steps, for a caller with something to do between
+ * linking in and parking (pthread_cond_wait unlocks its mutex there). */
+struct green__fparked {
+    struct green__waiter wt;
+    void *bucket;
+};
+void green__fpark_link(struct green__thread *self, struct green__fparked *p, const void *addr,
+                       const char *what);
+void green__fpark_cancel(struct green__worker **wp, struct green__fparked *p);
+int green__fpark_park(struct green__worker **wp, struct green__fparked *p, uint64_t deadline);
+/* Wake green threads parked on addr: one, or all.  Returns how many.
+ * Cheap when none. */
+unsigned green__fwake_slow(const void *addr, bool all);
+extern _Atomic uint32_t green__fwaiters;   /* threads parked on any address */
+static inline void green__fwake(const void *addr, bool all)
+{
+    if (GREEN_UNLIKELY(atomic_load_explicit(&green__fwaiters, memory_order_relaxed)))
+        green__fwake_slow(addr, all);
+}
+/* Is tid one of this run's workers?  (A lock it owns is a green thread's.) */
+bool green__is_worker_tid(struct green__rt *rt, pid_t tid);
+
+/* pthread.c: libc's own calls, for libgreen's internal locks (the public
+ * names are libgreen's interposed ones, which may park). */
+int green__os_mutex_lock(pthread_mutex_t *m);
+int green__os_mutex_trylock(pthread_mutex_t *m);
+int green__os_mutex_unlock(pthread_mutex_t *m);
+int green__os_cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
+int green__os_cond_signal(pthread_cond_t *c);
+int green__os_cond_broadcast(pthread_cond_t *c);
+int green__os_once(pthread_once_t *o, void (*fn)(void));
+int green__os_join(pthread_t t, void **ret);
 
 /* mutex.c */
 bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);

@@ -143,7 +143,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
 int green__overflow_install(void)
 {
     int err = 0;
-    pthread_mutex_lock(&handler_lock);
+    green__os_mutex_lock(&handler_lock);
     if (handler_users++ == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -155,13 +155,13 @@ int green__overflow_install(void)
             err = EAGAIN;
         }
     }
-    pthread_mutex_unlock(&handler_lock);
+    green__os_mutex_unlock(&handler_lock);
     return err;
 }
 
 void green__overflow_uninstall(void)
 {
-    pthread_mutex_lock(&handler_lock);
+    green__os_mutex_lock(&handler_lock);
     if (--handler_users == 0) {
         struct sigaction cur;
         /* Put the old handler back unless the program replaced ours. */
@@ -169,7 +169,7 @@ void green__overflow_uninstall(void)
             cur.sa_sigaction == on_segv)
             sigaction(SIGSEGV, &old_segv, NULL);
     }
-    pthread_mutex_unlock(&handler_lock);
+    green__os_mutex_unlock(&handler_lock);
 }
 
 int green__altstack_setup(struct green__worker *w)

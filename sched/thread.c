@@ -153,6 +153,7 @@ void green__thread_exit(struct green__worker *w, void *ret)
     if (self->is_main)
         w->rt->main_ret = ret;
 
+    green__held_forget(w, self);     /* what it holds stays locked */
     green__set_state(self, GREEN_T_DEAD);
     /* DONE is clear until now and only we set it: adding it is or-ing it,
      * and `lock xadd` needs no compare-and-retry loop. */
@@ -177,7 +178,8 @@ void green__thread_exit(struct green__worker *w, void *ret)
     /* A joiner of this run takes over the CPU at once, as if it had been
      * put in the LIFO slot and picked: the same order, without the trip
      * through the slot. */
-    if (heir && heir->rt == w->rt && w->runnext_streak < GREEN_RUNNEXT_MAX) {
+    if (heir && heir->rt == w->rt && w->runnext_streak < GREEN_RUNNEXT_MAX &&
+        (!heir->nheld || heir->home == w)) {
         w->runnext_streak++;
         green__switch(w, heir);
     } else if (heir) {

@@ -146,8 +146,15 @@ static void new_slice(struct green__worker *w) { add_relaxed(&w->tick, 1); }
  * ring holds. */
 static void pinned_push(struct green__worker *w, struct green__thread *t)
 {
+    green__pinned_push(w, t, false);
+}
+
+/* now: a holder of foreign locks made runnable -- others may wait for what
+ * it holds, so it need not wait for the ring. */
+void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now)
+{
     t->next = NULL;
-    t->pin_mark = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+    t->pin_mark = atomic_load_explicit(now ? &w->q.head : &w->q.tail, memory_order_relaxed);
     if (w->pinned_tail)
         w->pinned_tail->next = t;
     else
@@ -194,6 +201,8 @@ static struct green__thread *pick(struct green__worker *w)
 {
     struct green__thread *t;
     new_slice(w);
+    if (GREEN_UNLIKELY(atomic_load_explicit(&w->ninbox, memory_order_relaxed)))
+        green__inbox_drain(w);
     if (GREEN_UNLIKELY(w->rt->det))
         return det_pick(w);
     if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
@@ -264,7 +273,10 @@ void green_yield(void)
     }
     struct green__thread *self = w->cur;
     green__set_state(self, GREEN_T_RUNNABLE);
-    green__runq_push(w, self);
+    if (GREEN_UNLIKELY(self->nheld))
+        pinned_push(w, self);        /* a holder stays where it holds */
+    else
+        green__runq_push(w, self);
     green__switch(w, t);
 }
 
@@ -328,6 +340,10 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
 {
     struct green__rt *rt = t->rt;
     bool wake = true;
+    if (GREEN_UNLIKELY(t->nheld)) {
+        green__ready_holder(w && w->rt == rt ? w : NULL, t);
+        return;
+    }
     green__set_state(t, GREEN_T_RUNNABLE);
     if (w && w->rt == rt) {
         if (next) {
@@ -493,8 +509,14 @@ static void wake_all(struct green__rt *rt)
 /* Requires: rt->idle_lock held and every worker idle. */
 static void quiescent_check(struct green__rt *rt)
 {
-    if (green__timers_pending(rt) || green__netpoll_waiting(rt) || green__offload_waiting(rt))
-        return;                      /* a timer, an fd or a job can still wake one */
+    if (green__timers_pending(rt) || green__netpoll_waiting(rt) || green__offload_waiting(rt) ||
+        atomic_load(&rt->cond_waits))
+        return;                      /* a timer, an fd, a job or a plain OS thread
+                                      * (signalling a pthread condition) can still
+                                      * wake one */
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (atomic_load(&rt->workers[i].ninbox))
+            return;                  /* a holder made runnable, its worker woken */
     uint64_t spawned = 0, exited = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         spawned += atomic_load_explicit(&rt->workers[i].spawned, memory_order_relaxed);
@@ -557,7 +579,7 @@ static void go_idle(struct green__worker *w)
     }
 
     atomic_thread_fence(memory_order_seq_cst);
-    if (work_visible(rt)) {
+    if (work_visible(rt) || atomic_load(&w->ninbox)) {
         unidle(w);
         return;
     }
@@ -688,7 +710,8 @@ static void os_stack_bounds(struct green__worker *w)
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, w->rt->cfg.signo);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    pthread_sigmask(SIG_UNBLOCK, &set, &w->sigmask);
+    sigdelset(&w->sigmask, w->rt->cfg.signo);
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         pthread_attr_getstack(&attr, &w->os_stack_lo, &w->os_stack_size);

@@ -129,7 +129,7 @@ int green__sig_install(struct green__rt *rt)
                             "with -lgreen, not libgreen.a, or set GREEN_PREEMPT=budget or off\n");
         return ENOTSUP;
     }
-    pthread_mutex_lock(&install_lock);
+    green__os_mutex_lock(&install_lock);
     if (users[sig]++ == 0) {
         self_pid = getpid();
         self_uid = getuid();
@@ -143,7 +143,7 @@ int green__sig_install(struct green__rt *rt)
             err = EINVAL;
         }
     }
-    pthread_mutex_unlock(&install_lock);
+    green__os_mutex_unlock(&install_lock);
     if (err) {
         green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
         return err;
@@ -155,7 +155,7 @@ int green__sig_install(struct green__rt *rt)
 void green__sig_uninstall(struct green__rt *rt)
 {
     int sig = rt->cfg.signo;
-    pthread_mutex_lock(&install_lock);
+    green__os_mutex_lock(&install_lock);
     if (--users[sig] == 0) {
         struct sigaction cur;
         /* Put the old disposition back unless the program replaced ours. */
@@ -163,7 +163,7 @@ void green__sig_uninstall(struct green__rt *rt)
             cur.sa_sigaction == on_signal)
             sigaction(sig, &old_action[sig], NULL);
     }
-    pthread_mutex_unlock(&install_lock);
+    green__os_mutex_unlock(&install_lock);
     green__sp_release(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
 }
 
@@ -332,8 +332,11 @@ static bool decide(struct green__worker *w, struct green__thread *t,
     GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
     if (kind == GREEN_CODE_RUNTIME || t->patch.exc || sp < (uintptr_t)t->stack_lo ||
-        sp >= (uintptr_t)t->stack_hi) {
-        /* In libgreen -- or on the way into it: an exception's unwinder
+        sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
+        /* In libgreen -- in its code, or in what it called: a walk of t's
+         * stack (safepoints/budget.c) that meets libc or libunwind, whose
+         * verdict must not be overtaken by a hook placed here meanwhile --
+         * or on the way into it: an exception's unwinder
          * is about to land in the hooked frame's trampoline (hijack.c),
          * and the hook must stay as the unwinder found it; or in a switch
          * that has made t current but still runs on the stack it leaves

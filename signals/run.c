@@ -49,6 +49,7 @@ static const struct green__hooks budget_hooks = {
     .tick = budget_tick,
     .hijack = green__hijack_after_walk,
     .hook_ret = (uintptr_t)green__deferred_trampoline,
+    .switch_allowed = green__switch_allowed_here,
 };
 
 static const struct green__hooks signal_hooks = {
@@ -58,6 +59,7 @@ static const struct green__hooks signal_hooks = {
     .worker_exit = green__sig_worker_exit,
     .hijack = green__hijack_after_walk,
     .hook_ret = (uintptr_t)green__deferred_trampoline,
+    .switch_allowed = green__switch_allowed_here,
 };
 
 /* The system's runtime (libc, ld.so, libstdc++...) may hold what other

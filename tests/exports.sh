@@ -1,6 +1,7 @@
 #!/bin/sh
-# make check: libgreen.so must export only green_* (STYLE.md rule 7), and
-# no internal green__* name (rule 1).  The version script's node name
+# make check: libgreen.so must export green_* (its API, in version GREEN_0),
+# the lock calls it interposes (sched/pthread.c, unversioned) and nothing
+# else -- no internal green__* name.  The version script's node name
 # (GREEN_0, an absolute symbol) is allowed.
 # Run from the build directory (automake does); skips (77) without a
 # shared library, e.g. after --disable-shared.
@@ -13,9 +14,33 @@ if test ! -f "$lib"; then
     exit 77
 fi
 
+# The interposed lock calls: libgreen.so and libgreen-preload.so export
+# exactly these besides their own.
+locks="__cxa_guard_abort __cxa_guard_acquire __cxa_guard_release flockfile ftrylockfile \
+    funlockfile pthread_cond_broadcast pthread_cond_clockwait pthread_cond_signal \
+    pthread_cond_timedwait pthread_cond_wait pthread_mutex_clocklock pthread_mutex_lock \
+    pthread_mutex_timedlock pthread_mutex_trylock pthread_mutex_unlock pthread_once \
+    pthread_rwlock_clockrdlock pthread_rwlock_clockwrlock pthread_rwlock_rdlock \
+    pthread_rwlock_timedrdlock pthread_rwlock_timedwrlock pthread_rwlock_tryrdlock \
+    pthread_rwlock_trywrlock pthread_rwlock_unlock pthread_rwlock_wrlock pthread_spin_lock \
+    pthread_spin_trylock pthread_spin_unlock sem_clockwait sem_post sem_timedwait sem_wait"
+
 syms=$($NM -D --defined-only "$lib") || { echo "exports.sh: nm failed on $lib"; exit 99; }
 echo "$syms"
-bad=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A" && $NF ~ /^GREEN_[0-9_]+$/) { print }')
+got=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A") { sub(/@.*/, "", $NF); print $NF }' |
+    sort | tr '\n' ' ')
+want=$(printf '%s\n' $locks | sort | tr '\n' ' ')
+if test "$got" != "$want"; then
+    echo "exports.sh: FAIL: $lib exports, besides green_*, \"$got\", not the lock calls \"$want\""
+    exit 1
+fi
+# Unversioned, or they would not come before libc's (green.map).
+if echo "$syms" | awk '$NF ~ /^(pthread_|sem_|flockfile|__cxa_guard)/ && $NF ~ /@/ { f = 1 } END { exit !f }'; then
+    echo "exports.sh: FAIL: $lib gives the lock calls a version: they would not interpose"
+    exit 1
+fi
+bad=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A" && $NF ~ /^GREEN_[0-9_]+$/) { print }' |
+    grep -v -w -e "$(printf '%s\n' $locks)")
 if test -n "$bad"; then
     echo "exports.sh: FAIL: $lib exports symbols outside green_* (internal"
     echo "green__* names must be hidden: no GREEN_API in C, .hidden in asm):"
@@ -26,7 +51,7 @@ if ! echo "$syms" | awk '$NF ~ /^green_[^_]/ { found = 1 } END { exit !found }';
     echo "exports.sh: FAIL: $lib exports no green_* symbol at all"
     exit 1
 fi
-echo "exports.sh: ok: only green_* exported"
+echo "exports.sh: ok: green_* and the interposed lock calls exported"
 
 # libgreen-budget.so: the instrumentation hooks and nothing else.
 blib=${abs_top_builddir:-.}/.libs/libgreen-budget.so
@@ -48,7 +73,7 @@ got=$(echo "$psyms" | awk '!($2 == "A") { sub(/@.*/, "", $NF); print $NF }' | so
 want=$(printf '%s\n' __poll_chk __ppoll_chk __read_chk __recv_chk __recvfrom_chk accept accept4 \
     clock_nanosleep close connect dup dup2 dup3 fcntl fcntl64 getaddrinfo getnameinfo ioctl \
     nanosleep poll ppoll pselect read readv recv recvfrom recvmsg select send sendmsg sendto \
-    setsockopt sleep usleep write writev | sort | tr '\n' ' ')
+    setsockopt sleep usleep write writev $locks | sort | tr '\n' ' ')
 if test "$got" != "$want"; then
     echo "exports.sh: FAIL: $plib exports \"$got\", not \"$want\""
     exit 1

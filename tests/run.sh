@@ -20,11 +20,11 @@ check_jobs=${CHECK_JOBS:-1}
 
 # Beyond what a build needs: the libraries and servers the tests run real
 # code against (hiredis and redis; libcurl over HTTPS against nginx, libpq
-# over TLS against PostgreSQL; jemalloc), gdb for a backtrace check, clang
+# over TLS against PostgreSQL; SQLite; jemalloc), gdb for a backtrace check, clang
 # for a second compiler's view of GREEN_NOPREEMPT.
 packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev
     libhiredis-dev redis-server libcurl4-openssl-dev libpq-dev nginx postgresql openssl
-    libjemalloc2 gdb clang"
+    libsqlite3-dev libjemalloc2 gdb clang"
 
 # Print the logs of the failing tests (test-suite.log gathers them).
 show_logs() {

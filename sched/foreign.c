@@ -1,0 +1,369 @@
+/*
+ * Foreign locks: the locks of the program and of its libraries -- pthread
+ * mutexes, rwlocks, spinlocks, stdio's FILE locks, pthread_once and C++
+ * static guards -- as green threads hold them and wait for them.  The calls
+ * themselves are interposed in pthread.c; this file is what they share.
+ *
+ * Two rules (the project's rule 2: no foreign lock ever blocks a worker,
+ * and no holder is preempted):
+ *
+ * Holders.  Every acquisition a green thread makes is recorded in its held
+ * list and counts in its nopreempt depth, so the preemption handler and the
+ * budget refuse it exactly as inside green_nopreempt_begin/end; the release
+ * of the last one takes the preemption refused meanwhile.  A holder may
+ * still park (on file I/O, a channel, another lock): it then comes back to
+ * the worker it holds on -- the lock's owner is that OS thread's id, which
+ * errorcheck, recursive and robust mutexes check -- through the worker's
+ * pinned queue (green__ready_holder; from another OS thread through its
+ * inbox).  A worker keeps the list of its holders, so a second green thread
+ * on the same OS thread asking for a lock that recursion would let it into
+ * is made to wait instead (green__held_by_other).
+ *
+ * Waiters.  A green thread never calls a blocking libc lock function.  It
+ * tries (trylock and friends); when the lock is busy it parks on the lock's
+ * address in a hash table of wait queues (green__fwait), and every release
+ * that passes through libgreen's interposed calls -- by a green thread or a
+ * plain OS thread -- wakes the threads parked on that address
+ * (green__fwake).  The waiter links itself in and counts itself in
+ * green__fwaiters before its last try; the releaser unlocks (a locked
+ * instruction: a full barrier on x86-64) before it reads the count.  So
+ * either the try sees the release or the releaser sees the waiter: a Dekker
+ * pair, no lost wake-up.
+ *
+ * Releases libgreen does not see: an OS thread inside libc's own
+ * pthread_cond_wait unlocks the mutex internally, a robust mutex's owner
+ * dies, a process-shared lock is released in another process, a
+ * semaphore is posted from elsewhere.  A waiter that cannot rule these out
+ * also retries on a timer, from 50 us doubling to 5 ms.  A mutex owned by
+ * one of the run's workers is a green thread's, whose release libgreen
+ * always sees: those waits have no timer, and count in the deadlock check.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* ---- Holders ------------------------------------------------------------ */
+
+static const void **held_array(struct green__thread *t)
+{
+    return t->heldcap ? t->held : t->held_inline;
+}
+
+static uint32_t held_cap(const struct green__thread *t)
+{
+    return t->heldcap ? t->heldcap : (uint32_t)(sizeof t->held_inline / sizeof t->held_inline[0]);
+}
+
+/* Grow into pages of its own: malloc may take the very locks being
+ * recorded (jemalloc's are pthread mutexes). */
+static bool held_grow(struct green__thread *t)
+{
+    uint32_t cap = held_cap(t);
+    size_t bytes = (size_t)cap * 2 * sizeof(void *);
+    const void **a = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return false;
+    memcpy(a, held_array(t), cap * sizeof(void *));
+    if (t->heldcap)
+        munmap(t->held, (size_t)t->heldcap * sizeof(void *));
+    t->held = a;
+    t->heldcap = cap * 2;
+    return true;
+}
+
+static void holders_link(struct green__worker *w, struct green__thread *t)
+{
+    t->hold_prev = NULL;
+    t->hold_next = w->holders;
+    if (w->holders)
+        w->holders->hold_prev = t;
+    w->holders = t;
+}
+
+static void holders_unlink(struct green__worker *w, struct green__thread *t)
+{
+    if (t->hold_prev)
+        t->hold_prev->hold_next = t->hold_next;
+    else
+        w->holders = t->hold_next;
+    if (t->hold_next)
+        t->hold_next->hold_prev = t->hold_prev;
+    t->hold_prev = t->hold_next = NULL;
+}
+
+void green__held_push(struct green__worker *w, struct green__thread *self, const void *lock)
+{
+    if (GREEN_UNLIKELY(self->nheld == held_cap(self)) && !held_grow(self)) {
+        /* Out of memory for the record: the lock is held all the same.
+         * Without a record it would be released unseen, so keep the thread
+         * unpreemptible (and pinned) until it exits rather than guess. */
+        green__write_str(2, "libgreen: warning: no memory to record a lock held by a "
+                            "green thread; it stays unpreemptible until it exits\n");
+        self->nopreempt++;
+        return;
+    }
+    held_array(self)[self->nheld++] = lock;
+    self->nopreempt++;
+    if (self->nheld == 1)
+        holders_link(w, self);
+}
+
+bool green__held_by(const struct green__thread *t, const void *lock)
+{
+    const void *const *a = t->heldcap ? t->held : t->held_inline;
+    for (uint32_t i = t->nheld; i-- > 0;)
+        if (a[i] == lock)
+            return true;
+    return false;
+}
+
+bool green__held_by_other(struct green__worker *w, struct green__thread *self, const void *lock)
+{
+    for (struct green__thread *h = w->holders; h; h = h->hold_next)
+        if (h != self && green__held_by(h, lock))
+            return true;
+    return false;
+}
+
+/* The last lock is let go: take a preemption refused meanwhile (or a
+ * spent budget) -- here if whoever called the release is the program's own
+ * code, else on the way out of the outermost frame that is not, hooked
+ * like any refused preemption.  (Library code releases locks too: libunwind
+ * with every signal blocked, an allocator mid-update.) */
+static struct green__worker *release_poll(struct green__worker *w, struct green__thread *t)
+{
+    if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) && green__reductions > 0)
+        return w;
+    const struct green__hooks *h = w->rt->hooks;
+    if (h && h->switch_allowed && !h->switch_allowed(w, t)) {
+        __atomic_store_n(&t->preempt_pending, true, __ATOMIC_RELAXED);
+        return w;
+    }
+    return green__take_deferred(w);
+}
+
+bool green__held_drop(struct green__worker **wp, struct green__thread *self, const void *lock,
+                      bool poll)
+{
+    const void **a = held_array(self);
+    uint32_t i = self->nheld;
+    while (i-- > 0 && a[i] != lock)
+        ;
+    if (i == UINT32_MAX)
+        return false;
+    memmove(&a[i], &a[i + 1], (self->nheld - i - 1) * sizeof *a);
+    self->nheld--;
+    if (self->nheld == 0)
+        holders_unlink(*wp, self);
+    if (self->nopreempt > 0 && --self->nopreempt == 0 && poll)
+        *wp = release_poll(*wp, self);
+    return true;
+}
+
+void green__held_forget(struct green__worker *w, struct green__thread *t)
+{
+    if (t->nheld) {
+        t->nopreempt -= t->nopreempt >= t->nheld ? t->nheld : t->nopreempt;
+        t->nheld = 0;
+        holders_unlink(w, t);
+    }
+    if (t->heldcap) {
+        munmap(t->held, (size_t)t->heldcap * sizeof(void *));
+        t->held = NULL;
+        t->heldcap = 0;
+    }
+}
+
+/* ---- Holders run where they hold ---------------------------------------- */
+
+void green__ready_holder(struct green__worker *w, struct green__thread *t)
+{
+    struct green__worker *home = t->home;
+    green__set_state(t, GREEN_T_RUNNABLE);
+    if (w == home) {
+        green__pinned_push(home, t, true);
+        return;
+    }
+    green__spin_lock(&home->inbox_lock);
+    t->next = NULL;
+    if (home->inbox_tail)
+        home->inbox_tail->next = t;
+    else
+        home->inbox_head = t;
+    home->inbox_tail = t;
+    atomic_fetch_add_explicit(&home->ninbox, 1, memory_order_seq_cst);
+    green__spin_unlock(&home->inbox_lock);
+    /* It may be asleep: go_idle looks at its inbox after publishing itself
+     * idle, and this wake comes after the push. */
+    green__worker_wake(home);
+}
+
+void green__inbox_drain(struct green__worker *w)
+{
+    green__spin_lock(&w->inbox_lock);
+    struct green__thread *t = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    atomic_store_explicit(&w->ninbox, 0, memory_order_relaxed);
+    green__spin_unlock(&w->inbox_lock);
+    while (t) {
+        struct green__thread *next = t->next;
+        green__pinned_push(w, t, true);
+        t = next;
+    }
+}
+
+/* ---- Waiters ------------------------------------------------------------ */
+
+#define FW_BUCKETS 256
+
+struct fw_bucket {
+    green__spin_t lock;
+    uint32_t n;                      /* waiters linked; under lock */
+    struct green__wq q;              /* waiters of every address that hashes here */
+} __attribute__((aligned(GREEN_CACHELINE)));
+
+static struct fw_bucket fw_table[FW_BUCKETS];
+_Atomic uint32_t green__fwaiters;
+
+static struct fw_bucket *fw_bucket(const void *addr)
+{
+    uint64_t x = (uint64_t)(uintptr_t)addr;
+    x = (x ^ (x >> 29)) * 0x9e3779b97f4a7c15ull;
+    return &fw_table[x >> 56];
+}
+
+bool green__is_worker_tid(struct green__rt *rt, pid_t tid)
+{
+    if (tid <= 0)
+        return false;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (atomic_load_explicit(&rt->workers[i].tid, memory_order_relaxed) == tid)
+            return true;
+    return false;
+}
+
+static void fw_unlink(struct fw_bucket *b, struct green__waiter *wt)
+{
+    green__wq_remove(&b->q, wt);
+    b->n--;
+    atomic_fetch_sub_explicit(&green__fwaiters, 1, memory_order_relaxed);
+}
+
+void green__fpark_link(struct green__thread *self, struct green__fparked *p, const void *addr,
+                       const char *what)
+{
+    struct fw_bucket *b = fw_bucket(addr);
+    p->wt = (struct green__waiter){ .t = self, .elem = (void *)addr };
+    p->bucket = b;
+    green__spin_lock(&b->lock);
+    green__park_prepare(self, what, addr, false);
+    green__wq_push(&b->q, &p->wt);
+    b->n++;
+    atomic_fetch_add_explicit(&green__fwaiters, 1, memory_order_seq_cst);
+    green__spin_unlock(&b->lock);
+}
+
+static void fpark_unlink(struct green__fparked *p)
+{
+    struct fw_bucket *b = p->bucket;
+    if (p->wt.linked) {              /* a timer woke it, or it gave up */
+        green__spin_lock(&b->lock);
+        if (p->wt.linked)
+            fw_unlink(b, &p->wt);
+        green__spin_unlock(&b->lock);
+    }
+}
+
+void green__fpark_cancel(struct green__worker **wp, struct green__fparked *p)
+{
+    struct green__thread *self = p->wt.t;
+    fpark_unlink(p);
+    if (green__claim(self))
+        self->wait_what = NULL;
+    else
+        green__park(wp, GREEN_FOREVER);  /* a waker has it: let it come back */
+}
+
+/* Code that blocks signals around its lock (libunwind blocks them all)
+ * and parks on it would leave them blocked on its worker for every green
+ * thread that runs there meanwhile, the preemption signal first: it parks
+ * with the worker's own mask and takes its own back when it resumes, on
+ * whichever worker that is.  One system call to look, on the slow path. */
+int green__fpark_park(struct green__worker **wp, struct green__fparked *p, uint64_t deadline)
+{
+    sigset_t mine;
+    bool swapped = false;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &mine) == 0 &&
+        sigismember(&mine, (*wp)->rt->cfg.signo) == 1)
+        swapped = pthread_sigmask(SIG_SETMASK, &(*wp)->sigmask, NULL) == 0;
+    int err = green__park(wp, deadline);
+    if (swapped)
+        pthread_sigmask(SIG_SETMASK, &mine, NULL);
+    fpark_unlink(p);
+    return err;
+}
+
+int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *), void *arg,
+                 uint64_t deadline, bool (*seen)(void *), const char *what)
+{
+    uint64_t poll_ns = GREEN_FWAIT_POLL_MIN;
+    for (;;) {
+        int r = try(arg);
+        if (r != EBUSY)
+            return r;
+        struct green__rt *rt = (*wp)->rt;
+        if (green__expired(rt, deadline))
+            return ETIMEDOUT;
+
+        struct green__fparked p;
+        green__fpark_link((*wp)->cur, &p, addr, what);
+        r = try(arg);                /* the Dekker pair's second look */
+        if (r != EBUSY) {
+            green__fpark_cancel(wp, &p);
+            return r;
+        }
+        uint64_t until = deadline;
+        if (!seen || !seen(arg)) {
+            uint64_t at = green__now(rt) + poll_ns;
+            if (at < until)
+                until = at;
+            if (poll_ns < GREEN_FWAIT_POLL_MAX)
+                poll_ns *= 2;
+        }
+        green__fpark_park(wp, &p, until);
+    }
+}
+
+unsigned green__fwake_slow(const void *addr, bool all)
+{
+    struct fw_bucket *b = fw_bucket(addr);
+    green__spin_lock(&b->lock);
+    if (!b->n) {
+        green__spin_unlock(&b->lock);
+        return 0;
+    }
+    struct green__thread *list = NULL, **tail = &list;
+    struct green__waiter *wt = b->q.head;
+    while (wt) {
+        struct green__waiter *next = wt->next;
+        if (wt->elem == addr) {
+            fw_unlink(b, wt);
+            if (green__claim(wt->t)) {
+                wt->t->wake_from = wt;
+                *tail = wt->t;
+                tail = &wt->t->next;
+                *tail = NULL;
+                if (!all)
+                    break;
+            }
+        }
+        wt = next;
+    }
+    green__spin_unlock(&b->lock);
+    struct green__worker *w = green__worker_self();
+    if (w && (w->cur == &w->g0 || green__in_handler))
+        w = NULL;                    /* not a green thread: no queue of ours */
+    return green__ready_list(w, list, false);
+}
