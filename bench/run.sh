@@ -17,6 +17,11 @@
 # the preemption latency of budget mode beside signal mode; Go's ticker
 # beside a hog that calls (ticker_calls) is its peer.
 #
+# A sixth table, "Interposed pthread locks", is bench/lock_bench's: an
+# uncontended pthread_mutex_lock+unlock through libgreen's interposed calls
+# beside libc's own, on a green thread and on a plain OS thread, and a
+# contended pthread mutex between green threads beside a green_mutex_t.
+#
 # A fifth table, "echo", is not run by default (BENCH_TABLES=echo, or add it
 # to the list): bench/echo_bench.sh runs examples/echo_server -- plain
 # blocking calls, one thread per connection -- on green threads under the
@@ -40,8 +45,8 @@
 #                         TICKER (ticks), PREEMPT_COST (xorshift steps per
 #                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
-#   BENCH_TABLES          which tables to run: "main preempt safepoint budget" (the
-#                         default); "echo" is the fifth, run only when named
+#   BENCH_TABLES          which tables to run: "main preempt safepoint budget locks"
+#                         (the default); "echo" is the fifth, run only when named
 #   BENCH_BUDGET_TICKS    ticks per latency run in the budget table (1000)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
@@ -64,7 +69,7 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 REPS=${BENCH_REPS:-5}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 TIMEOUT=${BENCH_TIMEOUT:-300}
-TABLES=${BENCH_TABLES:-main preempt safepoint budget}
+TABLES=${BENCH_TABLES:-main preempt safepoint budget locks}
 LOG=$OUT/bench.log
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/greenbench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$TMP"' EXIT
@@ -476,6 +481,10 @@ echo
 case " $TABLES " in *" safepoint "*)
     echo
     "$BUILD/bench/safepoint_bench" "$REPS" | tee -a "$LOG" || die "safepoint_bench failed"
+esac
+case " $TABLES " in *" locks "*)
+    echo
+    "$BUILD/bench/lock_bench" "$REPS" | tee -a "$LOG" || die "lock_bench failed"
 esac
 case " $TABLES " in *" budget "*)
     echo

@@ -85,6 +85,10 @@ static struct {
     int (*__cxa_guard_acquire)(uint64_t *g);
     void (*__cxa_guard_release)(uint64_t *g);
     void (*__cxa_guard_abort)(uint64_t *g);
+    int (*pthread_join)(pthread_t t, void **r);
+    int (*pthread_timedjoin_np)(pthread_t t, void **r, const struct timespec *a);
+    int (*pthread_clockjoin_np)(pthread_t t, void **r, clockid_t c, const struct timespec *a);
+    int (*pthread_barrier_wait)(pthread_barrier_t *b);
 } green;
 
 static _Atomic int resolved;
@@ -141,6 +145,10 @@ static void resolve(void)
     FIND(__cxa_guard_acquire)
     FIND(__cxa_guard_release)
     FIND(__cxa_guard_abort)
+    FIND(pthread_join)
+    FIND(pthread_timedjoin_np)
+    FIND(pthread_clockjoin_np)
+    FIND(pthread_barrier_wait)
 #undef FIND
     dlclose(lib);
     atomic_store_explicit(&resolved, 1, memory_order_release);
@@ -202,3 +210,7 @@ FORWARD(funlockfile, void, (FILE *f), (f), _IO_funlockfile(f); return)
 FORWARD(__cxa_guard_acquire, int, (uint64_t *g), (g), early("__cxa_guard_acquire"))
 FORWARD(__cxa_guard_release, void, (uint64_t *g), (g), early("__cxa_guard_release"))
 FORWARD(__cxa_guard_abort, void, (uint64_t *g), (g), early("__cxa_guard_abort"))
+FORWARD(pthread_join, int, (pthread_t t, void **r), (t, r), early("pthread_join"))
+FORWARD(pthread_timedjoin_np, int, (pthread_t t, void **r, const struct timespec *a), (t, r, a), early("pthread_timedjoin_np"))
+FORWARD(pthread_clockjoin_np, int, (pthread_t t, void **r, clockid_t c, const struct timespec *a), (t, r, c, a), early("pthread_clockjoin_np"))
+FORWARD(pthread_barrier_wait, int, (pthread_barrier_t *b), (b), early("pthread_barrier_wait"))

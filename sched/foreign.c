@@ -317,13 +317,29 @@ int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *)
         if (green__expired(rt, deadline))
             return ETIMEDOUT;
 
-        struct green__fparked p;
-        green__fpark_link((*wp)->cur, &p, addr, what);
+        /* The second look is taken under the bucket's lock, before any
+         * waker can claim this thread: if it takes the lock, nothing has
+         * to be undone -- above all no wake-up to sit out, after which the
+         * thread might resume on another worker than the one whose OS
+         * thread now owns the lock (a rwlock's unlock there would be taken
+         * for a reader's). */
+        struct green__thread *self = (*wp)->cur;
+        struct fw_bucket *b = fw_bucket(addr);
+        struct green__fparked p = { .wt = { .t = self, .elem = (void *)addr }, .bucket = b };
+        green__spin_lock(&b->lock);
+        green__park_prepare(self, what, addr, false);
+        green__wq_push(&b->q, &p.wt);
+        b->n++;
+        atomic_fetch_add_explicit(&green__fwaiters, 1, memory_order_seq_cst);
         r = try(arg);                /* the Dekker pair's second look */
         if (r != EBUSY) {
-            green__fpark_cancel(wp, &p);
+            fw_unlink(b, &p.wt);
+            green__claim(self);      /* unclaimed: wakers need b's lock */
+            self->wait_what = NULL;
+            green__spin_unlock(&b->lock);
             return r;
         }
+        green__spin_unlock(&b->lock);
         uint64_t until = deadline;
         if (!seen || !seen(arg)) {
             uint64_t at = green__now(rt) + poll_ns;

@@ -529,9 +529,10 @@ struct green__rt {
     struct green__thread **detq;
     size_t detn, detcap;
 
-    /* Green threads parked on a pthread condition (sched/pthread.c): a
-     * plain OS thread may signal it, so they are no deadlock. */
-    _Atomic uint32_t cond_waits;
+    /* Green threads parked on a pthread condition or semaphore
+     * (sched/pthread.c): a plain OS thread may signal or post it, so they
+     * are no deadlock. */
+    _Atomic uint32_t os_wakeable;
 
     struct green__netpoll np;        /* fds green threads wait on */
     struct green__offload off;       /* green_offload's OS threads */

@@ -510,9 +510,10 @@ static void wake_all(struct green__rt *rt)
 static void quiescent_check(struct green__rt *rt)
 {
     if (green__timers_pending(rt) || green__netpoll_waiting(rt) || green__offload_waiting(rt) ||
-        atomic_load(&rt->cond_waits))
+        atomic_load(&rt->os_wakeable))
         return;                      /* a timer, an fd, a job or a plain OS thread
-                                      * (signalling a pthread condition) can still
+                                      * (signalling a pthread condition,
+                                      * posting a semaphore) can still
                                       * wake one */
     for (unsigned i = 0; i < rt->nworkers; i++)
         if (atomic_load(&rt->workers[i].ninbox))

@@ -23,7 +23,8 @@ locks="__cxa_guard_abort __cxa_guard_acquire __cxa_guard_release flockfile ftryl
     pthread_rwlock_clockrdlock pthread_rwlock_clockwrlock pthread_rwlock_rdlock \
     pthread_rwlock_timedrdlock pthread_rwlock_timedwrlock pthread_rwlock_tryrdlock \
     pthread_rwlock_trywrlock pthread_rwlock_unlock pthread_rwlock_wrlock pthread_spin_lock \
-    pthread_spin_trylock pthread_spin_unlock sem_clockwait sem_post sem_timedwait sem_wait"
+    pthread_spin_trylock pthread_spin_unlock sem_clockwait sem_post sem_timedwait sem_wait \
+    pthread_join pthread_timedjoin_np pthread_clockjoin_np pthread_barrier_wait"
 
 syms=$($NM -D --defined-only "$lib") || { echo "exports.sh: nm failed on $lib"; exit 99; }
 echo "$syms"

@@ -773,3 +773,177 @@ Test(foreign, green_threads_parked_on_pthread_mutexes_are_a_reported_deadlock, .
     cr_assert(strstr(buf, "pthread_mutex_lock"), "the report names no mutex: %s", buf);
     cr_assert(strstr(buf, "held by green thread"), "the report names no holder: %s", buf);
 }
+
+/* ---- Barriers and joins of OS threads ------------------------------------ */
+
+#define ROUNDS 300
+
+struct bar {
+    pthread_barrier_t b;
+    _Atomic int arrived[ROUNDS];
+    _Atomic int serial;
+};
+
+static void bar_rounds(struct bar *x, int parties)
+{
+    for (int r = 0; r < ROUNDS; r++) {
+        atomic_fetch_add(&x->arrived[r], 1);
+        int rc = pthread_barrier_wait(&x->b);
+        cr_assert(rc == 0 || rc == PTHREAD_BARRIER_SERIAL_THREAD, "barrier: %d", rc);
+        if (rc == PTHREAD_BARRIER_SERIAL_THREAD)
+            atomic_fetch_add(&x->serial, 1);
+        /* Nobody leaves a round before everyone arrived in it. */
+        cr_assert_eq(atomic_load(&x->arrived[r]), parties, "round %d left early", r);
+        if (r % 50 == 0)
+            busy_ns(200 * US);
+    }
+}
+
+static void *bar_green(void *arg)
+{
+    bar_rounds(arg, 6);
+    return NULL;
+}
+
+static void *bar_os(void *arg)
+{
+    bar_rounds(arg, 6);
+    return NULL;
+}
+
+static void *bar_main(void *arg)
+{
+    struct bar *x = arg;
+    pthread_t os[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&os[i], NULL, bar_os, x), 0);
+    green_t g[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(green_spawn(&g[i], bar_green, x), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(green_join(g[i], NULL), 0);
+    /* pthread_join of an OS thread parks: done by now, or soon. */
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_join(os[i], NULL), 0);
+    return NULL;
+}
+
+Test(foreign, a_barrier_of_green_threads_and_pthreads, .timeout = 60)
+{
+    for (unsigned workers = 1; workers <= 2; workers++) {
+        static struct bar x;
+        memset(&x, 0, sizeof x);
+        pthread_barrier_init(&x.b, NULL, 6);
+        cr_assert_eq(run_mode(bar_main, &x, workers, GREEN_PREEMPT_SIGNAL, 50), 0);
+        cr_assert_eq(x.serial, ROUNDS, "one serial thread per round");
+        pthread_barrier_destroy(&x.b);
+    }
+}
+
+struct joiner {
+    _Atomic int ticks;
+};
+
+static void *sleeper_os(void *arg)
+{
+    (void)arg;
+    usleep(30 * 1000);
+    return P(7);
+}
+
+static void *join_ticker(void *arg)
+{
+    struct joiner *j = arg;
+    for (int i = 0; i < 20; i++) {
+        green_sleep_ns(1 * MS);
+        atomic_fetch_add(&j->ticks, 1);
+    }
+    return NULL;
+}
+
+static void *join_main(void *arg)
+{
+    struct joiner *j = arg;
+    pthread_t os;
+    cr_assert_eq(pthread_create(&os, NULL, sleeper_os, NULL), 0);
+    green_t k;
+    cr_assert_eq(green_spawn(&k, join_ticker, j), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 5 * (long)MS;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    cr_assert_eq(pthread_timedjoin_np(os, NULL, &ts), ETIMEDOUT);
+    void *ret = NULL;
+    cr_assert_eq(pthread_join(os, &ret), 0);
+    cr_assert_eq(U(ret), 7);
+    /* The single worker ran the ticker while the join waited. */
+    cr_assert_geq(atomic_load(&j->ticks), 10);
+    cr_assert_eq(pthread_join(pthread_self(), NULL), EDEADLK);
+    green_join(k, NULL);
+    return NULL;
+}
+
+Test(foreign, joining_a_pthread_parks, .timeout = 30)
+{
+    struct joiner j = { 0 };
+    cr_assert_eq(run_mode(join_main, &j, 1, GREEN_PREEMPT_SIGNAL, 1000), 0);
+}
+
+/* Readers and writers, some parking while they hold: a writer's unlock on
+ * another OS thread than its lock's would be taken by libc for a reader's
+ * and leave the lock write-locked for good. */
+static pthread_rwlock_t rwmix = PTHREAD_RWLOCK_INITIALIZER;
+static _Atomic int rw_writers_in, rw_readers_in;
+
+static void *rw_mixer(void *arg)
+{
+    uint64_t s = U(arg) * 2654435761u + 1;
+    for (int i = 0; i < 100; i++) {
+        bool wr = splitmix(&s) % 4 == 0;
+        cr_assert_eq(wr ? pthread_rwlock_wrlock(&rwmix) : pthread_rwlock_rdlock(&rwmix), 0);
+        if (wr) {
+            cr_assert_eq(atomic_fetch_add(&rw_writers_in, 1), 0, "two writers");
+            cr_assert_eq(atomic_load(&rw_readers_in), 0, "a writer beside readers");
+        } else {
+            atomic_fetch_add(&rw_readers_in, 1);
+            cr_assert_eq(atomic_load(&rw_writers_in), 0, "a reader beside a writer");
+        }
+        busy_ns(splitmix(&s) % 20 * US);
+        if (splitmix(&s) % 16 == 0)
+            green_sleep_ns(20 * US);
+        if (wr)
+            atomic_fetch_sub(&rw_writers_in, 1);
+        else
+            atomic_fetch_sub(&rw_readers_in, 1);
+        cr_assert_eq(pthread_rwlock_unlock(&rwmix), 0);
+        busy_ns(5 * US);
+    }
+    return NULL;
+}
+
+static void *rw_mix_main(void *arg)
+{
+    (void)arg;
+    green_t t[30];
+    for (int i = 0; i < 30; i++)
+        cr_assert_eq(green_spawn(&t[i], rw_mixer, P(i + 1)), 0);
+    for (int i = 0; i < 30; i++)
+        cr_assert_eq(green_join(t[i], NULL), 0);
+    return NULL;
+}
+
+Test(foreign, rwlock_readers_and_writers_that_park, .timeout = 120)
+{
+    for (unsigned workers = 1; workers <= 2; workers++)
+        for (int r = 0; r < 10; r++) {
+            cr_assert_eq(run_mode(rw_mix_main, NULL, workers, GREEN_PREEMPT_SIGNAL,
+                                  r % 2 ? 50 : 1000), 0);
+            /* Free again: a reader's unlock taken for a writer's (or the
+             * reverse) would leave it locked. */
+            cr_assert_eq(pthread_rwlock_trywrlock(&rwmix), 0);
+            cr_assert_eq(pthread_rwlock_unlock(&rwmix), 0);
+        }
+}

@@ -5,7 +5,7 @@
  *
  * It prints its seed first, then runs rounds until S seconds (default 10)
  * have passed.  A round is one green_run whose main thread starts a random
- * subset of seven components, each with random sizes and random choices of
+ * subset of eight components, each with random sizes and random choices of
  * call variants:
  *
  *   msgs   producers -> channels (buffered/unbuffered) -> receivers, with
@@ -27,6 +27,13 @@
  *   fdio   writers -> non-blocking pipes -> readers, through green_fd_wait
  *          (sometimes with a deadline that passes) and green_fd_close;
  *          every record arrives exactly once (not in deterministic rounds).
+ *   plocks pthread locks shared with plain OS threads: transfers under a
+ *          pthread mutex (normal, recursive or error-checking) inside a
+ *          rwlock's write side, some holding across a sleep; audits under
+ *          the read side; a queue under a pthread condition that a plain
+ *          thread fills and green threads drain.  Money conserved, exclusion
+ *          held, holders never move, every item taken once, libc's error
+ *          codes (not in deterministic rounds).
  *
  * Every thread the test starts is counted when started and when finished;
  * after green_run returns the two counts must match (no thread lost).  On
@@ -63,9 +70,11 @@
 
 static void *(*const drivers[])(void *) = {msgs_driver, bank_driver, condq_driver,
                                            tree_driver, timers_driver, nopre_driver,
-                                           fdio_driver};
-#define FDIO_DRIVER 6  /* not in deterministic rounds: the kernel decides when
-                        * a pipe has room, not the seed */
+                                           fdio_driver, plocks_driver};
+/* Not in deterministic rounds: the kernel decides when a pipe has room, and
+ * when plain threads run, not the seed. */
+#define FDIO_DRIVER 6
+#define PLOCKS_DRIVER 7
 #define NDRIVERS (sizeof drivers / sizeof drivers[0])
 
 static void *round_main(void *arg)
@@ -76,7 +85,7 @@ static void *round_main(void *arg)
     while (!mask) {
         mask = (unsigned)below(&g, 1u << NDRIVERS);
         if (r->det)
-            mask &= ~(1u << FDIO_DRIVER);
+            mask &= ~(1u << FDIO_DRIVER | 1u << PLOCKS_DRIVER);
     }
     green_t t[NDRIVERS];
     for (size_t i = 0; i < NDRIVERS; i++) {

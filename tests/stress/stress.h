@@ -101,5 +101,6 @@ void *tree_driver(void *arg);    /* threads.c */
 void *timers_driver(void *arg);
 void *nopre_driver(void *arg);   /* nopre.c */
 void *fdio_driver(void *arg);    /* fdio.c */
+void *plocks_driver(void *arg);  /* plocks.c */
 
 #endif
