@@ -331,7 +331,13 @@ int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *)
         green__wq_push(&b->q, &p.wt);
         b->n++;
         atomic_fetch_add_explicit(&green__fwaiters, 1, memory_order_seq_cst);
+        /* The try runs libc's code with b's lock held: libgreen's signal
+         * handler must not walk the stack now -- libunwind unlocks mutexes
+         * of its own, whose wake could need b's lock (a hash collision, a
+         * self-deadlock seen under SQLite).  It refuses while this is set. */
+        green__in_handler++;
         r = try(arg);                /* the Dekker pair's second look */
+        green__in_handler--;
         if (r != EBUSY) {
             fw_unlink(b, &p.wt);
             green__claim(self);      /* unclaimed: wakers need b's lock */

@@ -335,7 +335,8 @@ static bool decide(struct green__worker *w, struct green__thread *t,
         sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
         /* In libgreen -- in its code, or in what it called: a walk of t's
          * stack (safepoints/budget.c) that meets libc or libunwind, whose
-         * verdict must not be overtaken by a hook placed here meanwhile --
+         * verdict must not be overtaken by a hook placed here meanwhile, or
+         * a lock's try made holding a wait-queue lock (sched/foreign.c) --
          * or on the way into it: an exception's unwinder
          * is about to land in the hooked frame's trampoline (hijack.c),
          * and the hook must stay as the unwinder found it; or in a switch
