@@ -46,35 +46,31 @@
 
 /* ---- Holders ------------------------------------------------------------ */
 
-static const void **held_array(struct green__thread *t)
-{
-    return t->heldcap ? t->held : t->held_inline;
-}
-
-static uint32_t held_cap(const struct green__thread *t)
-{
-    return t->heldcap ? t->heldcap : (uint32_t)(sizeof t->held_inline / sizeof t->held_inline[0]);
-}
 
 /* Grow into pages of its own: malloc may take the very locks being
  * recorded (jemalloc's are pthread mutexes). */
 static bool held_grow(struct green__thread *t)
 {
-    uint32_t cap = held_cap(t);
+    uint32_t cap = t->heldcap;
     size_t bytes = (size_t)cap * 2 * sizeof(void *);
     const void **a = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (a == MAP_FAILED)
         return false;
-    memcpy(a, held_array(t), cap * sizeof(void *));
-    if (t->heldcap)
-        munmap(t->held, (size_t)t->heldcap * sizeof(void *));
+    memcpy(a, t->held, cap * sizeof(void *));
+    if (t->held != t->held_inline)
+        munmap(t->held, (size_t)cap * sizeof(void *));
     t->held = a;
     t->heldcap = cap * 2;
     return true;
 }
 
-static void holders_link(struct green__worker *w, struct green__thread *t)
+/* A worker's holders list holds the holders that left its CPU (parked,
+ * yielded) while they held: the only ones another green thread running
+ * there can meet.  Linked at the switch away (green__switch), unlinked when
+ * the last lock goes: an uncontended lock and unlock touch no list. */
+void green__holders_link(struct green__worker *w, struct green__thread *t)
 {
+    t->hold_linked = true;
     t->hold_prev = NULL;
     t->hold_next = w->holders;
     if (w->holders)
@@ -91,11 +87,12 @@ static void holders_unlink(struct green__worker *w, struct green__thread *t)
     if (t->hold_next)
         t->hold_next->hold_prev = t->hold_prev;
     t->hold_prev = t->hold_next = NULL;
+    t->hold_linked = false;
 }
 
-void green__held_push(struct green__worker *w, struct green__thread *self, const void *lock)
+void green__held_push_slow(struct green__worker *w, struct green__thread *self, const void *lock)
 {
-    if (GREEN_UNLIKELY(self->nheld == held_cap(self)) && !held_grow(self)) {
+    if (GREEN_UNLIKELY(self->nheld == self->heldcap) && !held_grow(self)) {
         /* Out of memory for the record: the lock is held all the same.
          * Without a record it would be released unseen, so keep the thread
          * unpreemptible (and pinned) until it exits rather than guess. */
@@ -104,15 +101,14 @@ void green__held_push(struct green__worker *w, struct green__thread *self, const
         self->nopreempt++;
         return;
     }
-    held_array(self)[self->nheld++] = lock;
+    self->held[self->nheld++] = lock;
     self->nopreempt++;
-    if (self->nheld == 1)
-        holders_link(w, self);
+    (void)w;
 }
 
 bool green__held_by(const struct green__thread *t, const void *lock)
 {
-    const void *const *a = t->heldcap ? t->held : t->held_inline;
+    const void *const *a = t->held;
     for (uint32_t i = t->nheld; i-- > 0;)
         if (a[i] == lock)
             return true;
@@ -132,7 +128,7 @@ bool green__held_by_other(struct green__worker *w, struct green__thread *self, c
  * code, else on the way out of the outermost frame that is not, hooked
  * like any refused preemption.  (Library code releases locks too: libunwind
  * with every signal blocked, an allocator mid-update.) */
-static struct green__worker *release_poll(struct green__worker *w, struct green__thread *t)
+struct green__worker *green__release_poll(struct green__worker *w, struct green__thread *t)
 {
     if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) && green__reductions > 0)
         return w;
@@ -144,10 +140,10 @@ static struct green__worker *release_poll(struct green__worker *w, struct green_
     return green__take_deferred(w);
 }
 
-bool green__held_drop(struct green__worker **wp, struct green__thread *self, const void *lock,
-                      bool poll)
+bool green__held_drop_slow(struct green__worker **wp, struct green__thread *self,
+                           const void *lock, bool poll)
 {
-    const void **a = held_array(self);
+    const void **a = self->held;
     uint32_t i = self->nheld;
     while (i-- > 0 && a[i] != lock)
         ;
@@ -155,10 +151,10 @@ bool green__held_drop(struct green__worker **wp, struct green__thread *self, con
         return false;
     memmove(&a[i], &a[i + 1], (self->nheld - i - 1) * sizeof *a);
     self->nheld--;
-    if (self->nheld == 0)
+    if (self->nheld == 0 && self->hold_linked)
         holders_unlink(*wp, self);
     if (self->nopreempt > 0 && --self->nopreempt == 0 && poll)
-        *wp = release_poll(*wp, self);
+        *wp = green__release_poll(*wp, self);
     return true;
 }
 
@@ -167,12 +163,13 @@ void green__held_forget(struct green__worker *w, struct green__thread *t)
     if (t->nheld) {
         t->nopreempt -= t->nopreempt >= t->nheld ? t->nheld : t->nopreempt;
         t->nheld = 0;
-        holders_unlink(w, t);
     }
-    if (t->heldcap) {
+    if (t->hold_linked)
+        holders_unlink(w, t);
+    if (t->held != t->held_inline) {
         munmap(t->held, (size_t)t->heldcap * sizeof(void *));
-        t->held = NULL;
-        t->heldcap = 0;
+        t->held = t->held_inline;
+        t->heldcap = GREEN_HELD_INLINE;
     }
 }
 

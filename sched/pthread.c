@@ -239,7 +239,7 @@ static int mutex_acquire(struct green__worker *w, struct green__thread *t, pthre
                          clockid_t clk, const struct timespec *abs, const char *what)
 {
     int r;
-    if (GREEN_UNLIKELY(w->holders) && green__held_by(t, m)) {
+    if (t->nheld && green__held_by(t, m)) {
         /* Its own: what libc does for a relock by the owner. */
         switch (mutex_kind(m)) {
         case PTHREAD_MUTEX_RECURSIVE:
@@ -270,6 +270,17 @@ EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
     struct green__thread *t = green__foreign_self(&w);
     if (!t)
         return libc_mutex_lock(m);
+    /* Uncontended, no holder parked on this OS thread: a trylock is the
+     * lock (a recursive one counts one more for its owner). */
+    if (GREEN_LIKELY(!w->holders)) {
+        int r = libc_mutex_trylock(m);
+        if (GREEN_LIKELY(r == 0) || r == EOWNERDEAD) {
+            green__held_push(w, t, m);
+            return r;
+        }
+        if (r != EBUSY)
+            return r;
+    }
     return mutex_acquire(w, t, m, CLOCK_REALTIME, NULL, "pthread_mutex_lock");
 }
 
@@ -350,7 +361,7 @@ static bool rw_seen(void *p)
 static int rw_acquire(struct green__worker *w, struct green__thread *t, pthread_rwlock_t *rw,
                       bool write, clockid_t clk, const struct timespec *abs, const char *what)
 {
-    if (GREEN_UNLIKELY(w->holders) && green__held_by(t, rw) &&
+    if (t->nheld && green__held_by(t, rw) &&
         __atomic_load_n(&rw->__data.__cur_writer, __ATOMIC_RELAXED) == w->tid)
         return EDEADLK;              /* it writes: libc's answer to its own relock */
     int (*try)(void *) = write ? rw_trywr : rw_tryrd;
@@ -430,7 +441,7 @@ EXPORT int pthread_spin_lock(pthread_spinlock_t *l)
     if (!t)
         return LIBC(spin_lock)(l);
     int r = EBUSY;
-    if (!(w->holders && green__held_by(t, (void *)l)))
+    if (!(t->nheld && green__held_by(t, (void *)l)))
         for (int i = 0; i < SPIN_TRIES && (r = spin_try((void *)l)) == EBUSY; i++)
             green__cpu_relax();
     if (r == EBUSY)

@@ -261,10 +261,11 @@ struct green__thread {
      * counts in nopreempt), linked in its worker's holders list and run
      * only there (pthread owners are OS thread ids).  Owner: the thread's
      * own worker. */
-    uint32_t nheld, heldcap;         /* heldcap: 0 while held_inline is used */
-    const void **held;
+    uint32_t nheld, heldcap;         /* entries used, and room in held */
+    const void **held;               /* held_inline, or pages of its own */
     const void *held_inline[4];
     struct green__thread *hold_prev, *hold_next;
+    bool hold_linked;                /* in its worker's holders list */
 
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
@@ -884,12 +885,42 @@ static inline struct green__thread *green__foreign_self(struct green__worker **w
         return NULL;
     return w->cur;
 }
+#define GREEN_HELD_INLINE ((uint32_t)(sizeof ((struct green__thread *)0)->held_inline / sizeof(void *)))
+void green__held_push_slow(struct green__worker *w, struct green__thread *self, const void *lock);
+bool green__held_drop_slow(struct green__worker **wp, struct green__thread *self,
+                           const void *lock, bool poll);
+struct green__worker *green__release_poll(struct green__worker *w, struct green__thread *t);
+void green__holders_link(struct green__worker *w, struct green__thread *t);
 /* self took lock (once more): it is a holder until the matching drop. */
-void green__held_push(struct green__worker *w, struct green__thread *self, const void *lock);
+static inline void green__held_push(struct green__worker *w, struct green__thread *self,
+                                    const void *lock)
+{
+    if (GREEN_LIKELY(self->nheld < self->heldcap)) {
+        self->held[self->nheld++] = lock;
+        self->nopreempt++;
+        return;
+    }
+    green__held_push_slow(w, self, lock);
+}
 /* self let go of one acquisition of lock; false if it held none.  The last
- * one takes a preemption refused meanwhile (poll) unless parking follows. */
-bool green__held_drop(struct green__worker **wp, struct green__thread *self, const void *lock,
-                      bool poll);
+ * one takes a preemption refused meanwhile (poll) unless parking follows.
+ * The fast path: the lock taken last, released first, by a thread that
+ * never left the CPU holding it. */
+static inline bool green__held_drop(struct green__worker **wp, struct green__thread *self,
+                                    const void *lock, bool poll)
+{
+    uint32_t n = self->nheld;
+    if (GREEN_LIKELY(n > 0 && self->held[n - 1] == lock && !self->hold_linked &&
+                     self->nopreempt > 0)) {
+        self->nheld = n - 1;
+        if (--self->nopreempt == 0 && poll &&
+            GREEN_UNLIKELY(__atomic_load_n(&self->preempt_pending, __ATOMIC_RELAXED) ||
+                           green__reductions <= 0))
+            *wp = green__release_poll(*wp, self);
+        return true;
+    }
+    return green__held_drop_slow(wp, self, lock, poll);
+}
 bool green__held_by(const struct green__thread *t, const void *lock);
 /* Is lock held by a green thread of w other than self?  (The OS thread is
  * the same: a recursive lock would let self in.) */

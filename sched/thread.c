@@ -89,6 +89,8 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->seq = atomic_load_explicit(&w->spawned, memory_order_relaxed);
     t->fn = fn;
     t->arg = arg;
+    t->held = t->held_inline;        /* foreign.c: no lock held */
+    t->heldcap = GREEN_HELD_INLINE;
 
     /* The stack's top record (sched.h), then the frame green__ctx_switch
      * restores: see switch_x86_64.S. */

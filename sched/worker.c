@@ -107,6 +107,10 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
 {
     struct green__thread *from = w->cur;
     from->err = *w->errno_loc;
+    /* A holder of foreign locks leaves the CPU: the next thread here must
+     * see it (foreign.c). */
+    if (GREEN_UNLIKELY(from->nheld) && !from->hold_linked)
+        green__holders_link(w, from);
     /* Any switch satisfies a refused preemption (a hook that waited for
      * it finds nothing pending when it fires). */
     __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
