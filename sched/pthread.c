@@ -208,6 +208,40 @@ static struct green__worker *here(void) { return green__worker_self(); }
 
 /* ---- Mutexes ------------------------------------------------------------- */
 
+/* The uncontended lock and unlock of the most common mutex -- a private,
+ * normal one (__kind 0: PTHREAD_MUTEX_NORMAL or DEFAULT, not shared, no
+ * elision) -- done here, as glibc does it: the lock word goes 0 -> 1 by
+ * compare-and-swap and the owner's OS thread id and the user count are
+ * recorded; the unlock clears them and exchanges the word back to 0, waking
+ * one sleeper on the futex when it was 2 (contended).  libc's own calls on
+ * other threads follow the same protocol on the same words, so they mix.
+ * Anything else goes through libc. */
+static inline bool normal_trylock_fast(pthread_mutex_t *m, pid_t tid)
+{
+    if (__atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) != 0)
+        return false;
+    int zero = 0;
+    if (!__atomic_compare_exchange_n(&m->__data.__lock, &zero, 1, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return false;
+    m->__data.__owner = tid;
+    ++m->__data.__nusers;
+    return true;
+}
+
+__attribute__((noinline, cold)) static void normal_wake_one(pthread_mutex_t *m)
+{
+    syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static inline void normal_unlock_fast(pthread_mutex_t *m)
+{
+    m->__data.__owner = 0;
+    --m->__data.__nusers;
+    if (GREEN_UNLIKELY(__atomic_exchange_n(&m->__data.__lock, 0, __ATOMIC_RELEASE) > 1))
+        normal_wake_one(m);          /* a sleeper in libc's lock */
+}
+
 #define KIND_MASK     3                        /* PTHREAD_MUTEX_KIND_MASK_NP */
 #define KIND_ROBUST   16
 static int mutex_kind(const pthread_mutex_t *m) { return m->__data.__kind & KIND_MASK; }
@@ -264,14 +298,12 @@ done:
     return r;
 }
 
-EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
+__attribute__((noinline)) static int mutex_lock_slow(pthread_mutex_t *m)
 {
     struct green__worker *w;
     struct green__thread *t = green__foreign_self(&w);
     if (!t)
         return libc_mutex_lock(m);
-    /* Uncontended, no holder parked on this OS thread: a trylock is the
-     * lock (a recursive one counts one more for its owner). */
     if (GREEN_LIKELY(!w->holders)) {
         int r = libc_mutex_trylock(m);
         if (GREEN_LIKELY(r == 0) || r == EOWNERDEAD) {
@@ -282,6 +314,27 @@ EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
             return r;
     }
     return mutex_acquire(w, t, m, CLOCK_REALTIME, NULL, "pthread_mutex_lock");
+}
+
+/* The fast path, small enough to need no frame: a green thread, no holder
+ * parked on this OS thread, room in its held list, a private normal mutex
+ * free.  All else, and every other kind, in mutex_lock_slow. */
+EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w)
+        return libc_mutex_lock(m);   /* not a worker: a plain thread */
+    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler &&
+        GREEN_LIKELY(!w->holders)) {
+        struct green__thread *t = w->cur;
+        if (GREEN_LIKELY(t->nheld < t->heldcap) &&
+            normal_trylock_fast(m, atomic_load_explicit(&w->tid, memory_order_relaxed))) {
+            t->held[t->nheld++] = m;
+            t->nopreempt++;
+            return 0;
+        }
+    }
+    return mutex_lock_slow(m);
 }
 
 EXPORT int pthread_mutex_trylock(pthread_mutex_t *m)
@@ -334,7 +387,7 @@ static int mutex_release(struct green__worker **wp, struct green__thread *t, pth
     return 0;
 }
 
-EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
+__attribute__((noinline)) static int mutex_unlock_slow(pthread_mutex_t *m)
 {
     struct green__worker *w;
     struct green__thread *t = green__foreign_self(&w);
@@ -345,6 +398,43 @@ EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
         return r;
     }
     return mutex_release(&w, t, m, true);
+}
+
+__attribute__((noinline)) static int mutex_unlock_poll(struct green__worker *w,
+                                                       struct green__thread *t)
+{
+    green__release_poll(w, t);
+    return 0;
+}
+
+/* The fast path: its own private normal mutex, the one it took last, never
+ * having left the CPU holding it (an unlock of a normal mutex is not
+ * checked, by libc either).  All else in mutex_unlock_slow. */
+EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w) {                        /* not a worker: a plain thread */
+        int r = libc_mutex_unlock(m);
+        if (r == 0)
+            green__fwake(m, false);
+        return r;
+    }
+    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler) {
+        struct green__thread *t = w->cur;
+        uint32_t n = t->nheld;
+        if (GREEN_LIKELY(n > 0) && t->held[n - 1] == m && !t->hold_linked &&
+            t->nopreempt > 0 && __atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) == 0) {
+            normal_unlock_fast(m);
+            green__fwake(m, false);
+            t->nheld = n - 1;
+            if (--t->nopreempt == 0 &&
+                GREEN_UNLIKELY(__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) ||
+                               green__reductions <= 0))
+                return mutex_unlock_poll(w, t);
+            return 0;
+        }
+    }
+    return mutex_unlock_slow(m);
 }
 
 /* ---- Reader-writer locks ------------------------------------------------- */
