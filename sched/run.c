@@ -214,6 +214,14 @@ static void report_thread(void *obj, void *arg)
                     (unsigned long long)((const struct green__thread *)t->wait_obj)->id);
         else if (t->wait_obj)
             fprintf(stderr, " on %p", t->wait_obj);
+        if (t->wait_obj && strncmp(what, "pthread_rwlock_", 15) == 0) {
+            /* The lock's words, for whoever reads the report: readers
+             * count << 3 | flags, and the writer's OS thread id. */
+            const pthread_rwlock_t *rw = t->wait_obj;
+            fprintf(stderr, " (readers word %#x, writer tid %d)",
+                    __atomic_load_n(&rw->__data.__readers, __ATOMIC_RELAXED),
+                    __atomic_load_n(&rw->__data.__cur_writer, __ATOMIC_RELAXED));
+        }
         if (t->wait_obj && t->rt) {
             struct holder_of h = { t->wait_obj, NULL };
             green__pool_foreach(&t->rt->threads, find_holder, &h);
