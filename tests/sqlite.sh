@@ -29,6 +29,12 @@ case $? in
 *) echo "sqlite.sh: ERROR: tests/sqlite_clients does not run"; exit 99 ;;
 esac
 
+preload=$shim
+# An ASan build: its runtime must come first among the preloaded objects.
+if ldd "$prog" 2>/dev/null | grep -q libasan; then
+    preload="$(${CC:-gcc} -print-file-name=libasan.so):$shim"
+fi
+
 dir=$(mktemp -d "${TMPDIR:-/tmp}/green-sqlite.XXXXXX") || exit 99
 trap 'rm -rf "$dir"' EXIT
 status=0
@@ -41,8 +47,8 @@ for journal in delete wal; do
                 r=$((r + 1))
                 rm -f "$dir"/db "$dir"/db-*
                 GREEN_WORKERS=$workers GREEN_PREEMPT=$preempt GREEN_QUANTUM_US=50 \
-                    LD_LIBRARY_PATH=$libs LD_PRELOAD=$shim \
-                    timeout 60 "$prog" "$dir/db" $journal 20 10 >"$dir/out" 2>&1
+                    LD_LIBRARY_PATH=$libs timeout 60 env LD_PRELOAD="$preload" \
+                    "$prog" "$dir/db" $journal 20 10 >"$dir/out" 2>&1
                 rc=$?
                 if test $rc -eq 0; then
                     ok=$((ok + 1))
