@@ -38,7 +38,7 @@
  * one of the run's workers is a green thread's, whose release libgreen
  * always sees: those waits have no timer, and count in the deadlock check.
  */
-#include "sched.h"
+#include "foreign.h"
 
 #include <errno.h>
 #include <string.h>

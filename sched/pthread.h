@@ -3,7 +3,7 @@
 #ifndef GREEN_PTHREAD_H
 #define GREEN_PTHREAD_H
 
-#include "sched.h"
+#include "foreign.h"
 
 #include <semaphore.h>
 #include <stdio.h>

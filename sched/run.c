@@ -17,7 +17,7 @@
  * Their waiters are unlinked from the objects they were queued on, so those
  * objects can be destroyed; a mutex one of them held stays held.
  */
-#include "sched.h"
+#include "foreign.h"
 
 #include <errno.h>
 #include <sched.h>

@@ -31,7 +31,7 @@
  * left the CPU (on_cpu == 0): the exiting thread still runs on that stack
  * while it switches away.
  */
-#include "sched.h"
+#include "foreign.h"
 
 #include <errno.h>
 

@@ -32,7 +32,7 @@
  * has finished (the run is done) or the remaining ones are parked for good:
  * a deadlock, reported on stderr.
  */
-#include "sched.h"
+#include "foreign.h"
 
 #include <errno.h>
 #include <stdio.h>
