@@ -91,35 +91,35 @@ static void audit(struct plocks *p)
     expect_rc(p->r, pthread_rwlock_unlock(&p->rw), 0, "pthread_rwlock_unlock");
 }
 
-static void *green_teller(void *arg)
+/* A teller's rounds: audits and transfers; a plain thread's pause is a
+ * short usleep, a green thread's a yield. */
+static void teller_rounds(struct targ *a, bool green)
 {
-    struct targ *a = arg;
     struct plocks *p = a->comp;
     struct rng g = {a->seed};
     for (int i = 0; i < p->per_thread; i++) {
         if (below(&g, 4) == 0)
             audit(p);
         else
-            transfer(p, &g, true);
-        maybe_yield(&g);
+            transfer(p, &g, green);
+        if (green)
+            maybe_yield(&g);
+        else if (below(&g, 16) == 0)
+            usleep(50);
     }
-    thread_done(p->r);
+}
+
+static void *green_teller(void *arg)
+{
+    struct targ *a = arg;
+    teller_rounds(a, true);
+    thread_done(((struct plocks *)a->comp)->r);
     return NULL;
 }
 
 static void *os_teller(void *arg)
 {
-    struct targ *a = arg;
-    struct plocks *p = a->comp;
-    struct rng g = {a->seed};
-    for (int i = 0; i < p->per_thread; i++) {
-        if (below(&g, 4) == 0)
-            audit(p);
-        else
-            transfer(p, &g, false);
-        if (below(&g, 16) == 0)
-            usleep(50);
-    }
+    teller_rounds(arg, false);
     return NULL;
 }
 
