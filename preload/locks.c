@@ -6,6 +6,8 @@
  * definitions would never be reached: this file exports the same names and
  * forwards each to libgreen's definition, found in libgreen.so itself.
  *
+ * The same goes for the thread-specific data calls (sched/keys.c).
+ *
  * The forwarders are resolved at load (the constructor) or by the first
  * call, whichever comes first.  Resolving calls dlopen and dlsym, which may
  * allocate, and an allocator may lock a mutex: while this thread resolves,
@@ -19,6 +21,7 @@
 #include "green.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -46,6 +49,12 @@ __asm__(".symver libc_rwlock_rdlock, __pthread_rwlock_rdlock@GLIBC_2.2.5");
 __asm__(".symver libc_rwlock_wrlock, __pthread_rwlock_wrlock@GLIBC_2.2.5");
 __asm__(".symver libc_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
 __asm__(".symver libc_once, __pthread_once@GLIBC_2.2.5");
+extern int libc_key_create(pthread_key_t *, void (*)(void *));
+extern void *libc_getspecific(pthread_key_t);
+extern int libc_setspecific(pthread_key_t, const void *);
+__asm__(".symver libc_key_create, __pthread_key_create@GLIBC_2.2.5");
+__asm__(".symver libc_getspecific, __pthread_getspecific@GLIBC_2.2.5");
+__asm__(".symver libc_setspecific, __pthread_setspecific@GLIBC_2.2.5");
 extern void _IO_flockfile(FILE *);
 extern void _IO_funlockfile(FILE *);
 extern int _IO_ftrylockfile(FILE *);
@@ -89,6 +98,10 @@ static struct {
     int (*pthread_timedjoin_np)(pthread_t t, void **r, const struct timespec *a);
     int (*pthread_clockjoin_np)(pthread_t t, void **r, clockid_t c, const struct timespec *a);
     int (*pthread_barrier_wait)(pthread_barrier_t *b);
+    int (*pthread_key_create)(pthread_key_t *k, void (*d)(void *));
+    int (*pthread_key_delete)(pthread_key_t k);
+    void *(*pthread_getspecific)(pthread_key_t k);
+    int (*pthread_setspecific)(pthread_key_t k, const void *v);
 } green;
 
 static _Atomic int resolved;
@@ -149,6 +162,10 @@ static void resolve(void)
     FIND(pthread_timedjoin_np)
     FIND(pthread_clockjoin_np)
     FIND(pthread_barrier_wait)
+    FIND(pthread_key_create)
+    FIND(pthread_key_delete)
+    FIND(pthread_getspecific)
+    FIND(pthread_setspecific)
 #undef FIND
     dlclose(lib);
     atomic_store_explicit(&resolved, 1, memory_order_release);
@@ -214,3 +231,39 @@ FORWARD(pthread_join, int, (pthread_t t, void **r), (t, r), early("pthread_join"
 FORWARD(pthread_timedjoin_np, int, (pthread_t t, void **r, const struct timespec *a), (t, r, a), early("pthread_timedjoin_np"))
 FORWARD(pthread_clockjoin_np, int, (pthread_t t, void **r, clockid_t c, const struct timespec *a), (t, r, c, a), early("pthread_clockjoin_np"))
 FORWARD(pthread_barrier_wait, int, (pthread_barrier_t *b), (b), early("pthread_barrier_wait"))
+/* Thread-specific data (sched/keys.c).  These never resolve: until the
+ * constructor has, they are libc's.  No green thread exists before it, and
+ * they are called too early for resolving to be safe -- AddressSanitizer's
+ * runtime creates its key while it initializes, when dlopen may not be
+ * called.  A key made then stays per OS thread (sched/keys.c).
+ *
+ * <pthread.h> declares pthread_setspecific's value `access (none)`; gcc 12
+ * then warns that passing it on may read it uninitialized.  Nothing reads
+ * it. */
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define FORWARD_RESOLVED(name, ret, params, args, libc_call)                                 \
+    EXPORT ret name params                                                                 \
+    {                                                                                      \
+        if (__builtin_expect(!atomic_load_explicit(&resolved, memory_order_acquire), 0))   \
+            libc_call;                                                                     \
+        return green.name args;                                                            \
+    }
+FORWARD_RESOLVED(pthread_key_create, int, (pthread_key_t *k, void (*d)(void *)), (k, d), return libc_key_create(k, d))
+FORWARD_RESOLVED(pthread_getspecific, void *, (pthread_key_t k), (k), return libc_getspecific(k))
+FORWARD_RESOLVED(pthread_setspecific, int, (pthread_key_t k, const void *v), (k, v), return libc_setspecific(k, v))
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+/* libc's, found the way libgreen finds it, when called before then. */
+EXPORT int pthread_key_delete(pthread_key_t k)
+{
+    if (__builtin_expect(!atomic_load_explicit(&resolved, memory_order_acquire), 0)) {
+        int (*libc_delete)(pthread_key_t);
+        *(void **)&libc_delete = dlsym(RTLD_NEXT, "pthread_key_delete");
+        return libc_delete ? libc_delete(k) : EINVAL;
+    }
+    return green.pthread_key_delete(k);
+}

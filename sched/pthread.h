@@ -40,6 +40,7 @@ struct green__libc {
     int (*clockjoin)(pthread_t, void **, clockid_t, const struct timespec *);
     int (*tryjoin)(pthread_t, void **);
     int (*barrier_wait)(pthread_barrier_t *);
+    int (*key_delete)(pthread_key_t);
     _Atomic int ready;
 };
 extern struct green__libc green__libc;

@@ -60,6 +60,7 @@ __attribute__((constructor)) void green__libc_resolve(void)
     R(clockjoin, "pthread_clockjoin_np");
     R(tryjoin, "pthread_tryjoin_np");
     R(barrier_wait, "pthread_barrier_wait");
+    R(key_delete, "pthread_key_delete");
 #undef R
     if (lib)
         dlclose(lib);

@@ -65,6 +65,7 @@ static void rt_free(struct green__rt *rt)
     pthread_mutex_destroy(&rt->np.init_lock);
     green__pool_destroy(&rt->stacks);
     green__pool_destroy(&rt->threads);
+    green__pool_destroy(&rt->keypages);
     free(rt);
 }
 
@@ -95,6 +96,10 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     int err = green__stacks_init(rt, cfg->stack_size);
     if (!err && (err = green__threads_init(rt)) != 0)
         green__pool_destroy(&rt->stacks);
+    if (!err && (err = green__keys_init(rt)) != 0) {
+        green__pool_destroy(&rt->threads);
+        green__pool_destroy(&rt->stacks);
+    }
     if (err) {
         free(rt);
         return err;

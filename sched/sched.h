@@ -191,9 +191,13 @@ struct green__stack_top {
 };
 #define GREEN_STACK_TOP_MARK 0x9c3e6f1a5b27d48eull
 
+#define GREEN_KEYS_MAX 1024u         /* glibc's PTHREAD_KEYS_MAX */
+#define GREEN_KEY_PAGES 4u
+
 /* Rest state: a control block in a pool (free) has on_cpu, wake,
- * free_on_switch, is_main, joiner, timer_w, timer_idx and asan_fake all zero,
- * as a fresh (mmap'd) one does; green__thread_new sets only the rest. */
+ * free_on_switch, is_main, joiner, timer_w, timer_idx, asan_fake and keys
+ * all zero, as a fresh (mmap'd) one does; green__thread_new sets only the
+ * rest. */
 struct green__thread {
     /* Switch state.  Owner: the worker running it, then whoever runs it next. */
     void *sp;                        /* saved stack pointer while switched out */
@@ -266,6 +270,10 @@ struct green__thread {
     const void *held_inline[4];
     struct green__thread *hold_prev, *hold_next;
     bool hold_linked;                /* in its worker's holders list */
+
+    /* Its values of pthread keys (keys.c): a page per 256 keys, taken at
+     * its first value there, given back at exit (so NULL at rest). */
+    void *keys[GREEN_KEY_PAGES];
 
     /* Its stack, from the run's stack pool; given back at exit. */
     char *stack_hi;                  /* top (the pool's handle); NULL once freed */
@@ -351,6 +359,7 @@ struct green__worker {
     bool spinning;                   /* counted in rt->nspinning */
     struct green__cache stack_cache; /* free stacks and control blocks */
     struct green__cache thread_cache;
+    struct green__cache key_cache;   /* free key pages (keys.c) */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
     /* Holders of foreign locks that run here (foreign.c): its own list.
@@ -509,6 +518,7 @@ struct green__rt {
 
     struct green__pool stacks;       /* stacks (stack.c) */
     struct green__pool threads;      /* control blocks (thread.c) */
+    struct green__pool keypages;     /* green threads' key values (keys.c) */
 
     /* The monitor (sysmon.c).  sysmon_seen: its own. */
     pthread_t sysmon;
@@ -911,6 +921,12 @@ GREEN_NORETURN void green__thread_exit(struct green__worker *w, void *ret);
 struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
                                         void *arg, bool detached, int *err);
 int green__threads_init(struct green__rt *rt);
+
+/* keys.c: pthread keys' values per green thread.  keys_exit runs t's
+ * destructors (they may park: returns its worker then) and frees its
+ * values. */
+int green__keys_init(struct green__rt *rt);
+struct green__worker *green__keys_exit(struct green__worker *w, struct green__thread *t);
 uint64_t green__fp_control(void);
 /* Give a finished thread's control block back (its stack went at exit). */
 void green__thread_free(struct green__worker *w, struct green__thread *t);

@@ -151,6 +151,8 @@ void green__thread_main(struct green__worker *w, struct green__thread *t)
 void green__thread_exit(struct green__worker *w, void *ret)
 {
     struct green__thread *self = w->cur;
+    /* Its pthread keys' destructors first: program code, on the thread. */
+    w = green__keys_exit(w, self);
     self->ret = ret;
     if (self->is_main)
         w->rt->main_ret = ret;

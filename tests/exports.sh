@@ -14,7 +14,7 @@ if test ! -f "$lib"; then
     exit 77
 fi
 
-# The interposed lock calls: libgreen.so and libgreen-preload.so export
+# The interposed lock calls (and the thread-specific data calls, sched/keys.c): libgreen.so and libgreen-preload.so export
 # exactly these besides their own.
 locks="__cxa_guard_abort __cxa_guard_acquire __cxa_guard_release flockfile ftrylockfile \
     funlockfile pthread_cond_broadcast pthread_cond_clockwait pthread_cond_signal \
@@ -24,7 +24,8 @@ locks="__cxa_guard_abort __cxa_guard_acquire __cxa_guard_release flockfile ftryl
     pthread_rwlock_timedrdlock pthread_rwlock_timedwrlock pthread_rwlock_tryrdlock \
     pthread_rwlock_trywrlock pthread_rwlock_unlock pthread_rwlock_wrlock pthread_spin_lock \
     pthread_spin_trylock pthread_spin_unlock sem_clockwait sem_post sem_timedwait sem_wait \
-    pthread_join pthread_timedjoin_np pthread_clockjoin_np pthread_barrier_wait"
+    pthread_join pthread_timedjoin_np pthread_clockjoin_np pthread_barrier_wait \
+    pthread_key_create pthread_key_delete pthread_getspecific pthread_setspecific"
 
 syms=$($NM -D --defined-only "$lib") || { echo "exports.sh: nm failed on $lib"; exit 99; }
 echo "$syms"
