@@ -24,7 +24,7 @@ check_jobs=${CHECK_JOBS:-1}
 # for a second compiler's view of GREEN_NOPREEMPT.
 packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev
     libhiredis-dev redis-server libcurl4-openssl-dev libpq-dev nginx postgresql openssl
-    libsqlite3-dev libjemalloc2 gdb clang"
+    libsqlite3-dev libssl-dev libjemalloc2 gdb clang"
 
 # Print the logs of the failing tests (test-suite.log gathers them).
 show_logs() {
