@@ -262,15 +262,17 @@ void green__fpark_link(struct green__thread *self, struct green__fparked *p, con
     green__spin_unlock(&b->lock);
 }
 
+/* The waiter leaves: still linked if a timer woke it or it gives up.
+ * Looked at under the bucket's lock only: a waker that found it linked
+ * still reads it until it lets the lock go (fwake_slow), so the waiter's
+ * frame must not be left before then. */
 static void fpark_unlink(struct green__fparked *p)
 {
     struct fw_bucket *b = p->bucket;
-    if (p->wt.linked) {              /* a timer woke it, or it gave up */
-        green__spin_lock(&b->lock);
-        if (p->wt.linked)
-            fw_unlink(b, &p->wt);
-        green__spin_unlock(&b->lock);
-    }
+    green__spin_lock(&b->lock);
+    if (p->wt.linked)
+        fw_unlink(b, &p->wt);
+    green__spin_unlock(&b->lock);
 }
 
 void green__fpark_cancel(struct green__worker **wp, struct green__fparked *p)
@@ -368,11 +370,17 @@ unsigned green__fwake_slow(const void *addr, bool all)
     while (wt) {
         struct green__waiter *next = wt->next;
         if (wt->elem == addr) {
+            /* Claimed while linked: a thread its timer woke meanwhile waits
+             * for this lock before it leaves, so its park is still this
+             * one and wt (on its stack) still there. */
+            struct green__thread *t = wt->t;
+            bool claimed = green__claim(t);
+            if (claimed)
+                t->wake_from = wt;
             fw_unlink(b, wt);
-            if (green__claim(wt->t)) {
-                wt->t->wake_from = wt;
-                *tail = wt->t;
-                tail = &wt->t->next;
+            if (claimed) {
+                *tail = t;
+                tail = &t->next;
                 *tail = NULL;
                 if (!all)
                     break;

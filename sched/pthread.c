@@ -379,6 +379,15 @@ EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
 static int rw_tryrd(void *p) { return libc_rwlock_tryrdlock(p); }
 static int rw_trywr(void *p) { return libc_rwlock_trywrlock(p); }
 
+/* A green thread writes: its release passes through libgreen.  (Readers
+ * leave no name: a waiter behind them retries on a timer as well.) */
+static bool rw_seen(void *p)
+{
+    pthread_rwlock_t *rw = p;
+    return green__is_worker_tid(here()->rt,
+                                __atomic_load_n(&rw->__data.__cur_writer, __ATOMIC_RELAXED));
+}
+
 static int rw_acquire(struct green__worker *w, struct green__thread *t, pthread_rwlock_t *rw,
                       bool write, clockid_t clk, const struct timespec *abs, const char *what)
 {
@@ -391,12 +400,7 @@ static int rw_acquire(struct green__worker *w, struct green__thread *t, pthread_
         uint64_t deadline = GREEN_FOREVER;
         if (abs && (r = green__pt_deadline(w->rt, clk, abs, &deadline)) != 0)
             return r;
-        /* Always with a retry timer: a free rwlock in its write phase has
-         * been seen with green writers parked on it and no wake-up (the
-         * stress program's plocks, preemption off, 4 workers), so glibc's
-         * rwlock can be released in a way libgreen does not see (cause not
-         * found yet).  The timer bounds the wait at 5 ms. */
-        r = green__fwait(&w, rw, try, rw, deadline, NULL, what);
+        r = green__fwait(&w, rw, try, rw, deadline, rw_seen, what);
     }
     if (r == 0)
         green__held_push(here(), t, rw);
