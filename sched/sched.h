@@ -25,7 +25,9 @@
  * the parking thread has finished switching out; the worker that picks it
  * waits for on_cpu to drop (a few instructions) before switching in.  This is
  * the Linux scheduler's p->on_cpu, and it lets every sync object release its
- * own lock before parking instead of holding it across the switch.
+ * own lock before parking instead of holding it across the switch.  It waits
+ * on g0 only, never while a thread of its own is still on its CPU: two
+ * workers could each wait for the other's (green__switch goes by way of g0).
  *
  * Dependencies point one way: sched/ knows nothing of signals; the
  * preemption layer calls in through the functions declared here.
@@ -352,6 +354,8 @@ struct green__worker {
                                       * monitor and other workers read it:
                                       * relaxed atomic stores and loads */
     struct green__thread *prev;      /* context just left; finished by the next */
+    struct green__thread *detour;    /* picked while still on another CPU: g0
+                                      * switches to it (green__switch) */
     _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
     uint32_t runnext_streak;         /* consecutive runnext picks */
     uint32_t fair_tick;              /* picks since the global queue's turn */

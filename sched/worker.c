@@ -114,9 +114,21 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     /* Any switch satisfies a refused preemption (a hook that waited for
      * it finds nothing pending when it fires). */
     __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
+    if (to != &w->g0 && GREEN_UNLIKELY(atomic_load_explicit(&to->on_cpu, memory_order_acquire))) {
+        /* Picked while still switching out on another worker.  Wait for it
+         * only on g0: `from` stays on this CPU while we wait, and that
+         * worker may be waiting the same way for `from` -- each on the
+         * other's thread, for good.  So leave `from` first, by way of g0,
+         * which takes `to` as its next pick (find_runnable). */
+        if (from != &w->g0) {
+            w->detour = to;
+            to = &w->g0;
+        } else {
+            while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
+                green__cpu_relax();
+        }
+    }
     if (to != &w->g0) {
-        while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
-            green__cpu_relax();
         atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
         __atomic_store_n(&to->home, w, __ATOMIC_RELAXED);  /* can_spin reads it */
     }
@@ -641,6 +653,11 @@ static struct green__thread *find_runnable(struct green__worker *w)
     uint64_t spin_until = 0;
     struct green__thread *t;
 
+    if (GREEN_UNLIKELY(w->detour)) {     /* picked already (green__switch) */
+        t = w->detour;
+        w->detour = NULL;
+        return t;
+    }
     for (;;) {
         if (atomic_load_explicit(&rt->done, memory_order_acquire))
             return NULL;
