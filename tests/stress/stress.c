@@ -125,6 +125,17 @@ static void *watchdog(void *arg)
             printf("stress: FAIL: round %ld (%s) hung for over %ld s (seed %" PRIu64 ")\n",
                    atomic_load(&watched_round), watched_mode, hang_seconds, the_seed);
             fflush(stdout);
+            /* STRESS_ON_HANG: a command to look at the hung process first
+             * (its pid in $STRESS_PID), e.g. gdb -p "$STRESS_PID" -batch
+             * -ex "thread apply all bt". */
+            const char *cmd = getenv("STRESS_ON_HANG");
+            if (cmd && *cmd) {
+                char pid[24];
+                snprintf(pid, sizeof pid, "%ld", (long)getpid());
+                setenv("STRESS_PID", pid, 1);
+                if (system(cmd) == -1)
+                    perror("stress: STRESS_ON_HANG");
+            }
             _exit(1);
         }
     }
