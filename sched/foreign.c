@@ -35,8 +35,9 @@
  * dies, a process-shared lock is released in another process, a
  * semaphore is posted from elsewhere.  A waiter that cannot rule these out
  * also retries on a timer, from 50 us doubling to 5 ms.  A mutex owned by
- * one of the run's workers is a green thread's, whose release libgreen
- * always sees: those waits have no timer, and count in the deadlock check.
+ * one of the run's workers, or a rwlock one of them writes, is a green
+ * thread's, whose release libgreen always sees: those waits have no timer,
+ * and count in the deadlock check.
  */
 #include "foreign.h"
 
