@@ -133,26 +133,39 @@ static bool signo_ok(int signo)
     }
 }
 
-int green__config_check(const green_config_t *c)
+/* A field out of range: EINVAL, and (say) one line naming it. */
+static int refuse(bool say, const char *field, unsigned long long v, const char *why)
+{
+    if (say)
+        fprintf(stderr, "libgreen: green_run: cfg.%s = %llu: %s\n", field, v, why);
+    return EINVAL;
+}
+
+int green__config_check(const green_config_t *c, bool say)
 {
     if (c->workers > GREEN_MAX_WORKERS)
-        return EINVAL;
-    if (c->stack_size && (c->stack_size < GREEN_MIN_STACK || c->stack_size > GREEN_MAX_STACK))
-        return EINVAL;
+        return refuse(say, "workers", c->workers, "more than 4096 (0: one per online CPU)");
+    if (c->stack_size < GREEN_MIN_STACK || c->stack_size > GREEN_MAX_STACK)
+        return refuse(say, "stack_size", c->stack_size,
+                      "not in [16 KiB, 1 GiB] (green_config_init gives 64 KiB)");
     if (c->quantum_us < GREEN_MIN_QUANTUM_US || c->quantum_us > GREEN_MAX_QUANTUM_US)
-        return EINVAL;
+        return refuse(say, "quantum_us", c->quantum_us, "not in [50, 10000000]");
     if (c->preempt < GREEN_PREEMPT_OFF || c->preempt > GREEN_PREEMPT_BOTH)
-        return EINVAL;
+        return refuse(say, "preempt", (unsigned long long)(long long)c->preempt,
+                      "not a GREEN_PREEMPT_* mode");
     if (!signo_ok(c->signo))
-        return EINVAL;
+        return refuse(say, "signo", (unsigned long long)(long long)c->signo,
+                      "not a signal libgreen can preempt with (SIGKILL, SIGSTOP and the "
+                      "fault signals are not)");
     if (c->budget == 0 || c->budget > GREEN_MAX_BUDGET)
-        return EINVAL;
-    if (c->deterministic > GREEN_DETERMINISTIC_PRINT ||
-        c->offload_threads > GREEN_MAX_OFFLOAD_THREADS)
-        return EINVAL;
+        return refuse(say, "budget", c->budget, "not in [1, 1000000000]");
+    if (c->deterministic > GREEN_DETERMINISTIC_PRINT)
+        return refuse(say, "deterministic", c->deterministic, "not a GREEN_DETERMINISTIC_* value");
+    if (c->offload_threads > GREEN_MAX_OFFLOAD_THREADS)
+        return refuse(say, "offload_threads", c->offload_threads, "more than 65536");
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i])
-            return EINVAL;
+            return refuse(say, "reserved[]", i, "not zero (set it with green_config_init)");
     return 0;
 }
 

@@ -994,6 +994,7 @@ void green__altstack_teardown(struct green__worker *w);
 void green__deadlock_report(struct green__rt *rt);
 
 /* config.c */
-int green__config_check(const green_config_t *cfg);
+/* EINVAL for a field out of range; say: one line on stderr naming it. */
+int green__config_check(const green_config_t *cfg, bool say);
 
 #endif /* GREEN_SCHED_H */

@@ -52,7 +52,9 @@ int green_wg_add(green_wg_t *gp, int64_t delta)
     struct green__thread *list = NULL;
 
     green__spin_lock(&g->lock);
-    if ((delta < 0 && g->count < -delta) ||
+    /* Below zero or past INT64_MAX: refused, the count unchanged.  (-delta
+     * itself overflows for INT64_MIN, which no count can take.) */
+    if ((delta < 0 && (delta == INT64_MIN || g->count < -delta)) ||
         (delta > 0 && g->count > INT64_MAX - delta)) {
         green__spin_unlock(&g->lock);
         return EINVAL;

@@ -93,7 +93,7 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
         cfg = *cfg_in;
     else if ((err = green_config_init(&cfg)) != 0)
         return err;
-    if ((err = green__config_check(&cfg)) != 0)
+    if ((err = green__config_check(&cfg, true)) != 0)
         return err;
 
     if (cfg.deterministic != GREEN_DETERMINISTIC_OFF) {

@@ -7,6 +7,7 @@
  * refused by green_config_init.
  */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -444,6 +445,18 @@ Test(errors, a_one_byte_stack_is_einval, .timeout = 5)
     green_config_t cfg = config(2);
     cfg.stack_size = 1;
     expect_refused(cfg, "stack_size = 1");
+}
+
+/* Zero is not "the default" (green_config_init gives that): green_run used
+ * to accept it and die of SIGSEGV on the first thread's stack. */
+Test(errors, a_zero_stack_is_einval_and_says_so, .init = cr_redirect_stderr, .timeout = 5)
+{
+    green_config_t cfg = config(2);
+    cfg.stack_size = 0;
+    expect_refused(cfg, "stack_size = 0");
+    fflush(stderr);
+    cr_expect_stderr_eq_str("libgreen: green_run: cfg.stack_size = 0: not in [16 KiB, 1 GiB] "
+                            "(green_config_init gives 64 KiB)\n");
 }
 
 Test(errors, a_petabyte_stack_is_einval, .timeout = 5)

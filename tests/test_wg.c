@@ -113,6 +113,33 @@ Test(wg, adding_below_zero_is_einval_and_leaves_the_counter_alone, .timeout = 5)
     cr_expect_eq(rc[7], EINVAL);
 }
 
+/* -INT64_MIN overflows: the check must not compute it (it used to, and
+ * the counter took INT64_MIN). */
+static void *extremes_main(void *arg)
+{
+    int *rc = arg;
+    green_wg_t wg = GREEN_WG_INIT;
+    rc[0] = green_wg_add(&wg, 3);
+    rc[1] = green_wg_add(&wg, INT64_MIN);
+    rc[2] = green_wg_add(&wg, INT64_MAX);          /* 3 + INT64_MAX overflows */
+    rc[3] = green_wg_add(&wg, -3);                 /* back to zero: it was 3 */
+    rc[4] = green_wg_wait_until(&wg, green_now_ns() + 100 * MS);
+    rc[5] = green_wg_add(&wg, INT64_MAX);          /* the largest count */
+    rc[6] = green_wg_add(&wg, -INT64_MAX);
+    rc[7] = green_wg_wait_until(&wg, green_now_ns() + 100 * MS);
+    return NULL;
+}
+
+Test(wg, int64_min_and_max_are_einval_and_leave_the_counter_alone, .timeout = 5)
+{
+    int rc[8];
+    memset(rc, 0xff, sizeof rc);
+    cr_assert_eq(run(extremes_main, rc, 1, -1, NULL), 0);
+    int want[8] = { 0, EINVAL, EINVAL, 0, 0, 0, 0, 0 };
+    for (int i = 0; i < 8; i++)
+        cr_expect_eq(rc[i], want[i], "call %d returned %d, not %d", i, rc[i], want[i]);
+}
+
 struct timed {
     int rc, rc_after;
     uint64_t waited_ns;
