@@ -392,6 +392,7 @@ struct green__worker {
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     sigset_t sigmask;                /* its signal mask, once started */
+    sigset_t sigmask_before;         /* its OS thread's mask before the run */
     _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
     void *altstack;                  /* sigaltstack for overflow reports */
     size_t altstack_size;

@@ -728,12 +728,20 @@ static void os_stack_bounds(struct green__worker *w)
     w->errno_loc = green__errno();
     atomic_store_explicit(&w->tid, (pid_t)syscall(SYS_gettid), memory_order_release);
     /* The preemption signal must reach every worker, whatever mask the
-     * thread that called green_run had. */
+     * thread that called green_run had (green_run made sure it did not
+     * block it for itself: signals/run.c).  Without preemption by signal,
+     * the workers keep that thread's mask: a signal the program blocks
+     * everywhere to take it with sigwait or signalfd stays blocked. */
     sigset_t set;
     sigemptyset(&set);
-    sigaddset(&set, w->rt->cfg.signo);
-    pthread_sigmask(SIG_UNBLOCK, &set, &w->sigmask);
-    sigdelset(&w->sigmask, w->rt->cfg.signo);
+    int mode = w->rt->cfg.preempt;
+    bool by_signal = mode == GREEN_PREEMPT_SIGNAL || mode == GREEN_PREEMPT_BOTH;
+    if (by_signal)
+        sigaddset(&set, w->rt->cfg.signo);
+    pthread_sigmask(SIG_UNBLOCK, &set, &w->sigmask_before);
+    w->sigmask = w->sigmask_before;
+    if (by_signal)
+        sigdelset(&w->sigmask, w->rt->cfg.signo);
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         pthread_attr_getstack(&attr, &w->os_stack_lo, &w->os_stack_size);
@@ -776,6 +784,7 @@ int green__workers_start(struct green__rt *rt)
             for (unsigned j = 1; j < i; j++)
                 pthread_join(rt->workers[j].pthread, NULL);
             green__altstack_teardown(w0);
+            pthread_sigmask(SIG_SETMASK, &w0->sigmask_before, NULL);
             green__worker_set(NULL);
             return EAGAIN;
         }
@@ -788,5 +797,7 @@ void green__workers_join(struct green__rt *rt)
     for (unsigned i = 1; i < rt->nworkers; i++)
         pthread_join(rt->workers[i].pthread, NULL);
     green__altstack_teardown(&rt->workers[0]);
+    /* The thread that called green_run gets its own mask back. */
+    pthread_sigmask(SIG_SETMASK, &rt->workers[0].sigmask_before, NULL);
     green__worker_set(NULL);
 }

@@ -85,6 +85,41 @@ static bool preemptible_ok(const char *list)
     return true;
 }
 
+/* Is signo free for libgreen: not blocked by the caller, and the process
+ * neither ignores it nor handles it? */
+static bool signal_free(int signo, const sigset_t *mask)
+{
+    struct sigaction sa;
+    return !sigismember(mask, signo) && sigaction(signo, NULL, &sa) == 0 &&
+           !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+}
+
+/* A program that blocks the preemption signal in the thread calling
+ * green_run means to take it itself (sigwait, signalfd: an alarm()
+ * loop); the workers would take it instead, and its default action kills
+ * the process.  Preempt with a free real-time signal then, the highest,
+ * and say so; EINVAL if there is none. */
+static int signal_not_blocked(green_config_t *cfg)
+{
+    sigset_t mask;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &mask) != 0 || !sigismember(&mask, cfg->signo))
+        return 0;
+    for (int s = SIGRTMAX; s >= SIGRTMIN; s--) {
+        if (signal_free(s, &mask)) {
+            fprintf(stderr, "libgreen: signal %d (GREEN_SIGNAL) is blocked in the thread that "
+                            "calls green_run, for sigwait or signalfd: preempting with SIGRTMIN+%d "
+                            "instead (set GREEN_SIGNAL to choose)\n",
+                    cfg->signo, s - SIGRTMIN);
+            cfg->signo = s;
+            return 0;
+        }
+    }
+    fprintf(stderr, "libgreen: signal %d (GREEN_SIGNAL) is blocked in the thread that calls "
+                    "green_run and no real-time signal is free: set GREEN_SIGNAL to one the "
+                    "program leaves alone, or GREEN_PREEMPT=budget\n", cfg->signo);
+    return EINVAL;
+}
+
 int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in, void **ret)
 {
     green_config_t cfg;
@@ -106,6 +141,9 @@ int green_run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg_in,
         if (cfg.preempt != GREEN_PREEMPT_OFF)
             cfg.preempt = GREEN_PREEMPT_BUDGET;  /* signals come at machine times */
     }
+    if ((cfg.preempt == GREEN_PREEMPT_SIGNAL || cfg.preempt == GREEN_PREEMPT_BOTH) &&
+        (err = signal_not_blocked(&cfg)) != 0)
+        return err;
     const struct green__hooks *hooks = NULL;
     switch (cfg.preempt) {
     case GREEN_PREEMPT_OFF:

@@ -311,3 +311,73 @@ Test(hostile, workers_sharing_their_cpus_with_busy_threads_do_not_make_the_monit
     cr_expect_gt(s1.preemptions - s0.preemptions, 100);
     cr_expect_lt(share, 0.01, "the monitor took %.1f%% of a CPU", 100 * share);
 }
+
+/* ---- A program that takes the signal itself: sigwait, signalfd ---------- */
+
+/* The program blocks SIGALRM in the thread that calls green_run and means
+ * to take it with sigwait -- an alarm() loop.  The workers used to unblock
+ * it (and the default action killed the process when it landed on one),
+ * even with preemption off.  Now the workers keep the caller's mask, and
+ * preemption by signal moves to a free real-time signal. */
+struct sigwaiter {
+    atomic_int stop;
+    green_stats_t s0, s1;
+};
+
+static void *alarm_sender(void *arg)
+{
+    struct sigwaiter *sw = arg;
+    sw->s0 = stats_now();
+    for (int i = 0; i < 20; i++) {
+        kill(getpid(), SIGALRM);     /* process-directed, as alarm()'s is */
+        green_sleep_ns(2 * MS);
+    }
+    spin_cycles(50 * 1000 * 1000);   /* owned code beside the hog: preempted */
+    sw->s1 = stats_now();
+    atomic_store(&sw->stop, 1);
+    return NULL;
+}
+
+static void *sigwait_main(void *arg)
+{
+    struct sigwaiter *sw = arg;
+    return hog_beside(hog_until, &sw->stop, alarm_sender, sw);
+}
+
+static void sigwait_program(int preempt)
+{
+    sigset_t alrm, before, after;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &alrm, &before), 0);
+    struct sigwaiter sw = { 0 };
+    /* Without preemption the hog keeps a worker to itself. */
+    green_config_t cfg = config(preempt == GREEN_PREEMPT_OFF ? 2 : 1);
+    cfg.preempt = preempt;
+    cfg.signo = SIGALRM;
+    cr_assert_eq(green_run(sigwait_main, &sw, &cfg, NULL), 0);
+    /* Still blocked here, and pending for the program's sigwait. */
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, NULL, &after), 0);
+    cr_expect(sigismember(&after, SIGALRM), "green_run left SIGALRM unblocked");
+    struct timespec zero = { 0, 0 };
+    cr_expect_eq(sigtimedwait(&alrm, NULL, &zero), SIGALRM, "the program's SIGALRM was lost");
+    if (preempt == GREEN_PREEMPT_SIGNAL)
+        cr_expect_gt(sw.s1.preemptions - sw.s0.preemptions, 0,
+                     "no preemption with the real-time signal");
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+}
+
+Test(hostile, sigalrm_blocked_for_sigwait_with_preemption_off, .timeout = 30)
+{
+    sigwait_program(GREEN_PREEMPT_OFF);
+}
+
+Test(hostile, sigalrm_blocked_for_sigwait_moves_preemption_to_a_free_signal,
+     .init = cr_redirect_stderr, .timeout = 30)
+{
+    sigwait_program(GREEN_PREEMPT_SIGNAL);
+    fflush(stderr);
+    cr_expect_stderr_eq_str("libgreen: signal 14 (GREEN_SIGNAL) is blocked in the thread that "
+                            "calls green_run, for sigwait or signalfd: preempting with "
+                            "SIGRTMIN+30 instead (set GREEN_SIGNAL to choose)\n");
+}
