@@ -524,6 +524,35 @@ static bool blocked_in(pid_t tid, int sig)
     return found && (mask >> (sig - 1) & 1);
 }
 
+/* Before an exec on worker w (signals/exec.c): no request and no slice
+ * timer will signal it from now on.  True if a request may still be on
+ * its way (the monitor had decided to send it). */
+bool green__sig_quiet(struct green__worker *w)
+{
+    bool in_flight = atomic_exchange_explicit(&w->preempt_req, 2, memory_order_acq_rel) == 1;
+    if (w->slice_timer_ok) {
+        struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+        timer_settime(w->slice_timer, 0, &off, NULL);
+        atomic_store_explicit(&w->slice_timed, 0, memory_order_relaxed);
+    }
+    return in_flight;
+}
+
+/* The exec failed: the monitor may ask again (the slice timer is armed
+ * again at the next preemption). */
+void green__sig_unquiet(struct green__worker *w)
+{
+    atomic_store_explicit(&w->preempt_req, 0, memory_order_release);
+}
+
+/* Was si sent by libgreen to w -- a request or its slice timer? */
+bool green__sig_ours(const struct green__worker *w, const siginfo_t *si)
+{
+    return (si->si_code == SI_TIMER && si->si_value.sival_ptr == w) ||
+           (si->si_code == SI_QUEUE && si->si_pid == self_pid &&
+            si->si_value.sival_ptr == &request_mark);
+}
+
 /* tgkill with a mark: a request can then be told from the program's own
  * signals even when it lands after its worker's run has ended. */
 static void send_request(pid_t tid, int sig)

@@ -20,6 +20,11 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now);
 
 /* On a worker's own thread as it stops: delete its slice timer. */
 void green__sig_worker_exit(struct green__worker *w);
+/* exec.c's: silence w's requests and slice timer (true: a request may be
+ * in flight), undo that, and tell libgreen's signals from others. */
+bool green__sig_quiet(struct green__worker *w);
+void green__sig_unquiet(struct green__worker *w);
+bool green__sig_ours(const struct green__worker *w, const siginfo_t *si);
 
 /* hijack.c: the way out of a refused preemption.  After a walk of t's
  * stack (walk: enum green__sp_walk; hook_live: the walk met t's hook; slot:

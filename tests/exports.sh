@@ -27,22 +27,26 @@ locks="__cxa_guard_abort __cxa_guard_acquire __cxa_guard_release flockfile ftryl
     pthread_join pthread_timedjoin_np pthread_clockjoin_np pthread_barrier_wait \
     pthread_key_create pthread_key_delete pthread_getspecific pthread_setspecific"
 
+# The exec calls (signals/exec.c): libgreen.so only -- a green thread's
+# program links libgreen.so, which then comes before libc.
+execs="execl execle execlp execv execve execveat execvp execvpe fexecve"
+
 syms=$($NM -D --defined-only "$lib") || { echo "exports.sh: nm failed on $lib"; exit 99; }
 echo "$syms"
 got=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A") { sub(/@.*/, "", $NF); print $NF }' |
     sort | tr '\n' ' ')
-want=$(printf '%s\n' $locks | sort | tr '\n' ' ')
+want=$(printf '%s\n' $locks $execs | sort | tr '\n' ' ')
 if test "$got" != "$want"; then
     echo "exports.sh: FAIL: $lib exports, besides green_*, \"$got\", not the lock calls \"$want\""
     exit 1
 fi
 # Unversioned, or they would not come before libc's (green.map).
-if echo "$syms" | awk '$NF ~ /^(pthread_|sem_|flockfile|__cxa_guard)/ && $NF ~ /@/ { f = 1 } END { exit !f }'; then
+if echo "$syms" | awk '$NF ~ /^(pthread_|sem_|flockfile|__cxa_guard|exec|fexecve)/ && $NF ~ /@/ { f = 1 } END { exit !f }'; then
     echo "exports.sh: FAIL: $lib gives the lock calls a version: they would not interpose"
     exit 1
 fi
 bad=$(echo "$syms" | awk '$NF !~ /^green_[^_]/ && !($2 == "A" && $NF ~ /^GREEN_[0-9_]+$/) { print }' |
-    grep -v -w -e "$(printf '%s\n' $locks)")
+    grep -v -w -e "$(printf '%s\n' $locks $execs)")
 if test -n "$bad"; then
     echo "exports.sh: FAIL: $lib exports symbols outside green_* (internal"
     echo "green__* names must be hidden: no GREEN_API in C, .hidden in asm):"
