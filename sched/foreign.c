@@ -358,6 +358,14 @@ int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *)
     }
 }
 
+/* fork (sched/fork.c): the parked waiters are the parent's, and a bucket
+ * lock may have been held by a thread the child does not have. */
+void green__foreign_atfork_child(void)
+{
+    memset(fw_table, 0, sizeof fw_table);
+    atomic_store_explicit(&green__fwaiters, 0, memory_order_relaxed);
+}
+
 unsigned green__fwake_slow(const void *addr, bool all)
 {
     struct fw_bucket *b = fw_bucket(addr);

@@ -76,7 +76,7 @@ struct green__pfd {
 /* Every run's netpoller that exists, for green_fd_forget, which must reach
  * the waiters of an fd whatever run they belong to. */
 static pthread_mutex_t np_list_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct green__netpoll *np_list;
+static struct green__netpoll *_Atomic np_list;
 
 /* Make the run's epoll instance, its eventfd and the chunk array, once. */
 static int np_init(struct green__rt *rt)
@@ -130,10 +130,15 @@ void green__netpoll_free(struct green__rt *rt)
     if (!atomic_load(&np->ready))
         return;
     green__os_mutex_lock(&np_list_lock);
-    struct green__netpoll **pp = &np_list;
-    while (*pp != np)
-        pp = &(*pp)->next;
-    *pp = np->next;
+    struct green__netpoll *prev = NULL, *cur = np_list;
+    while (cur != np) {
+        prev = cur;
+        cur = cur->next;
+    }
+    if (prev)
+        prev->next = np->next;
+    else
+        np_list = np->next;
     green__os_mutex_unlock(&np_list_lock);
     for (size_t i = 0; i < np->nchunks; i++)
         free(atomic_load(&np->chunks[i]));
@@ -368,11 +373,37 @@ int green_fd_forget(int fd)
         w = green__poll(w);
     else
         w = NULL;                    /* woken threads go to their global queues */
+    /* No run has a netpoller (a program that never calls green_run, a
+     * fork child): nothing to forget, and no lock a signal handler's close
+     * could find held by the code it interrupted. */
+    if (!atomic_load_explicit(&np_list, memory_order_acquire))
+        return 0;
     green__os_mutex_lock(&np_list_lock);
     for (struct green__netpoll *np = np_list; np; np = np->next)
         forget_in(w, np, fd);
     green__os_mutex_unlock(&np_list_lock);
     return 0;
+}
+
+/* fork (sched/fork.c).  The child's copies of the parent's netpollers are
+ * not its own: their epoll instances are the parent's, shared, and an
+ * EPOLL_CTL_DEL from the child (its close of an fd through the shim) took
+ * the parent's registration away.  The child forgets them and closes its
+ * references to the instances. */
+void green__netpoll_atfork(enum green__fork_phase phase)
+{
+    if (phase == GREEN_FORK_PREPARE) {
+        green__os_mutex_lock(&np_list_lock);
+        return;
+    }
+    if (phase == GREEN_FORK_CHILD) {
+        for (struct green__netpoll *np = np_list; np; np = np->next) {
+            green__sys_close(np->epfd);
+            green__sys_close(np->evfd);
+        }
+        atomic_store_explicit(&np_list, NULL, memory_order_relaxed);
+    }
+    green__os_mutex_unlock(&np_list_lock);
 }
 
 int green_fd_close(int fd)

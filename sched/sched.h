@@ -994,6 +994,13 @@ void green__altstack_teardown(struct green__worker *w);
  * they wait on, so that the program can destroy those objects. */
 void green__deadlock_report(struct green__rt *rt);
 
+/* fork.c: pthread_atfork handlers.  What a fork child keeps of the
+ * parent's runs: none (no workers, timers, netpoller or other green
+ * thread's code); the parts other files own are reset by them. */
+enum green__fork_phase { GREEN_FORK_PREPARE, GREEN_FORK_PARENT, GREEN_FORK_CHILD };
+void green__netpoll_atfork(enum green__fork_phase phase);
+void green__foreign_atfork_child(void);
+
 /* config.c */
 /* EINVAL for a field out of range; say: one line on stderr naming it. */
 int green__config_check(const green_config_t *cfg, bool say);

@@ -34,6 +34,7 @@
 #include "foreign.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #define GREEN_ID_BLOCK 1024u
 #define GREEN_THREAD_REGION ((size_t)1 << 36)   /* 64 GiB of address space */
@@ -145,7 +146,10 @@ void green__thread_main(struct green__worker *w, struct green__thread *t)
     green__switch_finish(w);
     *w->errno_loc = 0;
     void *ret = green__call_entry(t->fn, t->arg);
-    green__thread_exit(green__worker_self(), ret);
+    struct green__worker *w_end = green__worker_self();
+    if (GREEN_UNLIKELY(!w_end))
+        _exit(0);                    /* a fork child's copy of the thread (fork.c) */
+    green__thread_exit(w_end, ret);
 }
 
 void green__thread_exit(struct green__worker *w, void *ret)

@@ -101,6 +101,21 @@ static const char request_mark;
 
 static void on_signal(int sig, siginfo_t *si, void *uctx);
 
+/* fork (sched/fork.c): the child has no run, but keeps the handler the
+ * parent's runs installed -- it passes the program's own signals on -- and
+ * must mark its requests with its own pid should it start a run. */
+static void atfork_prepare(void) { green__os_mutex_lock(&install_lock); }
+static void atfork_parent(void) { green__os_mutex_unlock(&install_lock); }
+static void atfork_child(void)
+{
+    self_pid = getpid();
+    green__os_mutex_unlock(&install_lock);
+}
+__attribute__((constructor)) static void handler_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
 int green__xsave_setup(void)
 {
     unsigned a, b, c, d;
