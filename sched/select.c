@@ -13,6 +13,10 @@
  *   4. On wake-up, lock every channel again and unlink the waiters that were
  *      not chosen.  The chosen one is t->wake_from (set by the claim).
  *
+ * Step 4 leaves out the channel of the waiter that fired when no other case
+ * names it: that waiter was unlinked by the partner who claimed us, and the
+ * partner may destroy the channel as soon as its own call returns.
+ *
  * A NULL channel never proceeds (Go's nil channel).  green_select_try is
  * Go's `default:` case: step 3 becomes "return EAGAIN".  Scratch space for up
  * to GREEN_SELECT_STACK cases is on the stack; larger selects allocate.
@@ -38,16 +42,31 @@ static int by_address(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void lock_all(struct scratch *s)
+/* Lock / unlock every channel of s but `skip` (NULL: every one). */
+static void lock_all_but(struct scratch *s, const green_chan_t *skip)
 {
     for (size_t i = 0; i < s->nlocks; i++)
-        green__spin_lock(&s->locks[i]->lock);
+        if (s->locks[i] != skip)
+            green__spin_lock(&s->locks[i]->lock);
 }
 
-static void unlock_all(struct scratch *s)
+static void unlock_all_but(struct scratch *s, const green_chan_t *skip)
 {
     for (size_t i = s->nlocks; i-- > 0;)
-        green__spin_unlock(&s->locks[i]->lock);
+        if (s->locks[i] != skip)
+            green__spin_unlock(&s->locks[i]->lock);
+}
+
+static void lock_all(struct scratch *s) { lock_all_but(s, NULL); }
+static void unlock_all(struct scratch *s) { unlock_all_but(s, NULL); }
+
+/* The channel of case k, unless another case names it too. */
+static green_chan_t *only_chan_of(const green_chan_case_t *cases, size_t n, size_t k)
+{
+    for (size_t i = 0; i < n; i++)
+        if (i != k && cases[i].chan == cases[k].chan)
+            return NULL;
+    return cases[k].chan;
 }
 
 static int check_cases(const green_chan_case_t *cases, size_t n)
@@ -125,19 +144,20 @@ static int run_select(struct green__worker *w, struct green__thread *self,
     unlock_all(s);
 
     int err = green__park(&w, deadline);
+    struct green__waiter *fired = err ? NULL : self->wake_from;
+    green__assert(err || (fired != NULL && fired >= s->waiters && fired < s->waiters + n));
+    green_chan_t *gone = fired ? only_chan_of(cases, n, fired->index) : NULL;
 
-    lock_all(s);
+    lock_all_but(s, gone);
     for (size_t i = 0; i < n; i++) {
         green_chan_t *c = cases[i].chan;
-        if (c && s->waiters[i].linked)
+        if (c && c != gone && s->waiters[i].linked)
             green__wq_remove(cases[i].op == GREEN_CHAN_SEND ? &c->sendq : &c->recvq,
                              &s->waiters[i]);
     }
-    unlock_all(s);
+    unlock_all_but(s, gone);
     if (err)
         return err;
-    struct green__waiter *fired = self->wake_from;
-    green__assert(fired != NULL && fired >= s->waiters && fired < s->waiters + n);
     cases[fired->index].err = fired->err;
     *chosen = fired->index;
     return 0;
@@ -151,10 +171,8 @@ static int do_select(green_chan_case_t *cases, size_t n, size_t *chosen,
     int err = green__enter(&w, &self);
     if (err)
         return err;
-    if (!chosen || (err = check_cases(cases, n)) != 0)
+    if (!chosen || n > UINT32_MAX || (err = check_cases(cases, n)) != 0)
         return err ? err : EINVAL;
-    if (n > UINT32_MAX)
-        return EINVAL;
 
     uint32_t order_buf[GREEN_SELECT_STACK];
     green_chan_t *locks_buf[GREEN_SELECT_STACK];
