@@ -226,7 +226,7 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
     }
     green__park_prepare(self, what, NULL, false);
     size_t linked = 0;
-    bool ready = false;
+    bool ready = false, queued = false;
     for (; linked < n && !ready && !err; linked++) {
         int fd = fds[linked].fd;
         struct green__waiter *rw = &wt[2 * linked], *ww = rw + 1;
@@ -257,12 +257,16 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
                 green__wq_push(&p->rq, rw);
             if (out)
                 green__wq_push(&p->wq, ww);
+            queued = true;
         }
         green__spin_unlock(&p->lock);
     }
     if (!ready && !err && green__expired(rt, deadline))
         err = ETIMEDOUT;
-    atomic_fetch_add(&np->waiters, 1);
+    /* Counted only when an fd can wake us: a wait on no fd at all (every
+     * fd negative) without a deadline is then a deadlock, and reported. */
+    if (queued)
+        atomic_fetch_add(&np->waiters, 1);
     if ((ready || err) && green__claim(self)) {
         /* Nobody claimed us: we need not park. */
         self->wait_what = NULL;
@@ -273,7 +277,8 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
         if (!ready && !err)
             err = perr;
     }
-    atomic_fetch_sub(&np->waiters, 1);
+    if (queued)
+        atomic_fetch_sub(&np->waiters, 1);
     /* Under each fd's lock even when our waiter looks unlinked: a waker of
      * another fd (or direction) may be inside green__wq_claim on it right
      * now -- unlinked, about to read wt->t -- and the waiters live on this
