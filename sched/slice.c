@@ -55,13 +55,21 @@ static void mix(struct green__rt *rt, uint64_t v)
     rt->digest = (rt->digest ^ v) * FNV_PRIME;
 }
 
+/* The virtual clock `by` ns after `now`.  It stops short of GREEN_FOREVER:
+ * a sleep of UINT64_MAX ns takes it there (green__det_idle), and it must
+ * not wrap round to the past. */
+static uint64_t det_later(uint64_t now, uint64_t by)
+{
+    return by < GREEN_FOREVER - 1 - now ? now + by : GREEN_FOREVER - 1;
+}
+
 /* Requires: a deterministic run, on its worker's OS thread. */
 void green__det_slice(struct green__worker *w, struct green__thread *to, bool switching)
 {
     struct green__rt *rt = w->rt;
     int64_t used = w->slice_len - green__reductions;
     if (used > 0)
-        rt->vnow += (uint64_t)used;
+        rt->vnow = det_later(rt->vnow, (uint64_t)used);
     int64_t len = rt->slice_budget;
     if (to != &w->g0 && len != GREEN_BUDGET_NONE)
         len = 1 + (int64_t)green__rand_below(&w->rng, (uint32_t)len);
@@ -81,7 +89,7 @@ uint64_t green__det_now(struct green__rt *rt)
     struct green__worker *w = green__worker_self();
     uint64_t now = rt->vnow;
     if (w && w->rt == rt && w->slice_len > green__reductions)
-        now += (uint64_t)(w->slice_len - green__reductions);
+        now = det_later(now, (uint64_t)(w->slice_len - green__reductions));
     return now;
 }
 
