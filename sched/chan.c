@@ -18,6 +18,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,7 +45,10 @@ int green_chan_create(green_chan_t **out, size_t esz, size_t cap)
 {
     if (!out)
         return EINVAL;
-    if (cap && esz > (SIZE_MAX - sizeof(green_chan_t)) / cap)
+    /* No object is larger than PTRDIFF_MAX bytes: not an element, nor the
+     * channel with its buffer. */
+    if (esz > (size_t)PTRDIFF_MAX ||
+        (cap && esz > ((size_t)PTRDIFF_MAX - sizeof(green_chan_t)) / cap))
         return EINVAL;
     green_chan_t *c = calloc(1, sizeof *c + cap * esz);
     if (!c)
