@@ -123,6 +123,8 @@ static bool signo_ok(int signo)
 {
     if (signo < 1 || signo > SIGRTMAX)
         return false;
+    if (signo > SIGSYS && signo < SIGRTMIN)
+        return false;                      /* glibc's own (cancellation, setxid) */
     switch (signo) {
     case SIGKILL: case SIGSTOP:            /* cannot be caught */
     case SIGSEGV: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP:
@@ -155,8 +157,8 @@ int green__config_check(const green_config_t *c, bool say)
                       "not a GREEN_PREEMPT_* mode");
     if (!signo_ok(c->signo))
         return refuse(say, "signo", (unsigned long long)(long long)c->signo,
-                      "not a signal libgreen can preempt with (SIGKILL, SIGSTOP and the "
-                      "fault signals are not)");
+                      "not a signal libgreen can preempt with (SIGKILL, SIGSTOP, the "
+                      "fault signals and glibc's own are not)");
     if (c->budget == 0 || c->budget > GREEN_MAX_BUDGET)
         return refuse(say, "budget", c->budget, "not in [1, 1000000000]");
     if (c->deterministic > GREEN_DETERMINISTIC_PRINT)
@@ -213,7 +215,8 @@ int green_config_init(green_config_t *cfg)
     ENV_FIELD("GREEN_PREEMPT", cfg->preempt, parse_preempt(s, &cfg->preempt), true,
               "expected off, signal, budget or both");
     ENV_FIELD("GREEN_SIGNAL", cfg->signo, parse_signal(s, &cfg->signo), signo_ok(cfg->signo),
-              "expected a catchable signal that is not a fault, e.g. SIGALRM or USR2");
+              "expected a catchable signal that is not a fault nor glibc's own (32, 33), "
+              "e.g. SIGALRM or USR2");
     ENV_FIELD("GREEN_BUDGET", cfg->budget, parse_u64(s, false, &v),
               v >= 1 && v <= GREEN_MAX_BUDGET && (cfg->budget = (unsigned)v, true),
               "expected reductions per slice from 1 to 1000000000");
