@@ -74,14 +74,18 @@ typedef struct green_config {
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
- * Returns 0, or EINVAL when a variable is malformed or out of range (one line
- * on stderr names it; that field keeps its default). */
+ * A variable set to "" counts as unset.  Returns 0, or EINVAL when cfg is
+ * NULL or a variable is malformed or out of range (one line on stderr for
+ * each such variable names it; that field keeps its default, the others
+ * apply).  docs/bad-input.md lists what each variable accepts. */
 GREEN_API int green_config_init(green_config_t *cfg);
 
 /* Start the workers, run main_fn(arg) as a green thread, and return when every
  * green thread has finished (detached ones too).  cfg may be NULL: the
  * defaults and environment.  *ret (if ret is not NULL) receives main_fn's
- * result.  Returns 0; EINVAL for a NULL main_fn or an absurd cfg; EBUSY when
+ * result.  Returns 0; EINVAL for a NULL main_fn, or an absurd cfg (one line
+ * on stderr names the field; a cfg not filled by green_config_init, whose
+ * reserved[] is not zero, is one); EBUSY when
  * called from a green thread; EAGAIN/ENOMEM when workers or stacks cannot be
  * had; EDEADLK when every green thread blocked with nothing left that could
  * wake it (the threads and what each waits on are printed on stderr).
@@ -134,7 +138,10 @@ GREEN_API int green_worker_index(void);
 GREEN_API void green_yield(void);
 
 /* Park the calling green thread for ns nanoseconds / until a deadline.
- * Returns 0 (the time passed) or EPERM. */
+ * Returns 0 (the time passed) or EPERM.  0 ns or a deadline passed already:
+ * a yield.  A sleep until GREEN_FOREVER never ends (alone, it is a deadlock,
+ * which green_run reports); ns so large that now + ns overflows sleeps until
+ * GREEN_FOREVER - 1. */
 GREEN_API int green_sleep_ns(uint64_t ns);
 GREEN_API int green_sleep_until(uint64_t deadline_ns);
 
@@ -155,8 +162,11 @@ GREEN_API int green_fd_wait(int fd, int events, uint64_t deadline_ns);
  * for its events (revents filled in as poll does, *nready -- if not NULL --
  * set to the number of fds with revents) or the deadline passes (ETIMEDOUT,
  * every revents 0).  Negative fds are skipped; a closed fd is reported
- * POLLNVAL.  Returns 0; ETIMEDOUT; EINVAL (fds NULL with nfds > 0, or more
- * fds than RLIMIT_NOFILE); EPERM: not on a green thread; ENOMEM. */
+ * POLLNVAL.  With no fd to wait on (nfds 0, every fd negative) it waits for
+ * the deadline alone -- with GREEN_FOREVER, for good: a deadlock when
+ * nothing else runs.  Returns 0; ETIMEDOUT; EINVAL (fds NULL with nfds > 0,
+ * nfds > INT_MAX or more fds than RLIMIT_NOFILE); EPERM: not on a green
+ * thread; ENOMEM. */
 struct pollfd;
 GREEN_API int green_poll(struct pollfd *fds, size_t nfds, uint64_t deadline_ns, int *nready);
 
@@ -188,7 +198,9 @@ GREEN_API int green_offload(void *(*fn)(void *), void *arg, void **ret);
 /* ---- Preemption --------------------------------------------------------- */
 
 /* Code between begin and end is never preempted (calls nest).  A preemption
- * asked for meanwhile is taken at the end.  Outside a green thread: no-op. */
+ * asked for meanwhile is taken at the end.  An end without a begin does
+ * nothing; a thread that finishes inside begin/end leaves no trace.
+ * Outside a green thread: no-op. */
 GREEN_API void green_nopreempt_begin(void);
 GREEN_API void green_nopreempt_end(void);
 
@@ -315,11 +327,18 @@ typedef struct green_stats {
     uint64_t reserved[1];
 } green_stats_t;
 
+/* s NULL: does nothing.  From any thread. */
 GREEN_API void green_stats(green_stats_t *s);
 
 /* ---- Mutex (error-checking, no starvation) ------------------------------ */
 
-/* Zero-filled storage is an unlocked mutex; GREEN_MUTEX_INIT spells it. */
+/* Zero-filled storage is an unlocked mutex; GREEN_MUTEX_INIT spells it.
+ * Every call: EINVAL for m NULL; lock, trylock and unlock: EPERM off a
+ * green thread.  As a pthread mutex, one still locked when its owner
+ * finishes stays locked; and as pthreads may reuse a thread id, a green
+ * thread that later reuses the finished owner's control block is taken
+ * for the owner (its unlock succeeds, its lock is EDEADLK).  init and
+ * destroy from any thread. */
 typedef struct green_mutex { uint64_t opaque[6]; } green_mutex_t;
 #define GREEN_MUTEX_INIT {{0}}
 
@@ -337,7 +356,9 @@ typedef struct green_cond { uint64_t opaque[4]; } green_cond_t;
 
 GREEN_API int green_cond_init(green_cond_t *c);
 GREEN_API int green_cond_destroy(green_cond_t *c);    /* EBUSY: waited on */
-/* Both reacquire m before returning, also on ETIMEDOUT.  EPERM: m not held. */
+/* Both reacquire m before returning, also on ETIMEDOUT.  EPERM: m not held
+ * by the caller, or not on a green thread.  EINVAL: c or m NULL.  signal and
+ * broadcast need a green thread too (EPERM), and return 0 with no waiter. */
 GREEN_API int green_cond_wait(green_cond_t *c, green_mutex_t *m);
 GREEN_API int green_cond_wait_until(green_cond_t *c, green_mutex_t *m, uint64_t deadline_ns);
 GREEN_API int green_cond_signal(green_cond_t *c);
@@ -346,7 +367,12 @@ GREEN_API int green_cond_broadcast(green_cond_t *c);
 /* ---- Channels (Go's semantics) ------------------------------------------ */
 
 /* Elements are copied by value, elem_size bytes each (0 is allowed: a channel
- * of events).  capacity 0 is unbuffered: a send waits for its receiver. */
+ * of events).  capacity 0 is unbuffered: a send waits for its receiver.
+ * create: EINVAL for c NULL, or elem_size or the buffer larger than any
+ * object can be (PTRDIFF_MAX bytes); ENOMEM.  A channel of events may have
+ * any capacity.  A destroyed channel is freed: like a freed pointer it must
+ * not be used again (no call can tell).  Every call but create, destroy,
+ * len and cap needs a green thread (EPERM) and a channel (EINVAL). */
 typedef struct green_chan green_chan_t;
 
 GREEN_API int green_chan_create(green_chan_t **c, size_t elem_size, size_t capacity);
@@ -363,8 +389,8 @@ GREEN_API int green_chan_recv_until(green_chan_t *c, void *elem, uint64_t deadli
  * Values already buffered are still received.  EPIPE: already closed. */
 GREEN_API int green_chan_close(green_chan_t *c);
 
-GREEN_API size_t green_chan_len(const green_chan_t *c);  /* values buffered now */
-GREEN_API size_t green_chan_cap(const green_chan_t *c);
+GREEN_API size_t green_chan_len(const green_chan_t *c);  /* values buffered now; 0 for NULL */
+GREEN_API size_t green_chan_cap(const green_chan_t *c);  /* 0 for NULL */
 
 enum green_chan_op { GREEN_CHAN_SEND = 1, GREEN_CHAN_RECV = 2 };
 
@@ -377,8 +403,13 @@ typedef struct green_chan_case {
 
 /* Wait until one case can proceed, perform it, and store its index in
  * *chosen.  Among several ready cases one is chosen at random.  Returns 0
- * (the case's own outcome is in its err), ETIMEDOUT, EINVAL (bad case), or
- * for green_select_try -- Go's `default:` -- EAGAIN when no case is ready. */
+ * (the case's own outcome is in its err), ETIMEDOUT, EINVAL (cases NULL
+ * with n > 0, chosen NULL, n > UINT32_MAX, an op that is neither, a send
+ * of NULL on a channel whose elements have a size), or for
+ * green_select_try -- Go's `default:` -- EAGAIN when no case is ready.
+ * With no case that can ever proceed (n 0, every chan NULL) it waits for
+ * the deadline alone: Go's `select {}`.  The channel whose operation was
+ * performed may be destroyed by the partner as soon as its call returns. */
 GREEN_API int green_select(green_chan_case_t *cases, size_t n, size_t *chosen);
 GREEN_API int green_select_until(green_chan_case_t *cases, size_t n, size_t *chosen,
                                  uint64_t deadline_ns);
@@ -391,7 +422,8 @@ typedef struct green_wg { uint64_t opaque[4]; } green_wg_t;
 
 GREEN_API int green_wg_init(green_wg_t *wg);
 GREEN_API int green_wg_destroy(green_wg_t *wg);              /* EBUSY: waited on */
-GREEN_API int green_wg_add(green_wg_t *wg, int64_t delta);   /* EINVAL: counter < 0 */
+GREEN_API int green_wg_add(green_wg_t *wg, int64_t delta);   /* EINVAL: counter < 0 or
+                                                              * > INT64_MAX (unchanged) */
 GREEN_API int green_wg_done(green_wg_t *wg);                 /* green_wg_add(wg, -1) */
 GREEN_API int green_wg_wait(green_wg_t *wg);
 GREEN_API int green_wg_wait_until(green_wg_t *wg, uint64_t deadline_ns);
