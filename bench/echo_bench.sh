@@ -28,7 +28,10 @@
 #                  BUILD_DIR/bench/echo.log, emptied first
 #   GO_BENCH       the Go peer's binary; set but empty: no Go column; unset:
 #                  built here as run.sh does it (GO: the go binary)
-#   GREEN_*        passed to the green server (GREEN_WORKERS is ECHO_WORKERS)
+#   ECHO_BASE      another build directory (an earlier commit's): its green
+#                  server and shim run as a fourth column, "base", and a
+#                  second table gives libgreen / base
+#   GREEN_*        passed to the green servers (GREEN_WORKERS is ECHO_WORKERS)
 # Only bash, awk and coreutils.
 set -u
 
@@ -82,6 +85,12 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 PEERS="green pthread go"
+BASE=${ECHO_BASE:-}
+if [ -n "$BASE" ]; then
+    [ -d "$BASE" ] || die "no base build directory '$BASE'"
+    BASE=$(cd "$BASE" && pwd)
+    PEERS="green base pthread go"
+fi
 
 # ---- The binaries ------------------------------------------------------
 
@@ -133,6 +142,11 @@ if [ -z "${GO_BENCH+set}" ]; then
         echo "echo_bench.sh: go build failed, the Go column is n/a:" >&2
         sed 's/^/  /' "$TMP/gobuild" >&2
     fi
+fi
+if [ -n "$BASE" ]; then
+    bserver=$BASE/examples/echo_server bshim=$BASE/preload/.libs/libgreen-preload.so
+    [ -x "$bserver" ] && [ -f "$bshim" ] || die "ECHO_BASE: no $bserver or $bshim"
+    CMD[base]="env LD_LIBRARY_PATH=$BASE/.libs GREEN_WORKERS=$WORKERS LD_PRELOAD=$bshim $(real_bin "$bserver")"
 fi
 CMD[go]=''
 [ -n "$GO_BENCH" ] && CMD[go]="env GOMAXPROCS=$WORKERS $GO_BENCH echo_server"
@@ -286,4 +300,25 @@ awk '
         goal("libgreen >= 1x Go (req/s)", (10000 in seen) ? ratio(g, rps[10000, "go"]) : "n/a", 1)
         goal("libgreen >= 2x pthreads (req/s)", (10000 in seen) ? ratio(g, rps[10000, "pthread"]) : "n/a", 2)
     }' "$TMP/medians"
+if [ -n "$BASE" ]; then
+    echo
+    echo "Against the base build $BASE (its echo_server and shim, same load, same runs):"
+    awk '
+        { rps[$1, $2] = $3; p99[$1, $2] = $4
+          if (!($1 in seen)) { seen[$1] = 1; conns[++n] = $1 } }
+        function r(v) { return v == "n/a" ? v : sprintf("%.0f", v) }
+        function ms(v) { return v == "n/a" ? v : sprintf("%.2f", v / 1000) }
+        function ratio(a, b) { return (a == "n/a" || b == "n/a" || b + 0 == 0) ? "n/a" : sprintf("%.2f", a / b) }
+        END {
+            printf "%6s | %9s | %9s | %13s | %12s | %12s\n", "conns", "libgreen", "base",
+                "libgreen/base", "libgreen p99", "base p99"
+            printf "%6s | %9s | %9s | %13s | %12s | %12s\n", "", "req/s", "req/s", "req/s", "ms", "ms"
+            for (i = 1; i <= n; i++) {
+                c = conns[i]
+                printf "%6s | %9s | %9s | %13s | %12s | %12s\n", c, r(rps[c, "green"]),
+                    r(rps[c, "base"]), ratio(rps[c, "green"], rps[c, "base"]),
+                    ms(p99[c, "green"]), ms(p99[c, "base"])
+            }
+        }' "$TMP/medians"
+fi
 [ -n "${ECHO_LOG:-}" ] || echo "raw figures: $LOG"

@@ -57,6 +57,7 @@
 static _Atomic(struct shim_fd *) *chunks;
 static size_t nchunks;
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+static atomic_bool table_ready;
 
 static void table_init(void)
 {
@@ -69,6 +70,7 @@ static void table_init(void)
     chunks = calloc((fds + CHUNK - 1) / CHUNK, sizeof *chunks);
     if (chunks)
         nchunks = (fds + CHUNK - 1) / CHUNK;
+    atomic_store_explicit(&table_ready, true, memory_order_release);
 }
 
 /* Done at load too, so that a call in a signal handler finds it done. */
@@ -81,7 +83,8 @@ __attribute__((constructor)) static void fds_init(void)
  * then passed through, as on a plain thread).  AS-safe when !make. */
 struct shim_fd *shim__fd(int fd, bool make)
 {
-    pthread_once(&table_once, table_init);
+    if (__builtin_expect(!atomic_load_explicit(&table_ready, memory_order_acquire), 0))
+        pthread_once(&table_once, table_init);
     size_t c = (size_t)fd / CHUNK;
     if (fd < 0 || c >= nchunks)
         return NULL;
@@ -330,7 +333,7 @@ SHIM int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 /* fd's number is going away: its waiters get EBADF, its record goes. */
 static void closing(int fd)
 {
-    if (shim__in_handler) {
+    if (shim__in_handler && shim__handler_running()) {
         /* AS-safe: no lock; the next green call on the number tells the
          * netpoller. */
         struct shim_fd *fi = shim__fd(fd, false);

@@ -41,7 +41,7 @@ void shim__find_all(void)
     FIND(wait4); FIND(waitid); FIND(flock);
     FIND(fcntl); FIND(fcntl64); FIND(ioctl); FIND(setsockopt);
     FIND(close); FIND(dup); FIND(dup2); FIND(dup3); FIND(fclose);
-    FIND(getaddrinfo); FIND(getnameinfo); FIND(sigaction);
+    FIND(getaddrinfo); FIND(getnameinfo);
 #undef FIND
 }
 

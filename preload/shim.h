@@ -72,7 +72,6 @@ struct shim_next {
                        struct addrinfo **);
     int (*getnameinfo)(const struct sockaddr *, socklen_t, char *, socklen_t, char *,
                        socklen_t, int);
-    int (*sigaction)(int, const struct sigaction *, struct sigaction *);
 };
 
 extern struct shim_next shim__next;

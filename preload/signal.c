@@ -28,6 +28,7 @@
  */
 #include "shim.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
@@ -79,6 +80,24 @@ bool shim__handler_running(void)
     return false;
 }
 
+/* libc's sigaction, bound without pthread_once: ASan's initialisation
+ * installs its handlers through here before any constructor has run, when
+ * the shim's own pthread_once (locks.c) cannot be called yet. */
+static int next_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    static _Atomic(int (*)(int, const struct sigaction *, struct sigaction *)) fn;
+    int (*f)(int, const struct sigaction *, struct sigaction *) = atomic_load(&fn);
+    if (!f) {
+        *(void **)&f = dlsym(RTLD_NEXT, "sigaction");
+        if (!f) {
+            errno = ENOSYS;
+            return -1;
+        }
+        atomic_store(&fn, f);
+    }
+    return f(sig, act, old);
+}
+
 static bool wrapped(const struct sigaction *sa)
 {
     return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == enter;
@@ -87,7 +106,7 @@ static bool wrapped(const struct sigaction *sa)
 SHIM int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     if (sig <= 0 || sig >= _NSIG)
-        return NEXT(sigaction)(sig, act, old);
+        return next_sigaction(sig, act, old);
     int prev_flags = atomic_load(&prog[sig].flags);
     void (*prev_fn)(int, siginfo_t *, void *) = atomic_load(&prog[sig].fn);
     int r;
@@ -97,9 +116,9 @@ SHIM int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
         mine.sa_flags |= SA_SIGINFO;
         atomic_store(&prog[sig].flags, act->sa_flags);
         atomic_store_explicit(&prog[sig].fn, act->sa_sigaction, memory_order_release);
-        r = NEXT(sigaction)(sig, &mine, old);
+        r = next_sigaction(sig, &mine, old);
     } else {
-        r = NEXT(sigaction)(sig, act, old);
+        r = next_sigaction(sig, act, old);
     }
     if (r != 0) {
         atomic_store(&prog[sig].flags, prev_flags);

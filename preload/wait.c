@@ -309,7 +309,7 @@ static bool await_exit(pid_t pid)
         return false;
     struct pollfd p = { .fd = pidfd, .events = POLLIN };
     green_poll(&p, 1, GREEN_FOREVER, NULL);
-    NEXT(close)(pidfd);
+    green_fd_close(pidfd);           /* the netpoller forgets it too */
     return true;
 }
 

@@ -83,9 +83,12 @@ plib=${abs_top_builddir:-.}/preload/.libs/libgreen-preload.so
 psyms=$($NM -D --defined-only "$plib") || { echo "exports.sh: nm failed on $plib"; exit 99; }
 got=$(echo "$psyms" | awk '!($2 == "A") { sub(/@.*/, "", $NF); print $NF }' | sort | tr '\n' ' ')
 want=$(printf '%s\n' __poll_chk __ppoll_chk __read_chk __recv_chk __recvfrom_chk accept accept4 \
-    clock_nanosleep close connect dup dup2 dup3 fcntl fcntl64 getaddrinfo getnameinfo ioctl \
-    nanosleep poll ppoll pselect read readv recv recvfrom recvmsg select send sendmsg sendto \
-    setsockopt sleep usleep write writev $locks | sort | tr '\n' ' ')
+    bsd_signal clock_nanosleep close close_range closefrom connect dup dup2 dup3 \
+    epoll_pwait epoll_pwait2 epoll_wait fclose fcntl fcntl64 flock getaddrinfo getnameinfo \
+    ioctl nanosleep pipe pipe2 poll ppoll pselect read readv recv recvfrom recvmmsg recvmsg \
+    select send sendfile sendfile64 sendmmsg sendmsg sendto setsockopt sigaction signal sleep \
+    socket socketpair splice sysv_signal tee usleep wait wait3 wait4 waitid waitpid write \
+    writev $locks | sort | tr '\n' ' ')
 if test "$got" != "$want"; then
     echo "exports.sh: FAIL: $plib exports \"$got\", not \"$want\""
     exit 1
