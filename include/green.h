@@ -335,10 +335,8 @@ GREEN_API void green_stats(green_stats_t *s);
 /* Zero-filled storage is an unlocked mutex; GREEN_MUTEX_INIT spells it.
  * Every call: EINVAL for m NULL; lock, trylock and unlock: EPERM off a
  * green thread.  As a pthread mutex, one still locked when its owner
- * finishes stays locked; and as pthreads may reuse a thread id, a green
- * thread that later reuses the finished owner's control block is taken
- * for the owner (its unlock succeeds, its lock is EDEADLK).  init and
- * destroy from any thread. */
+ * finishes stays locked (a later thread's unlock is EPERM, its lock
+ * waits).  init and destroy from any thread. */
 typedef struct green_mutex { uint64_t opaque[6]; } green_mutex_t;
 #define GREEN_MUTEX_INIT {{0}}
 

@@ -49,6 +49,7 @@ struct mutex {
     _Atomic(struct green__thread *) owner;
     struct green__wq q;
     _Atomic uint32_t waiting;        /* threads inside lock_slow's wait */
+    _Atomic uint64_t owner_id;       /* owner's id: a control block is reused */
 };
 
 _Static_assert(sizeof(struct mutex) <= sizeof(green_mutex_t), "green_mutex_t too small");
@@ -64,6 +65,14 @@ static struct green__thread *owner(struct mutex *m)
 static void set_owner(struct mutex *m, struct green__thread *t)
 {
     atomic_store_explicit(&m->owner, t, memory_order_relaxed);
+    atomic_store_explicit(&m->owner_id, t ? t->id : 0, memory_order_relaxed);
+}
+
+/* Is t the owner?  The control block of an owner that finished holding m
+ * may be another thread's by now: the id tells them apart. */
+static bool held_by(struct mutex *m, struct green__thread *t)
+{
+    return owner(m) == t && atomic_load_explicit(&m->owner_id, memory_order_relaxed) == t->id;
 }
 
 int green_mutex_init(green_mutex_t *m)
@@ -193,7 +202,7 @@ int green_mutex_lock_until(green_mutex_t *mp, uint64_t deadline)
         set_owner(m, self);
         return 0;
     }
-    if (owner(m) == self)
+    if (held_by(m, self))
         return EDEADLK;
     return lock_slow(m, w, self, deadline);
 }
@@ -260,7 +269,7 @@ int green__mutex_unlock(struct green__worker *w, struct green__thread *self,
                         green_mutex_t *mp)
 {
     struct mutex *m = impl(mp);
-    if (owner(m) != self || !(atomic_load(&m->state) & M_LOCKED))
+    if (!held_by(m, self) || !(atomic_load(&m->state) & M_LOCKED))
         return EPERM;
     set_owner(m, NULL);
     uint32_t locked = M_LOCKED;
@@ -274,5 +283,5 @@ int green__mutex_unlock(struct green__worker *w, struct green__thread *self,
 /* For green_cond_wait: does the calling thread own m? */
 bool green__mutex_owned(green_mutex_t *mp, struct green__thread *self)
 {
-    return owner(impl(mp)) == self;
+    return held_by(impl(mp), self);
 }

@@ -351,6 +351,46 @@ Test(badinput, a_mutex_held_by_another_thread_is_eperm_ebusy_etimedout, .timeout
     cr_expect_eq(h.rc[7], EDEADLK);
 }
 
+/* A thread that finishes holding a mutex leaves it locked; the threads
+ * spawned after it (on one worker, into its freed control block) are not
+ * its owner. */
+static void *lock_and_finish(void *arg)
+{
+    return P(green_mutex_lock(arg));
+}
+
+static void *try_unlock_and_relock(void *arg)
+{
+    green_mutex_t *m = arg;
+    int unlock = green_mutex_unlock(m), lock = green_mutex_lock_until(m, green_now_ns() + MS);
+    return P(unlock == EPERM && lock == ETIMEDOUT ? 0 : 1);
+}
+
+static void *dead_owner_main(void *arg)
+{
+    green_mutex_t *m = arg;
+    green_t t;
+    void *r = P(1);
+    if (green_spawn(&t, lock_and_finish, m) != 0 || green_join(t, &r) != 0 || r)
+        return P(1);
+    uintptr_t bad = 0;
+    for (int i = 0; i < 8; i++) {
+        if (green_spawn(&t, try_unlock_and_relock, m) != 0 || green_join(t, &r) != 0)
+            return P(2);
+        bad += U(r) != 0;
+    }
+    return P(bad);
+}
+
+Test(badinput, threads_reusing_a_finished_owners_control_block_do_not_own_its_mutex,
+     .timeout = 10)
+{
+    static green_mutex_t m;
+    void *r = P(1);
+    cr_assert_eq(run(dead_owner_main, &m, 1, -1, &r), 0);
+    cr_expect_null(r, "%lu of 8 later threads unlocked it or got EDEADLK", (unsigned long)U(r));
+}
+
 static void *cond_misuse_main(void *arg)
 {
     int *rc = arg;
