@@ -126,6 +126,24 @@ static size_t iov_len(const struct iovec *iov, int cnt)
     return n;
 }
 
+#define PART_IOVS 64
+
+/* What of iov[0..cnt) lies past its first `skip` bytes, at most PART_IOVS
+ * entries of it, into part; returns how many. */
+static int iov_rest(const struct iovec *iov, int cnt, size_t skip, struct iovec *part)
+{
+    int i = 0, n = 0;
+    while (i < cnt && skip >= iov[i].iov_len)
+        skip -= iov[i++].iov_len;
+    for (; n < PART_IOVS && i + n < cnt; n++)
+        part[n] = iov[i + n];
+    if (n) {
+        part[0].iov_base = (char *)part[0].iov_base + skip;
+        part[0].iov_len -= skip;
+    }
+    return n;
+}
+
 /* read / readv on a NOWAIT fd. */
 static ssize_t nowait_readv(struct io *io, const struct iovec *iov, int cnt)
 {
@@ -186,8 +204,6 @@ struct out {
     int flags;                  /* the send's flags */
 };
 
-#define OUT_IOVS 64
-
 static ssize_t out_try(struct out *o, const struct iovec *iov, int cnt, bool first)
 {
     if (!(o->io.word & SOCKET) || (first && !o->msg))
@@ -217,25 +233,15 @@ static ssize_t out_all(struct out *o, const struct iovec *iov, int cnt)
     size_t want = iov_len(iov, cnt), done = (size_t)r;
     if (done >= want || !(o->io.word & STREAM))
         return r;
-    /* The rest, from where it stopped, at most OUT_IOVS entries a time. */
-    int i = 0;
-    size_t off = done;
+    /* The rest, from where it stopped, a part at a time. */
     while (done < want) {
-        while (off >= iov[i].iov_len)
-            off -= iov[i++].iov_len;
-        struct iovec part[OUT_IOVS];
-        int n = 0;
-        for (; n < OUT_IOVS && i + n < cnt; n++)
-            part[n] = iov[i + n];
-        part[0].iov_base = (char *)part[0].iov_base + off;
-        part[0].iov_len -= off;
+        struct iovec part[PART_IOVS];
+        int n = iov_rest(iov, cnt, done, part);
         r = out_try(o, part, n, false);
-        if (r > 0) {
+        if (r > 0)
             done += (size_t)r;
-            off += (size_t)r;
-        } else if (r == 0 || !shim__io_again(&o->io)) {
+        else if (r == 0 || !shim__io_again(&o->io))
             break;
-        }
     }
     return (ssize_t)done;
 }
@@ -395,24 +401,14 @@ SHIM ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         done >= want || msg->msg_controllen || (msg->msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         return r;
     /* MSG_WAITALL: the rest, into what is left of the iovecs. */
-    const struct iovec *iov = msg->msg_iov;
-    int i = 0, cnt = (int)msg->msg_iovlen;
-    size_t off = done;
     while (done < want) {
-        while (off >= iov[i].iov_len)
-            off -= iov[i++].iov_len;
-        struct iovec part[OUT_IOVS];
-        int k = 0;
-        for (; k < OUT_IOVS && i + k < cnt; k++)
-            part[k] = iov[i + k];
-        part[0].iov_base = (char *)part[0].iov_base + off;
-        part[0].iov_len -= off;
+        struct iovec part[PART_IOVS];
+        int k = iov_rest(msg->msg_iov, (int)msg->msg_iovlen, done, part);
         struct msghdr m = { .msg_iov = part, .msg_iovlen = (size_t)k,
                             .msg_control = msg->msg_control, .msg_controllen = control };
         r = NEXT(recvmsg)(fd, &m, (flags & ~MSG_WAITALL) | MSG_DONTWAIT);
         if (r > 0) {
             done += (size_t)r;
-            off += (size_t)r;
             msg->msg_flags |= m.msg_flags;
             if (m.msg_controllen) {          /* a part with fds ends it */
                 msg->msg_controllen = m.msg_controllen;
