@@ -352,7 +352,7 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
                 fmt(m["park_kstack", "pthread"])
         print "  spawnmany: pthreads use a smaller batch (see N above)."
         print ""
-        print "Targets (DESIGN.md):"
+        print "Targets (docs/design.md):"
         target("yield <= 15 ns/switch", "yield", 15, "ns")
         target("spawn+join <= 80 ns", "spawn", 80, "ns")
         target("unbuffered chan hop <= 40 ns", "chan", 40, "ns")
