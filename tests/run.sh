@@ -10,6 +10,10 @@
 #   SAFEPOINT_SIGNALS=n      signals the safepoint mix runs for in build/
 #                            (default 1000000, about 75 s here)
 #   ASAN_SAFEPOINT_SIGNALS=n the same in build-asan/ (default 200000)
+#   DISTCHECK_TESTS="..."    the tests `make distcheck` runs in build/ after
+#                            the full suite passed there (default: the
+#                            checks of what the tarball ships and installs,
+#                            and a few suites; "" = every test, ~12 min more)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,9 +71,25 @@ install_missing run.sh $packages
 bootstrap
 
 build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
+
+# The tarball: it builds from a read-only copy of itself, passes its tests,
+# installs and uninstalls cleanly (make distcheck).  The full suite has just
+# run in build/; here a few tests check what the tarball carries.
+dc_tests=${DISTCHECK_TESTS-tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/test_thread tests/test_preload tests/test_shim}
+echo "==> build: make distcheck${dc_tests:+ (TESTS=$dc_tests)}"
+if test -n "$dc_tests"; then
+    (cd build && make -j"$jobs" distcheck TESTS="$dc_tests") || dc_failed=1
+else
+    (cd build && make -j"$jobs" distcheck) || dc_failed=1
+fi
+if test -n "${dc_failed:-}"; then
+    find build/libgreen-* -name test-suite.log -exec cat {} + 2>/dev/null || true
+    echo "run.sh: make distcheck failed in build/" >&2
+    exit 1
+fi
 build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" --enable-asan
 
-echo "==> run.sh: all tests passed (build/ and build-asan/)"
+echo "==> run.sh: all tests passed (build/, its distcheck, and build-asan/)"
 # One closing line for whoever reads only the end: every Criterion test case
 # of both builds (the stress runs and the exports check passed above).
 cat build/tests/*.log build-asan/tests/*.log 2>/dev/null | awk '
