@@ -2,6 +2,11 @@
 #ifndef GREEN_PRELOAD_SHIM_H
 #define GREEN_PRELOAD_SHIM_H
 
+/* The shim defines read, recv, poll... itself: _FORTIFY_SOURCE's inline
+ * wrappers of those names (bits/unistd.h, bits/socket2.h) would clash with
+ * the definitions, and its checked forms are interposed by name instead
+ * (__read_chk...). */
+#undef _FORTIFY_SOURCE
 #define _GNU_SOURCE
 #include "green.h"
 

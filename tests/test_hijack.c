@@ -182,11 +182,14 @@ Test(hijack, libc_heavy_threads_on_two_workers_share_the_cpu, .timeout = 60)
     }
     cr_assert_eq(on1, SHARE_HOGS / 2, "the hogs split %d/%d over the workers",
                  SHARE_HOGS - on1, on1);
+    /* Each hog against the others of its worker: how the worker's CPU is
+     * shared is the scheduler's doing; how much CPU each worker got is the
+     * host's (another process on the machine takes it unevenly). */
     double cpu[2] = { (double)(hi[0] - lo[0]), (double)(hi[1] - lo[1]) };
-    double share[SHARE_HOGS], mean = 0;
+    double share[SHARE_HOGS], mean_of[2] = { 0, 0 };
     for (int i = 0; i < SHARE_HOGS; i++) {
         share[i] = cpu[h[i].worker] * (double)h[i].rounds / done[h[i].worker];
-        mean += share[i] / SHARE_HOGS;
+        mean_of[h[i].worker] += share[i] / (SHARE_HOGS / 2);
     }
     cr_log_info("libc-heavy hogs, 2 workers: CPU time %.0f %.0f %.0f %.0f ms; %llu hooked "
                 "returns, %llu preemptions",
@@ -194,9 +197,10 @@ Test(hijack, libc_heavy_threads_on_two_workers_share_the_cpu, .timeout = 60)
                 (unsigned long long)(s1.hijacks - s0.hijacks),
                 (unsigned long long)(s1.preemptions - s0.preemptions));
     for (int i = 0; i < SHARE_HOGS; i++) {
-        double dev = (share[i] - mean) / mean;
-        cr_expect(dev >= -0.10 && dev <= 0.10, "hog %d had %.0f ms of CPU, %+.1f%% off the mean",
-                  i, share[i] / 1e6, 100.0 * dev);
+        double mean = mean_of[h[i].worker], dev = (share[i] - mean) / mean;
+        cr_expect(dev >= -0.10 && dev <= 0.10,
+                  "hog %d had %.0f ms of CPU, %+.1f%% off the mean of its worker's hogs", i,
+                  share[i] / 1e6, 100.0 * dev);
     }
 }
 
