@@ -1,7 +1,9 @@
 #!/bin/sh
 # The test command (see README.md): on a fresh Debian 12 machine, as root,
 # from a fresh clone.  Installs what is missing, builds out of tree in
-# build/ and runs `make check`, then again with ASan/UBSan in build-asan/.
+# build/ and runs `make check` and `make distcheck`, then `make check` again
+# with ASan/UBSan in build-asan/, then builds the Debian packages, installs,
+# uses and purges them (tests/debian.sh).
 # Exits non-zero on any failure.
 #   JOBS=n                   parallel make jobs (default 2)
 #   CHECK_JOBS=n             test programs run at once (default 1)
@@ -28,7 +30,7 @@ check_jobs=${CHECK_JOBS:-1}
 # for a second compiler's view of GREEN_NOPREEMPT.
 packages="build-essential autoconf automake libtool pkg-config libunwind-dev libcriterion-dev
     libhiredis-dev redis-server libcurl4-openssl-dev libpq-dev nginx postgresql openssl
-    libsqlite3-dev libssl-dev libjemalloc2 gdb clang"
+    libsqlite3-dev libssl-dev libjemalloc2 gdb clang dpkg-dev debhelper lintian fakeroot git man-db"
 
 # Print the logs of the failing tests (test-suite.log gathers them).
 show_logs() {
@@ -89,7 +91,17 @@ if test -n "${dc_failed:-}"; then
 fi
 build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" --enable-asan
 
-echo "==> run.sh: all tests passed (build/, its distcheck, and build-asan/)"
+# The Debian packages, built from this tree, installed, used through
+# pkg-config and LD_PRELOAD, and purged again (tests/debian.sh).
+echo "==> tests/debian.sh"
+sh_rc=0
+bash tests/debian.sh || sh_rc=$?
+if test "$sh_rc" -ne 0; then
+    echo "run.sh: tests/debian.sh failed (exit $sh_rc)" >&2
+    exit 1
+fi
+
+echo "==> run.sh: all tests passed (build/, its distcheck, build-asan/ and the Debian packages)"
 # One closing line for whoever reads only the end: every Criterion test case
 # of both builds (the stress runs and the exports check passed above).
 cat build/tests/*.log build-asan/tests/*.log 2>/dev/null | awk '
