@@ -14,8 +14,9 @@
 #   ASAN_SAFEPOINT_SIGNALS=n the same in build-asan/ (default 200000)
 #   DISTCHECK_TESTS="..."    the tests `make distcheck` runs in build/ after
 #                            the full suite passed there (default: the
-#                            checks of what the tarball ships and installs,
-#                            and a few suites; "" = every test, ~12 min more)
+#                            scripts that check what the tarball ships and
+#                            installs, and the first suite; "" = every test,
+#                            ~12 min more)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,8 +77,10 @@ build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
 
 # The tarball: it builds from a read-only copy of itself, passes its tests,
 # installs and uninstalls cleanly (make distcheck).  The full suite has just
-# run in build/; here a few tests check what the tarball carries.
-dc_tests=${DISTCHECK_TESTS-tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/test_thread tests/test_preload tests/test_shim}
+# run in build/; here the scripts (exports, man pages, replay, the shim
+# under LD_PRELOAD, jemalloc, gdb) and test_thread, the head of the test
+# order (a subset runs every test before the ones it names).
+dc_tests=${DISTCHECK_TESTS-tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/jemalloc.sh tests/hooked_gdb.sh tests/test_thread}
 echo "==> build: make distcheck${dc_tests:+ (TESTS=$dc_tests)}"
 if test -n "$dc_tests"; then
     (cd build && make -j"$jobs" distcheck TESTS="$dc_tests") || dc_failed=1
