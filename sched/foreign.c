@@ -65,31 +65,7 @@ static bool held_grow(struct green__thread *t)
     return true;
 }
 
-/* A worker's holders list holds the holders that left its CPU (parked,
- * yielded) while they held: the only ones another green thread running
- * there can meet.  Linked at the switch away (green__switch), unlinked when
- * the last lock goes: an uncontended lock and unlock touch no list. */
-void green__holders_link(struct green__worker *w, struct green__thread *t)
-{
-    t->hold_linked = true;
-    t->hold_prev = NULL;
-    t->hold_next = w->holders;
-    if (w->holders)
-        w->holders->hold_prev = t;
-    w->holders = t;
-}
 
-static void holders_unlink(struct green__worker *w, struct green__thread *t)
-{
-    if (t->hold_prev)
-        t->hold_prev->hold_next = t->hold_next;
-    else
-        w->holders = t->hold_next;
-    if (t->hold_next)
-        t->hold_next->hold_prev = t->hold_prev;
-    t->hold_prev = t->hold_next = NULL;
-    t->hold_linked = false;
-}
 
 void green__held_push_slow(struct green__worker *w, struct green__thread *self, const void *lock)
 {
@@ -153,7 +129,7 @@ bool green__held_drop_slow(struct green__worker **wp, struct green__thread *self
     memmove(&a[i], &a[i + 1], (self->nheld - i - 1) * sizeof *a);
     self->nheld--;
     if (self->nheld == 0 && self->hold_linked)
-        holders_unlink(*wp, self);
+        green__holders_unlink(*wp, self);
     if (self->nopreempt > 0 && --self->nopreempt == 0 && poll)
         *wp = green__release_poll(*wp, self);
     return true;
@@ -166,7 +142,7 @@ void green__held_forget(struct green__worker *w, struct green__thread *t)
         t->nheld = 0;
     }
     if (t->hold_linked)
-        holders_unlink(w, t);
+        green__holders_unlink(w, t);
     if (t->held != t->held_inline) {
         munmap(t->held, (size_t)t->heldcap * sizeof(void *));
         t->held = t->held_inline;
@@ -174,43 +150,7 @@ void green__held_forget(struct green__worker *w, struct green__thread *t)
     }
 }
 
-/* ---- Holders run where they hold ---------------------------------------- */
 
-void green__ready_holder(struct green__worker *w, struct green__thread *t)
-{
-    struct green__worker *home = t->home;
-    green__set_state(t, GREEN_T_RUNNABLE);
-    if (w == home) {
-        green__pinned_push(home, t, true);
-        return;
-    }
-    green__spin_lock(&home->inbox_lock);
-    t->next = NULL;
-    if (home->inbox_tail)
-        home->inbox_tail->next = t;
-    else
-        home->inbox_head = t;
-    home->inbox_tail = t;
-    atomic_fetch_add_explicit(&home->ninbox, 1, memory_order_seq_cst);
-    green__spin_unlock(&home->inbox_lock);
-    /* It may be asleep: go_idle looks at its inbox after publishing itself
-     * idle, and this wake comes after the push. */
-    green__worker_wake(home);
-}
-
-void green__inbox_drain(struct green__worker *w)
-{
-    green__spin_lock(&w->inbox_lock);
-    struct green__thread *t = w->inbox_head;
-    w->inbox_head = w->inbox_tail = NULL;
-    atomic_store_explicit(&w->ninbox, 0, memory_order_relaxed);
-    green__spin_unlock(&w->inbox_lock);
-    while (t) {
-        struct green__thread *next = t->next;
-        green__pinned_push(w, t, true);
-        t = next;
-    }
-}
 
 /* ---- Waiters ------------------------------------------------------------ */
 

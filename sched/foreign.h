@@ -25,7 +25,31 @@ void green__held_push_slow(struct green__worker *w, struct green__thread *self, 
 bool green__held_drop_slow(struct green__worker **wp, struct green__thread *self,
                            const void *lock, bool poll);
 struct green__worker *green__release_poll(struct green__worker *w, struct green__thread *t);
-void green__holders_link(struct green__worker *w, struct green__thread *t);
+/* A worker's holders list holds the holders that left its CPU (parked,
+ * yielded) while they held: the only ones another green thread running
+ * there can meet.  Linked at the switch away (green__switch), unlinked when
+ * the last lock goes: an uncontended lock and unlock touch no list. */
+static inline void green__holders_link(struct green__worker *w, struct green__thread *t)
+{
+    t->hold_linked = true;
+    t->hold_prev = NULL;
+    t->hold_next = w->holders;
+    if (w->holders)
+        w->holders->hold_prev = t;
+    w->holders = t;
+}
+
+static inline void green__holders_unlink(struct green__worker *w, struct green__thread *t)
+{
+    if (t->hold_prev)
+        t->hold_prev->hold_next = t->hold_next;
+    else
+        w->holders = t->hold_next;
+    if (t->hold_next)
+        t->hold_next->hold_prev = t->hold_prev;
+    t->hold_prev = t->hold_next = NULL;
+    t->hold_linked = false;
+}
 /* self took lock (once more): it is a holder until the matching drop. */
 static inline void green__held_push(struct green__worker *w, struct green__thread *self,
                                     const void *lock)

@@ -496,15 +496,6 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
     return green__ready_list(w, list, false);
 }
 
-void green__netpoll_break(struct green__rt *rt)
-{
-    struct green__netpoll *np = &rt->np;
-    if (atomic_load(&np->ready) && atomic_exchange(&np->broken, 1) == 0) {
-        uint64_t one = 1;
-        while (green__sys_write(np->evfd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
-    }
-}
 
 bool green__netpoll_waiting(struct green__rt *rt)
 {

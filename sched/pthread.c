@@ -57,65 +57,6 @@
 #include <time.h>
 
 
-/* ---- libc's own ---------------------------------------------------------- */
-
-/* Bound at link time to glibc's internal aliases, which libgreen does not
- * interpose: no lookup, so usable before any constructor has run and from
- * inside one (malloc may lock a mutex while dlsym resolves the rest). */
-extern int libc_mutex_trylock(pthread_mutex_t *);
-#ifndef GREEN_ASAN
-extern int libc_mutex_lock(pthread_mutex_t *);
-extern int libc_mutex_unlock(pthread_mutex_t *);
-__asm__(".symver libc_mutex_lock, __pthread_mutex_lock@GLIBC_2.2.5");
-__asm__(".symver libc_mutex_unlock, __pthread_mutex_unlock@GLIBC_2.2.5");
-#else
-/* AddressSanitizer's runtime, first in the lookup order, defines
- * __pthread_mutex_lock and __pthread_mutex_unlock itself, as interceptors
- * whose way to libc's is found with dlsym -- which sees only default
- * versions, not these: they call NULL.  So go to libc's by version. */
-static int (*asan_libc_lock)(pthread_mutex_t *), (*asan_libc_unlock)(pthread_mutex_t *);
-__attribute__((constructor(101))) static void asan_libc_resolve(void)
-{
-    void *lib = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    *(void **)&asan_libc_lock = lib ? dlvsym(lib, "__pthread_mutex_lock", "GLIBC_2.2.5") : NULL;
-    *(void **)&asan_libc_unlock = lib ? dlvsym(lib, "__pthread_mutex_unlock", "GLIBC_2.2.5") : NULL;
-    if (!asan_libc_lock || !asan_libc_unlock) {
-        green__write_str(2, "libgreen: fatal: libc has no __pthread_mutex_lock@GLIBC_2.2.5\n");
-        abort();
-    }
-    if (lib)
-        dlclose(lib);
-}
-static int libc_mutex_lock(pthread_mutex_t *m)
-{
-    if (GREEN_UNLIKELY(!asan_libc_lock))
-        asan_libc_resolve();
-    return asan_libc_lock(m);
-}
-static int libc_mutex_unlock(pthread_mutex_t *m)
-{
-    if (GREEN_UNLIKELY(!asan_libc_unlock))
-        asan_libc_resolve();
-    return asan_libc_unlock(m);
-}
-#endif
-extern int libc_rwlock_rdlock(pthread_rwlock_t *);
-extern int libc_rwlock_wrlock(pthread_rwlock_t *);
-extern int libc_rwlock_tryrdlock(pthread_rwlock_t *);
-extern int libc_rwlock_trywrlock(pthread_rwlock_t *);
-extern int libc_rwlock_unlock(pthread_rwlock_t *);
-__asm__(".symver libc_mutex_trylock, __pthread_mutex_trylock@GLIBC_2.2.5");
-__asm__(".symver libc_rwlock_rdlock, __pthread_rwlock_rdlock@GLIBC_2.2.5");
-__asm__(".symver libc_rwlock_wrlock, __pthread_rwlock_wrlock@GLIBC_2.2.5");
-__asm__(".symver libc_rwlock_tryrdlock, __pthread_rwlock_tryrdlock@GLIBC_2.2.5");
-__asm__(".symver libc_rwlock_trywrlock, __pthread_rwlock_trywrlock@GLIBC_2.2.5");
-__asm__(".symver libc_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
-
-/* For libgreen's internal locks (sched.h). */
-int green__os_mutex_lock(pthread_mutex_t *m) { return libc_mutex_lock(m); }
-int green__os_mutex_trylock(pthread_mutex_t *m) { return libc_mutex_trylock(m); }
-int green__os_mutex_unlock(pthread_mutex_t *m) { return libc_mutex_unlock(m); }
-
 /* ---- Shared helpers ------------------------------------------------------ */
 
 /* An absolute time on clock clk as a deadline on the run's clock; EINVAL

@@ -52,6 +52,33 @@ void *green__libc_need(void *lib, const char *name);
 #define LIBC(f) (GREEN_LIKELY(atomic_load_explicit(&green__libc.ready, memory_order_acquire)) \
                      ? green__libc.f : (green__libc_resolve(), green__libc.f))
 
+/* libc's mutex and rwlock calls, bound at link time to glibc's internal
+ * aliases, which libgreen does not interpose: no lookup, so usable before
+ * any constructor has run and from inside one (malloc may lock a mutex
+ * while dlsym resolves the rest).  Under AddressSanitizer the mutex's two
+ * are functions of pthread_libc.c instead (it says why). */
+extern int libc_mutex_trylock(pthread_mutex_t *);
+#ifndef GREEN_ASAN
+extern int libc_mutex_lock(pthread_mutex_t *);
+extern int libc_mutex_unlock(pthread_mutex_t *);
+__asm__(".symver libc_mutex_lock, __pthread_mutex_lock@GLIBC_2.2.5");
+__asm__(".symver libc_mutex_unlock, __pthread_mutex_unlock@GLIBC_2.2.5");
+#else
+int libc_mutex_lock(pthread_mutex_t *m);
+int libc_mutex_unlock(pthread_mutex_t *m);
+#endif
+extern int libc_rwlock_rdlock(pthread_rwlock_t *);
+extern int libc_rwlock_wrlock(pthread_rwlock_t *);
+extern int libc_rwlock_tryrdlock(pthread_rwlock_t *);
+extern int libc_rwlock_trywrlock(pthread_rwlock_t *);
+extern int libc_rwlock_unlock(pthread_rwlock_t *);
+__asm__(".symver libc_mutex_trylock, __pthread_mutex_trylock@GLIBC_2.2.5");
+__asm__(".symver libc_rwlock_rdlock, __pthread_rwlock_rdlock@GLIBC_2.2.5");
+__asm__(".symver libc_rwlock_wrlock, __pthread_rwlock_wrlock@GLIBC_2.2.5");
+__asm__(".symver libc_rwlock_tryrdlock, __pthread_rwlock_tryrdlock@GLIBC_2.2.5");
+__asm__(".symver libc_rwlock_trywrlock, __pthread_rwlock_trywrlock@GLIBC_2.2.5");
+__asm__(".symver libc_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
+
 /* An absolute time on clock clk as a deadline on the run's clock; EINVAL
  * for what libc would refuse. */
 int green__pt_deadline(struct green__rt *rt, clockid_t clk, const struct timespec *abs,

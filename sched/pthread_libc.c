@@ -3,9 +3,9 @@
  * beside it) and for libgreen's internal locks (green__os_*, sched.h): the
  * public names are libgreen's, which may park.  The calls libc also
  * exports under internal names (__pthread_mutex_lock...) are bound to
- * those at link time where they are used (pthread.c has the mutex's,
- * green__os_mutex_*); the rest are found here with dlsym on libc itself,
- * at load or by the first call.
+ * those at link time (pthread.h; under AddressSanitizer the mutex's are
+ * below); the rest are found here with dlsym on libc itself, at load or
+ * by the first call.
  */
 #include "pthread.h"
 
@@ -14,6 +14,38 @@
 
 extern int libc_once(pthread_once_t *, void (*)(void));
 __asm__(".symver libc_once, __pthread_once@GLIBC_2.2.5");
+
+#ifdef GREEN_ASAN
+/* AddressSanitizer's runtime, first in the lookup order, defines
+ * __pthread_mutex_lock and __pthread_mutex_unlock itself, as interceptors
+ * whose way to libc's is found with dlsym -- which sees only default
+ * versions, not these: they call NULL.  So go to libc's by version. */
+static int (*asan_libc_lock)(pthread_mutex_t *), (*asan_libc_unlock)(pthread_mutex_t *);
+__attribute__((constructor(101))) static void asan_libc_resolve(void)
+{
+    void *lib = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    *(void **)&asan_libc_lock = lib ? dlvsym(lib, "__pthread_mutex_lock", "GLIBC_2.2.5") : NULL;
+    *(void **)&asan_libc_unlock = lib ? dlvsym(lib, "__pthread_mutex_unlock", "GLIBC_2.2.5") : NULL;
+    if (!asan_libc_lock || !asan_libc_unlock) {
+        green__write_str(2, "libgreen: fatal: libc has no __pthread_mutex_lock@GLIBC_2.2.5\n");
+        abort();
+    }
+    if (lib)
+        dlclose(lib);
+}
+int libc_mutex_lock(pthread_mutex_t *m)
+{
+    if (GREEN_UNLIKELY(!asan_libc_lock))
+        asan_libc_resolve();
+    return asan_libc_lock(m);
+}
+int libc_mutex_unlock(pthread_mutex_t *m)
+{
+    if (GREEN_UNLIKELY(!asan_libc_unlock))
+        asan_libc_resolve();
+    return asan_libc_unlock(m);
+}
+#endif
 
 /* The rest by name from libc itself, once. */
 struct green__libc green__libc;
@@ -67,6 +99,10 @@ __attribute__((constructor)) void green__libc_resolve(void)
     atomic_store_explicit(&green__libc.ready, 1, memory_order_release);
 }
 
+/* For libgreen's internal locks (sched.h). */
+int green__os_mutex_lock(pthread_mutex_t *m) { return libc_mutex_lock(m); }
+int green__os_mutex_trylock(pthread_mutex_t *m) { return libc_mutex_trylock(m); }
+int green__os_mutex_unlock(pthread_mutex_t *m) { return libc_mutex_unlock(m); }
 int green__os_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) { return LIBC(cond_wait)(c, m); }
 int green__os_cond_signal(pthread_cond_t *c) { return LIBC(cond_signal)(c); }
 int green__os_cond_broadcast(pthread_cond_t *c) { return LIBC(cond_broadcast)(c); }

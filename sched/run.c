@@ -123,6 +123,8 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     return 0;
 }
 
+static void deadlock_report(struct green__rt *rt);
+
 int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
                void **ret, const struct green__hooks *hooks)
 {
@@ -168,6 +170,8 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     green__sysmon_stop(rt);
 
     err = rt->result;
+    if (err == EDEADLK)
+        deadlock_report(rt);
     if (cfg->deterministic == GREEN_DETERMINISTIC_PRINT)
         fprintf(stderr, "libgreen: deterministic run: seed %llu, %llu switches, "
                         "schedule digest %016llx\n",
@@ -242,7 +246,11 @@ static void report_thread(void *obj, void *arg)
             green__wq_remove(wt->q, wt);
 }
 
-void green__deadlock_report(struct green__rt *rt)
+/* Print the blocked threads, then unlink their waiters from the objects
+ * they wait on, so that the program can destroy those objects.  Requires:
+ * the workers have stopped (the last one to go idle found the rest parked
+ * for good: loop.c). */
+static void deadlock_report(struct green__rt *rt)
 {
     struct report r = { 0 };
     uint64_t live = 0;

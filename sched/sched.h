@@ -666,6 +666,21 @@ static inline struct green__worker *green__poll(struct green__worker *w)
 
 /* Wake an idle worker v from its futex or from epoll_wait. */
 void green__worker_wake(struct green__worker *v);
+/* The next thread from w's own queues, or NULL: a scheduling decision
+ * (switch.c). */
+struct green__thread *green__pick(struct green__worker *w);
+/* Fire w's timers that are due. */
+void green__check_timers(struct green__worker *w);
+/* Wake every worker of the run (loop.c): it is over. */
+void green__wake_all(struct green__rt *rt);
+/* The owner's counters that others read: plain increments, published. */
+static inline void green__add_relaxed(_Atomic uint32_t *c, uint32_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+/* A scheduling decision: the monitor dates slices by it. */
+static inline void green__new_slice(struct green__worker *w) { green__add_relaxed(&w->tick, 1); }
 
 /* netpoll.c */
 /* Poll the run's fds until deadline (absolute green__clock_ns; 0: do not
@@ -673,8 +688,6 @@ void green__worker_wake(struct green__worker *v);
  * ready runnable, in w's queues (w NULL: the global queue).  Returns how
  * many. */
 unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline);
-/* Make a blocked green__netpoll return now. */
-void green__netpoll_break(struct green__rt *rt);
 /* Do threads wait on fds? */
 bool green__netpoll_waiting(struct green__rt *rt);
 /* Poll without blocking if threads wait and nobody has polled for
@@ -708,11 +721,31 @@ static inline int green__sys_close(int fd)
     return (int)syscall(SYS_close, fd);
 }
 
+/* Make a blocked green__netpoll return now: its doorbell, the eventfd it
+ * polls beside the program's fds. */
+static inline void green__netpoll_break(struct green__rt *rt)
+{
+    struct green__netpoll *np = &rt->np;
+    if (atomic_load(&np->ready) && atomic_exchange(&np->broken, 1) == 0) {
+        uint64_t one = 1;
+        while (green__sys_write(np->evfd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+    }
+}
+
 /* sysmon.c */
 int green__sysmon_start(struct green__rt *rt);
 void green__sysmon_stop(struct green__rt *rt);
-/* A worker left idle: make sure the monitor is awake. */
-void green__sysmon_kick(struct green__rt *rt);
+/* A worker left idle: make sure the monitor is awake.  Its doorbell, rung
+ * from the workers' loops below it. */
+static inline void green__sysmon_kick(struct green__rt *rt)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&rt->sysmon_word) == 0) {
+        atomic_store(&rt->sysmon_word, 1);
+        green__futex_wake(&rt->sysmon_word, 1);
+    }
+}
 /* AS-safe.  Cut the monitor's nap short: something it should look at
  * changed (a worker's slice timer handed it back). */
 void green__sysmon_poke(struct green__rt *rt);
@@ -988,11 +1021,6 @@ int green__overflow_install(void);
 void green__overflow_uninstall(void);
 int green__altstack_setup(struct green__worker *w);
 void green__altstack_teardown(struct green__worker *w);
-
-/* run.c */
-/* Print the blocked threads, then unlink their waiters from the objects
- * they wait on, so that the program can destroy those objects. */
-void green__deadlock_report(struct green__rt *rt);
 
 /* fork.c: pthread_atfork handlers.  What a fork child keeps of the
  * parent's runs: none (no workers, timers, netpoller or other green

@@ -93,16 +93,6 @@ uint64_t green__det_now(struct green__rt *rt)
     return now;
 }
 
-bool green__det_idle(struct green__rt *rt)
-{
-    uint64_t next = green__timers_next(rt);
-    if (next == GREEN_FOREVER)
-        return false;
-    if (next > rt->vnow)
-        rt->vnow = next;
-    return true;
-}
-
 int green__det_reserve(struct green__rt *rt, size_t live)
 {
     if (live <= rt->detcap)
@@ -147,4 +137,15 @@ int green_schedule_digest(uint64_t *digest, uint64_t *seed)
     if (seed)
         *seed = w->rt->cfg.seed;
     return 0;
+}
+
+/* The run's clock, for the program (green__now's). */
+uint64_t green_now_ns(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (w && w->rt->det) {
+        green__reductions--;         /* a clock read is a reduction: time moves */
+        return green__det_now(w->rt);
+    }
+    return green__clock_ns();
 }

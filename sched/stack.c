@@ -199,3 +199,21 @@ void green__altstack_teardown(struct green__worker *w)
     munmap(w->altstack, w->altstack_size);
     w->altstack = NULL;
 }
+
+/* Give a finished thread's control block back (its stack went at exit),
+ * at rest: as green__thread_new expects it (sched.h). */
+void green__thread_free(struct green__worker *w, struct green__thread *t)
+{
+    green__assert(!atomic_load_explicit(&t->on_cpu, memory_order_relaxed) &&
+                  !t->free_on_switch && !t->timer_w && t->timer_idx == 0);
+    green__set_state(t, GREEN_T_FREE);
+    t->is_main = false;
+    t->nopreempt = 0;
+    t->preempt_pending = false;
+    t->patch = (struct green__patch){ NULL, 0, NULL };
+    t->asan_fake = NULL;
+    atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
+    atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
+    atomic_store_explicit(&t->jword, 0, memory_order_release);
+    green__pool_put(&w->rt->threads, &w->thread_cache, t);
+}

@@ -125,15 +125,6 @@ static void *sysmon_main(void *arg)
     return NULL;
 }
 
-void green__sysmon_kick(struct green__rt *rt)
-{
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load(&rt->sysmon_word) == 0) {
-        atomic_store(&rt->sysmon_word, 1);
-        green__futex_wake(&rt->sysmon_word, 1);
-    }
-}
-
 int green__sysmon_start(struct green__rt *rt)
 {
     atomic_store(&rt->sysmon_word, 1);
@@ -158,6 +149,6 @@ void green__sysmon_stop(struct green__rt *rt)
     atomic_store(&rt->sysmon_word, 1);
     green__futex_wake(&rt->sysmon_word, 1);
     green__sysmon_poke(rt);
-    pthread_join(rt->sysmon, NULL);
+    green__os_join(rt->sysmon, NULL);
     rt->sysmon_started = false;
 }

@@ -187,3 +187,15 @@ void green__timers_free(struct green__worker *w)
     w->heap = NULL;
     w->ntimers = w->heapcap = 0;
 }
+
+/* A deterministic run with nothing runnable: its virtual clock jumps to the
+ * next deadline (false: no timer is pending). */
+bool green__det_idle(struct green__rt *rt)
+{
+    uint64_t next = green__timers_next(rt);
+    if (next == GREEN_FOREVER)
+        return false;
+    if (next > rt->vnow)
+        rt->vnow = next;
+    return true;
+}

@@ -35,16 +35,6 @@ void green__panic(const char *fmt, ...)
     abort();
 }
 
-uint64_t green_now_ns(void)
-{
-    struct green__worker *w = green__worker_self();
-    if (w && w->rt->det) {
-        green__reductions--;         /* a clock read is a reduction: time moves */
-        return green__det_now(w->rt);
-    }
-    return green__clock_ns();
-}
-
 uint64_t green__clock_ns(void)
 {
     struct timespec ts;

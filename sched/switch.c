@@ -1,0 +1,248 @@
+/*
+ * Switching: how the running green thread leaves the CPU and which thread
+ * its worker runs next, and how a thread becomes runnable.
+ *
+ * A thread that leaves the CPU (yield, park, exit) switches straight to the
+ * next runnable thread of its worker -- one switch, not two -- and only when
+ * there is none does it switch to the worker's scheduler loop (g0, on the
+ * worker's own OS stack; loop.c), which steals, fires timers, and sleeps.
+ *
+ * The next thread of a worker's own (pick): the LIFO slot, up to
+ * GREEN_RUNNEXT_MAX times in a row; the ring; the threads preempted here
+ * (pinned: they may hold addresses of this OS thread's TLS), each once the
+ * ring has run what it held when the thread was preempted; every 61st pick
+ * the global queue first, for fairness.
+ *
+ * Making a thread runnable (green__ready) puts it in the caller's worker's
+ * queues (or the global queue, from a foreign thread) and wakes an idle
+ * worker only when nobody is hunting for work already (green__wakep; the
+ * protocol is in loop.c).
+ */
+#include "foreign.h"
+
+#include <errno.h>
+
+#define GREEN_FAIR_PERIOD 61      /* picks between looks at the global queue (Go's) */
+
+/* ---- Switching ---------------------------------------------------------- */
+
+#ifdef GREEN_ASAN
+static void asan_start(struct green__worker *w, struct green__thread *from,
+                       struct green__thread *to)
+{
+    const void *lo = to == &w->g0 ? w->os_stack_lo : to->stack_lo;
+    size_t size = to == &w->g0 ? w->os_stack_size : to->stack_size;
+    __sanitizer_start_switch_fiber(green__state(from) == GREEN_T_DEAD ? NULL : &from->asan_fake,
+                                   lo, size);
+}
+static void asan_finish(struct green__thread *self)
+{
+    __sanitizer_finish_switch_fiber(self->asan_fake, NULL, NULL);
+}
+#else
+static void asan_start(struct green__worker *w, struct green__thread *from,
+                       struct green__thread *to)
+{
+    (void)w, (void)from, (void)to;
+}
+static void asan_finish(struct green__thread *self) { (void)self; }
+#endif
+
+void green__switch_finish(struct green__worker *w)
+{
+    asan_finish(w->cur);
+    struct green__thread *prev = w->prev;
+    if (prev == &w->g0)
+        return;
+    if (green__state(prev) == GREEN_T_DEAD) {
+        /* Off its stack at last: the stack goes back now, the control
+         * block when it is joined (or now, if detached). */
+        green__stack_put(w, prev);
+        if (prev->free_on_switch) {
+            prev->free_on_switch = false;
+            atomic_store_explicit(&prev->on_cpu, 0, memory_order_relaxed);
+            green__thread_free(w, prev);
+            return;
+        }
+    }
+    /* Its registers are saved: whoever picked it may now switch to it. */
+    atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
+}
+
+struct green__worker *green__switch(struct green__worker *w, struct green__thread *to)
+{
+    struct green__thread *from = w->cur;
+    from->err = *w->errno_loc;
+    /* A holder of foreign locks leaves the CPU: the next thread here must
+     * see it (foreign.c). */
+    if (GREEN_UNLIKELY(from->nheld) && !from->hold_linked)
+        green__holders_link(w, from);
+    /* Any switch satisfies a refused preemption (a hook that waited for
+     * it finds nothing pending when it fires). */
+    __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
+    if (to != &w->g0 && GREEN_UNLIKELY(atomic_load_explicit(&to->on_cpu, memory_order_acquire))) {
+        /* Picked while still switching out on another worker.  Wait for it
+         * only on g0: `from` stays on this CPU while we wait, and that
+         * worker may be waiting the same way for `from` -- each on the
+         * other's thread, for good.  So leave `from` first, by way of g0,
+         * which takes `to` as its next pick (find_runnable). */
+        if (from != &w->g0) {
+            w->detour = to;
+            to = &w->g0;
+        } else {
+            while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
+                green__cpu_relax();
+        }
+    }
+    if (to != &w->g0) {
+        atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
+        __atomic_store_n(&to->home, w, __ATOMIC_RELAXED);  /* can_spin reads it */
+    }
+    green__set_state(to, GREEN_T_RUNNING);
+    w->prev = from;
+    __atomic_store_n(&w->cur, to, __ATOMIC_RELAXED);   /* the monitor reads it */
+    green__slice_start(w, to);
+    asan_start(w, from, to);
+#ifdef GREEN_TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    w = green__ctx_switch(&from->sp, to->sp, w);
+    green__switch_finish(w);
+    *w->errno_loc = from->err;
+    return w;
+}
+
+
+static struct green__thread *pinned_pop(struct green__worker *w)
+{
+    struct green__thread *t = w->pinned_head;
+    w->pinned_head = t->next;
+    if (!w->pinned_head)
+        w->pinned_tail = NULL;
+    green__add_relaxed(&w->npinned, (uint32_t)-1);
+    return t;
+}
+
+/* A deterministic run (one worker): gather every runnable thread into the
+ * run's pool -- the LIFO slot, the ring, the pinned queue, the global queue,
+ * always in this order -- and draw one at random from the seed. */
+static __attribute__((noinline, cold)) struct green__thread *det_pick(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    struct green__thread *t;
+    for (;;) {
+        if (atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
+            (t = green__runnext_swap(w, NULL)) != NULL)
+            green__det_push(rt, t);
+        else if ((t = green__runq_pop(w)) != NULL)
+            green__det_push(rt, t);
+        else if (w->pinned_head)
+            green__det_push(rt, pinned_pop(w));
+        else if (atomic_load_explicit(&rt->glen, memory_order_relaxed) &&
+                 (t = green__globq_take(w, GREEN_RUNQ_SIZE / 2)) != NULL)
+            green__det_push(rt, t);
+        else
+            return green__det_take(w);
+    }
+}
+
+/* The next thread from w's own queues, or NULL: a scheduling decision. */
+struct green__thread *green__pick(struct green__worker *w)
+{
+    struct green__thread *t;
+    green__new_slice(w);
+    if (GREEN_UNLIKELY(atomic_load_explicit(&w->ninbox, memory_order_relaxed)))
+        green__inbox_drain(w);
+    if (GREEN_UNLIKELY(w->rt->det))
+        return det_pick(w);
+    if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
+        w->fair_tick = 0;
+        if (atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&
+            (t = green__globq_take(w, 1)) != NULL)
+            return t;
+    }
+    if (w->runnext_streak < GREEN_RUNNEXT_MAX &&
+        atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
+        (t = green__runnext_swap(w, NULL))) {
+        w->runnext_streak++;
+        return t;
+    }
+    w->runnext_streak = 0;
+    /* Threads preempted here wait in the pinned queue until the ring has
+     * run what it held when they were preempted. */
+    if (w->pinned_head &&
+        (int32_t)(atomic_load_explicit(&w->q.head, memory_order_relaxed) -
+                  w->pinned_head->pin_mark) >= 0)
+        return pinned_pop(w);
+    if ((t = green__runq_pop(w)) != NULL)
+        return t;
+    if (w->pinned_head)
+        return pinned_pop(w);
+    if (atomic_load_explicit(&w->runnext, memory_order_relaxed))
+        return green__runnext_swap(w, NULL);
+    return NULL;
+}
+
+void green__check_timers(struct green__worker *w)
+{
+    uint64_t next = atomic_load_explicit(&w->timer_next, memory_order_relaxed);
+    if (next != GREEN_FOREVER) {
+        uint64_t now = green__now(w->rt);
+        if (next <= now)
+            green__timers_run(w, w, now);
+    }
+}
+
+struct green__worker *green__sched_leave(struct green__worker *w)
+{
+    struct green__thread *self = w->cur;
+    if ((atomic_load_explicit(&w->tick, memory_order_relaxed) & 63) == 0)
+        green__check_timers(w);
+    struct green__thread *t = green__pick(w);
+    if (t == self) {                 /* woken before it got away */
+        green__set_state(self, GREEN_T_RUNNING);
+        green__slice_refill(w);
+        return w;
+    }
+    return green__switch(w, t ? t : &w->g0);
+}
+
+void green_yield(void)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w || w->cur == &w->g0)
+        return;
+    if ((atomic_load_explicit(&w->tick, memory_order_relaxed) & 63) == 0)
+        green__check_timers(w);
+    struct green__thread *t = green__pick(w);
+    if (!t) {
+        green__slice_refill(w);      /* nobody else: a new slice all the same */
+        return;
+    }
+    struct green__thread *self = w->cur;
+    green__set_state(self, GREEN_T_RUNNABLE);
+    if (GREEN_UNLIKELY(self->nheld))
+        green__pinned_push(w, self, false);        /* a holder stays where it holds */
+    else
+        green__runq_push(w, self);
+    green__switch(w, t);
+}
+
+_Atomic uint64_t green__deferred_taken;
+
+/* At a poll: a refused preemption is pending, or the slice's budget is
+ * spent (both are satisfied by one yield). */
+struct green__worker *green__take_deferred(struct green__worker *w)
+{
+    struct green__thread *t = w->cur;
+    if (t->nopreempt)
+        return w;                    /* green_nopreempt_end polls again */
+    if (__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&t->preempt_pending, false, __ATOMIC_RELAXED);
+        atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&green__budget_yields, 1, memory_order_relaxed);
+    }
+    green_yield();
+    return green__worker_self();
+}
