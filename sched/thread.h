@@ -1,0 +1,182 @@
+/* Private to libgreen. */
+/*
+ * A green thread: its control block (struct green__thread), its states, the
+ * join word, the top of its stack, and the calls that make, start, end and
+ * free one (thread.c, stack.c, keys.c).
+ */
+#ifndef GREEN_THREAD_H
+#define GREEN_THREAD_H
+
+#include "base.h"
+
+/* ---- Green threads ------------------------------------------------------ */
+
+enum green__tstate {
+    GREEN_T_FREE = 0,
+    GREEN_T_RUNNABLE,
+    GREEN_T_RUNNING,
+    GREEN_T_PARKED,
+    GREEN_T_DEAD,
+};
+
+/* t->jword: id << GREEN_JW_SHIFT | flags.  Every join/detach transition is a
+ * CAS on the whole word, so a stale handle (whose id no longer matches) can
+ * never act on a recycled control block. */
+#define GREEN_JW_DETACHED 1u
+#define GREEN_JW_JOINING  2u
+#define GREEN_JW_DONE     4u
+#define GREEN_JW_WAITING  8u   /* the joiner is parked: t->joiner is set */
+#define GREEN_JW_SHIFT    4
+
+struct green__worker;
+struct green__rt;
+struct green__waiter;
+
+/* A return address on a thread's stack that the preemption layer pointed
+ * at its trampoline (signals/hijack.c): the return of a frame that may not
+ * be interrupted, hooked so that a refused preemption is taken the instant
+ * that frame returns into preemptible code.  Owned by that layer and written
+ * on the thread's own worker; sched/ only puts it to rest with the control
+ * block.  Whether a hook is still in place is never read from its slot --
+ * after a longjmp the slot may be a live frame's memory -- but from a walk
+ * of the stack, which meets the trampoline as a caller while it is. */
+struct green__patch {
+    uint64_t *slot;                  /* the hooked slot; NULL: none */
+    uint32_t trusted;                /* budgets it answers for unwalked */
+    void *exc;                       /* an exception landed in the trampoline */
+};
+
+/* The top 16 bytes of every green stack (just below stack_hi), which no
+ * frame uses.  `mark` is GREEN_STACK_TOP_MARK from the thread's start on;
+ * `ret` holds the real return address of the hooked frame while a hook is
+ * in place, where the trampoline finds it when it fires and its unwind
+ * information finds it for unwinders (it looks for the mark at each page
+ * boundary above the hooked frame): C++ exceptions, debuggers and
+ * backtraces then walk through a hooked return as if it were not there. */
+struct green__stack_top {
+    uint64_t mark;
+    uint64_t ret;
+};
+#define GREEN_STACK_TOP_MARK 0x9c3e6f1a5b27d48eull
+
+#define GREEN_KEYS_MAX 1024u         /* glibc's PTHREAD_KEYS_MAX */
+#define GREEN_KEY_PAGES 4u
+
+/* Rest state: a control block in a pool (free) has on_cpu, wake,
+ * free_on_switch, is_main, joiner, timer_w, timer_idx, asan_fake and keys
+ * all zero, as a fresh (mmap'd) one does; green__thread_new sets only the
+ * rest. */
+struct green__thread {
+    /* Switch state.  Owner: the worker running it, then whoever runs it next. */
+    void *sp;                        /* saved stack pointer while switched out */
+    _Atomic uint32_t on_cpu;         /* see "The on_cpu protocol" */
+    uint8_t state;                   /* enum green__tstate; reports only */
+    bool free_on_switch;             /* dead and detached: next context frees it */
+    bool is_main;                    /* runs green_run's main_fn */
+    int err;                         /* saved errno */
+    struct green__thread *next;      /* link in the global queue / a free list */
+    struct green__rt *rt;            /* the run it belongs to; fixed */
+    struct green__worker *home;      /* last worker that ran it */
+    uint32_t pin_mark;               /* pinned: its worker's ring tail then */
+
+    /* Identity and join.  jword: any thread, by CAS.  joiner: written by
+     * the joiner right after it sets JW_WAITING, read by exit after that. */
+    _Atomic uint64_t jword;
+    uint64_t id;                     /* fixed while the slot is in use */
+    uint64_t seq;                    /* spawn number on its spawner's worker:
+                                      * its name in a deterministic run's digest */
+    _Atomic(struct green__thread *) joiner;
+    void *(*fn)(void *);
+    void *arg;
+    void *ret;                       /* written before JW_DONE (release) */
+
+    /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
+     * writes wake_err / wake_from before making the thread runnable.
+     * wake_solo: this park has one possible waker (one waiter, no deadline),
+     * so the claim needs no CAS. */
+    _Atomic uint32_t wake;
+    bool wake_solo;
+    int wake_err;                    /* 0, ETIMEDOUT, EPIPE, ... */
+    struct green__waiter *wake_from; /* the waiter that fired (select) */
+    const char *wait_what;           /* the blocking call, for reports */
+    const void *wait_obj;            /* the object waited on, for reports */
+    struct green__waiter *waiters;   /* linked by this park, via ->tnext */
+
+    /* Deadline timer.  timer_w: set by the thread before it parks; timer_idx
+     * under timer_w->tlock: heap index + 1, 0 when not in the heap. */
+    struct green__worker *timer_w;
+    size_t timer_idx;
+    uint64_t deadline;
+
+    void *asan_fake;                 /* AddressSanitizer's fake stack, if any */
+#ifdef GREEN_VALGRIND
+    unsigned vg_stack_id;            /* Valgrind's name for its stack */
+#endif
+#ifdef GREEN_TSAN
+    void *tsan_fiber;                /* ThreadSanitizer's fiber for it */
+#endif
+
+    /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by
+     * the signal handler on this thread's worker when it refuses, cleared
+     * by the thread at its next switch or poll (read with __atomic: the
+     * handler interrupts the thread itself).  patch: a return address on
+     * this stack that the preemption layer hooked (struct green__patch). */
+    unsigned nopreempt;              /* green_nopreempt_begin depth, plus
+                                      * one per foreign lock held */
+    bool preempt_pending;            /* a preemption was refused meanwhile */
+    struct green__patch patch;
+
+    /* Foreign locks (foreign.c): the pthread mutexes, rwlocks, spinlocks,
+     * stdio locks, once controls and static guards it holds, one entry per
+     * acquisition, in held_inline until it overflows into `held` (mmap'd).
+     * While nheld > 0 the thread is a holder: never preempted (each entry
+     * counts in nopreempt), linked in its worker's holders list and run
+     * only there (pthread owners are OS thread ids).  Owner: the thread's
+     * own worker. */
+    uint32_t nheld, heldcap;         /* entries used, and room in held */
+    const void **held;               /* held_inline, or pages of its own */
+    const void *held_inline[4];
+    struct green__thread *hold_prev, *hold_next;
+    bool hold_linked;                /* in its worker's holders list */
+
+    /* Its values of pthread keys (keys.c): a page per 256 keys, taken at
+     * its first value there, given back at exit (so NULL at rest). */
+    void *keys[GREEN_KEY_PAGES];
+
+    /* Its stack, from the run's stack pool; given back at exit. */
+    char *stack_hi;                  /* top (the pool's handle); NULL once freed */
+    char *stack_lo;                  /* lowest usable byte (above the guard) */
+    size_t stack_size;               /* usable bytes */
+} __attribute__((aligned(GREEN_CACHELINE)));
+
+static inline struct green__stack_top *green__stack_top(const struct green__thread *t)
+{
+    return (struct green__stack_top *)(void *)t->stack_hi - 1;
+}
+
+/* thread.c */
+void green__thread_main(struct green__worker *w, struct green__thread *t);
+GREEN_NORETURN void green__thread_exit(struct green__worker *w, void *ret);
+struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(void *),
+                                        void *arg, bool detached, int *err);
+int green__threads_init(struct green__rt *rt);
+
+/* keys.c: pthread keys' values per green thread.  keys_exit runs t's
+ * destructors (they may park: returns its worker then) and frees its
+ * values. */
+int green__keys_init(struct green__rt *rt);
+struct green__worker *green__keys_exit(struct green__worker *w, struct green__thread *t);
+uint64_t green__fp_control(void);
+/* Give a finished thread's control block back (its stack went at exit). */
+void green__thread_free(struct green__worker *w, struct green__thread *t);
+
+/* stack.c */
+int green__stacks_init(struct green__rt *rt, size_t stack_size);
+int green__stack_get(struct green__worker *w, struct green__thread *t);
+void green__stack_put(struct green__worker *w, struct green__thread *t);
+int green__overflow_install(void);
+void green__overflow_uninstall(void);
+int green__altstack_setup(struct green__worker *w);
+void green__altstack_teardown(struct green__worker *w);
+
+#endif /* GREEN_THREAD_H */

@@ -1,0 +1,198 @@
+/* Private to libgreen. */
+/*
+ * A worker: the OS thread that runs green threads (struct green__worker),
+ * its run queue and timer heap, and the calls that switch between threads,
+ * make them runnable and run the scheduler loop (self.c, switch.c, ready.c,
+ * loop.c, worker.c, timer.c).
+ */
+#ifndef GREEN_WORKER_H
+#define GREEN_WORKER_H
+
+#include "thread.h"
+#include "pool.h"
+
+/* ---- Run queues (runq.c) ------------------------------------------------ */
+
+#define GREEN_RUNQ_SIZE 256u
+#define GREEN_RUNNEXT_MAX 32u      /* LIFO picks in a row before the queue's turn */
+
+/* Go's runq: single producer (the owner), many consumers (owner and
+ * stealers, by CAS on head). */
+struct green__runq {
+    _Atomic uint32_t head;
+    _Atomic uint32_t tail;
+    _Atomic(struct green__thread *) slot[GREEN_RUNQ_SIZE];
+};
+
+/* ---- Timers (timer.c) --------------------------------------------------- */
+
+struct green__timer {
+    uint64_t deadline;
+    struct green__thread *t;
+};
+
+/* ---- Workers ------------------------------------------------------------ */
+
+struct green__worker {
+    /* Fixed at start. */
+    struct green__rt *rt;
+    unsigned index;
+    pthread_t pthread;
+
+    /* Owner: this worker's OS thread. */
+    struct green__thread *cur;       /* running: a green thread or &g0; the
+                                      * monitor and other workers read it:
+                                      * relaxed atomic stores and loads */
+    struct green__thread *prev;      /* context just left; finished by the next */
+    struct green__thread *detour;    /* picked while still on another CPU: g0
+                                      * switches to it (green__switch) */
+    _Atomic uint32_t tick;           /* picks; owner writes, sysmon reads */
+    uint32_t runnext_streak;         /* consecutive runnext picks */
+    uint32_t fair_tick;              /* picks since the global queue's turn */
+    uint64_t rng;
+    bool spinning;                   /* counted in rt->nspinning */
+    struct green__cache stack_cache; /* free stacks and control blocks */
+    struct green__cache thread_cache;
+    struct green__cache key_cache;   /* free key pages (keys.c) */
+    struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
+    _Atomic uint32_t npinned;        /* their number; others read it */
+    /* Holders of foreign locks that run here (foreign.c): its own list.
+     * inbox: holders made runnable by other OS threads, under inbox_lock,
+     * moved to the pinned queue by the owner at its next pick. */
+    struct green__thread *holders;
+    green__spin_t inbox_lock;
+    struct green__thread *inbox_head, *inbox_tail;
+    _Atomic uint32_t ninbox;
+    uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
+    int64_t slice_len;               /* reductions the running slice was given */
+
+    /* Preemption requests: tid published by the worker's OS thread when it
+     * starts (release; 0 before: the monitor leaves it alone); preempt_req
+     * set by the monitor (CAS 0 -> 1), consumed by this worker's handler. */
+    _Atomic pid_t tid;
+    _Atomic uint32_t preempt_req;
+    /* The slice timer (signals/handler.c): a POSIX timer that signals this
+     * worker alone, armed at each preemption for the next slice.
+     * slice_timed: armed and the monitor leaves this worker to it; set by
+     * the owner, cleared by the owner's signal handler. */
+    _Atomic uint32_t slice_timed;
+    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
+    bool slice_timer_ok;             /* created */
+    timer_t slice_timer;
+    uint64_t id_next, id_end;        /* block of thread ids */
+    int *errno_loc;                  /* this OS thread's errno: fixed */
+    sigset_t sigmask;                /* its signal mask, once started */
+    sigset_t sigmask_before;         /* its OS thread's mask before the run */
+    _Atomic uint64_t spawned, exited;/* written by owner; read when quiescent */
+    void *altstack;                  /* sigaltstack for overflow reports */
+    size_t altstack_size;
+    stack_t old_altstack;
+    void *os_stack_lo;               /* g0's stack, for sanitizers */
+    size_t os_stack_size;
+
+    /* Run queue: see runq.c.  runnext: the owner's alone, but for a
+     * rescue by the monitor (rn_busy / rn_rescue, runq.c). */
+    _Atomic(struct green__thread *) runnext;
+    _Atomic uint32_t rn_busy;        /* owner is touching runnext */
+    _Atomic uint32_t rn_rescue;      /* the monitor wants runnext */
+    struct green__runq q;
+
+    /* Timers: heap under tlock; timer_next = earliest deadline or FOREVER. */
+    green__spin_t tlock;
+    struct green__timer *heap;
+    size_t ntimers, heapcap;
+    _Atomic uint64_t timer_next;
+
+    /* Idle parking.  wakeword: futex; idle_next/idle: under rt->idle_lock.
+     * in_netpoll: asleep in epoll_wait, not on wakeword (netpoll.c). */
+    _Atomic uint32_t wakeword;
+    _Atomic uint32_t in_netpoll;
+    struct green__worker *idle_next;
+    bool idle;
+
+    struct green__thread g0;         /* the scheduler loop's context */
+} __attribute__((aligned(GREEN_CACHELINE)));
+
+/* worker.c */
+extern __thread struct green__worker *green__tls_worker
+    __attribute__((tls_model("initial-exec")));
+/* AS-safe.  The worker this OS thread is, or NULL.  Inline is safe: with the
+ * initial-exec model each use is one %fs-relative load, and any switch in
+ * between is an opaque call after which the compiler must load again. */
+static inline struct green__worker *green__worker_self(void)
+{
+    return green__tls_worker;
+}
+void green__worker_set(struct green__worker *w);
+/* AS-safe.  Set while libgreen's own signal handler runs on this OS thread
+ * (signals/handler.c), or libgreen walks a green thread's stack on it
+ * (safepoints/budget.c): what runs then -- libunwind, which may call read()
+ * and write() on a pipe of its own and lock a mutex, or the program's
+ * handler for a signal that was not libgreen's -- belongs to no green
+ * thread.  green_worker_index says so (the LD_PRELOAD shim then passes
+ * calls straight through), and so does green__foreign_self (the lock calls
+ * are libc's). */
+extern __thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
+int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
+void green__worker_loop(struct green__worker *w); /* runs until rt->done */
+void green__workers_join(struct green__rt *rt);
+void green__wakep(struct green__rt *rt);
+/* Make t runnable.  w: the caller's worker (its queues are used), or NULL
+ * from a foreign thread (the global queue).  next: run t soon (LIFO slot). */
+void green__ready(struct green__worker *w, struct green__thread *t, bool next);
+/* green__ready for each thread of a list chained by t->next; returns how
+ * many. */
+unsigned green__ready_list(struct green__worker *w, struct green__thread *list, bool next);
+/* Switch from the running thread to `to`; returns, on whatever worker
+ * resumes the caller, that worker. */
+struct green__worker *green__switch(struct green__worker *w, struct green__thread *to);
+/* The running thread leaves the CPU (already queued, parked or dead). */
+struct green__worker *green__sched_leave(struct green__worker *w);
+/* The running thread was preempted asynchronously: let others run, and come
+ * back on this same worker (its code may hold TLS addresses). */
+void green__sched_preempted(struct green__worker *w);
+/* Done by every context right after it is switched to. */
+void green__switch_finish(struct green__worker *w);
+/* A refused preemption is pending on the running thread, or its budget is
+ * spent: take it now (a yield), unless inside green_nopreempt_begin/end.
+ * Returns the worker the thread resumes on. */
+struct green__worker *green__take_deferred(struct green__worker *w);
+/* Refused preemptions taken at polls and returns, for green_stats. */
+extern _Atomic uint64_t green__deferred_taken;
+
+/* Wake an idle worker v from its futex or from epoll_wait. */
+void green__worker_wake(struct green__worker *v);
+/* The next thread from w's own queues, or NULL: a scheduling decision
+ * (switch.c). */
+struct green__thread *green__pick(struct green__worker *w);
+/* Fire w's timers that are due. */
+void green__check_timers(struct green__worker *w);
+/* Wake every worker of the run (loop.c): it is over. */
+void green__wake_all(struct green__rt *rt);
+/* The owner's counters that others read: plain increments, published. */
+static inline void green__add_relaxed(_Atomic uint32_t *c, uint32_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+/* A scheduling decision: the monitor dates slices by it. */
+static inline void green__new_slice(struct green__worker *w) { green__add_relaxed(&w->tick, 1); }
+
+/* timer.c */
+int green__timer_add(struct green__worker *w, struct green__thread *t,
+                     uint64_t deadline);
+void green__timer_cancel_slow(struct green__thread *t);
+static inline void green__timer_cancel(struct green__thread *t)
+{
+    if (t->timer_w)
+        green__timer_cancel_slow(t);
+}
+/* Fire w's expired timers; returns how many threads became runnable. */
+unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_of,
+                           uint64_t now);
+/* Earliest deadline across all workers (FOREVER: none). */
+uint64_t green__timers_next(struct green__rt *rt);
+bool green__timers_pending(struct green__rt *rt);
+void green__timers_free(struct green__worker *w);
+
+#endif /* GREEN_WORKER_H */
