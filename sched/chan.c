@@ -166,19 +166,9 @@ static inline __attribute__((always_inline)) int chan_op(green_chan_t *c, void *
         return ETIMEDOUT;
     }
     struct green__waiter wt = { .t = self, .elem = elem };
-    green__park_prepare(self, recv ? "green_chan_recv" : "green_chan_send", c, deadline == GREEN_FOREVER);
-    green__wq_push(recv ? &c->recvq : &c->sendq, &wt);
-    green__spin_unlock(&c->lock);
-
-    err = green__park(&w, deadline);
-    if (err) {
-        green__spin_lock(&c->lock);
-        if (wt.linked)
-            green__wq_remove(recv ? &c->recvq : &c->sendq, &wt);
-        green__spin_unlock(&c->lock);
-        return err;
-    }
-    return wt.err;
+    err = green__park_on(&w, &c->lock, recv ? &c->recvq : &c->sendq, &wt,
+                         recv ? "green_chan_recv" : "green_chan_send", c, deadline, false);
+    return err ? err : wt.err;
 }
 
 int green_chan_send_until(green_chan_t *c, const void *elem, uint64_t deadline)

@@ -56,19 +56,12 @@ int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
     struct cond *c = impl(cp);
     struct green__waiter wt = { .t = self };
 
+    /* The mutex goes under the condition's lock: no signal can come
+     * between its release and the waiter's link (the lock order is the
+     * condition's, then the mutex's; no poll in between). */
     green__spin_lock(&c->lock);
-    green__park_prepare(self, "green_cond_wait", c, deadline == GREEN_FOREVER);
-    green__wq_push(&c->q, &wt);
-    green__spin_unlock(&c->lock);
-
-    green__assert(green__mutex_unlock(w, self, m) == 0);  /* no poll: we are parking */
-    err = green__park(&w, deadline);
-    if (err) {
-        green__spin_lock(&c->lock);
-        if (wt.linked)
-            green__wq_remove(&c->q, &wt);
-        green__spin_unlock(&c->lock);
-    }
+    green__assert(green__mutex_unlock(w, self, m) == 0);
+    err = green__park_on(&w, &c->lock, &c->q, &wt, "green_cond_wait", c, deadline, false);
     green__assert(green_mutex_lock(m) == 0);
     return err;
 }

@@ -161,18 +161,12 @@ static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thr
         }
         wt.since = since;
         wt.handoff = false;
-        green__park_prepare(self, "green_mutex_lock", m, deadline == GREEN_FOREVER);
-        if (requeue)
-            green__wq_push_front(&m->q, &wt);
-        else
-            green__wq_push(&m->q, &wt);
-        green__spin_unlock(&m->lock);
-
-        int err = green__park(&w, deadline);
+        int err = green__park_on(&w, &m->lock, &m->q, &wt, "green_mutex_lock", m, deadline,
+                                 requeue);
         if (err) {
+            /* Gone from the queue: if it was the last, the flags go too
+             * (a release meanwhile finds an empty queue all the same). */
             green__spin_lock(&m->lock);
-            if (wt.linked)
-                green__wq_remove(&m->q, &wt);
             if (!m->q.head)
                 atomic_fetch_and(&m->state, ~(M_WAITERS | M_STARVING));
             green__spin_unlock(&m->lock);

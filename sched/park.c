@@ -19,6 +19,11 @@
  *   4. The thread resumes, cancels its timer, and unlinks, under each
  *      object's lock, every waiter of its own that is still linked.
  *
+ * A call that waits on one object (a mutex, a condition, a channel, a wait
+ * group) makes steps 1 to 4 with green__park_on; select, joins, fds and
+ * foreign locks, which wait on several objects or keep their waiters
+ * elsewhere, make them themselves.
+ *
  * The thread may be claimed -- even picked by another worker -- between
  * steps 1 and 2: the on_cpu protocol (sched.h) makes that worker wait until
  * the switch away has saved the thread's registers.
@@ -52,6 +57,27 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     green__timer_cancel(self);
     self->wait_what = NULL;
     return self->wake_err;
+}
+
+int green__park_on(struct green__worker **wp, green__spin_t *lock, struct green__wq *q,
+                   struct green__waiter *wt, const char *what, const void *obj,
+                   uint64_t deadline, bool front)
+{
+    green__park_prepare((*wp)->cur, what, obj, deadline == GREEN_FOREVER);
+    if (front)
+        green__wq_push_front(q, wt);
+    else
+        green__wq_push(q, wt);
+    green__spin_unlock(lock);
+
+    int err = green__park(wp, deadline);
+    if (err) {
+        green__spin_lock(lock);
+        if (wt->linked)
+            green__wq_remove(q, wt);
+        green__spin_unlock(lock);
+    }
+    return err;
 }
 
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)

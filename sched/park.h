@@ -105,6 +105,16 @@ static inline void green__park_prepare(struct green__thread *self, const char *w
 /* Park until claimed or deadline; returns the claimer's wake_err (ETIMEDOUT
  * when the deadline fired).  The deadline timer is gone on return. */
 int green__park(struct green__worker **wp, uint64_t deadline);
+/* The park of a call that waits on one object, steps 1 to 4 of park.c:
+ * with the object's lock held, get ready to park, link wt into q (at its
+ * head if front: a waiter that lost its turn to a barger), release the
+ * lock, and park until a waker claims the thread or the deadline passes;
+ * then, unless claimed, unlink wt under the lock again.  Returns
+ * green__park's answer: 0 when claimed (the waker's outcome is in wt and
+ * the thread), ETIMEDOUT, ... */
+int green__park_on(struct green__worker **wp, green__spin_t *lock, struct green__wq *q,
+                   struct green__waiter *wt, const char *what, const void *obj,
+                   uint64_t deadline, bool front);
 /* As green__enter, for a call on an object: EINVAL if obj is NULL. */
 #define green__enter_obj(wp, tp, obj) \
     (green__enter((wp), (tp)) ? EPERM : (obj) ? 0 : EINVAL)

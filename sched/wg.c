@@ -93,18 +93,7 @@ int green_wg_wait_until(green_wg_t *gp, uint64_t deadline)
         green__spin_unlock(&g->lock);
         return 0;
     }
-    green__park_prepare(self, "green_wg_wait", g, deadline == GREEN_FOREVER);
-    green__wq_push(&g->q, &wt);
-    green__spin_unlock(&g->lock);
-
-    err = green__park(&w, deadline);
-    if (err) {
-        green__spin_lock(&g->lock);
-        if (wt.linked)
-            green__wq_remove(&g->q, &wt);
-        green__spin_unlock(&g->lock);
-    }
-    return err;
+    return green__park_on(&w, &g->lock, &g->q, &wt, "green_wg_wait", g, deadline, false);
 }
 
 int green_wg_wait(green_wg_t *g)
