@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -85,6 +86,16 @@ int green__sigaction_chain(int sig, const struct sigaction *sa, struct sigaction
 uint64_t green__rand_next(uint64_t *state);
 /* A uniformly random number in [0, n). */
 uint32_t green__rand_below(uint64_t *state, uint32_t n);
+
+/* The init calls of the primitives whose all-zero bytes are their initial
+ * state (mutex, condition, wait group): EINVAL for NULL. */
+static inline int green__init_zero(void *obj, size_t size)
+{
+    if (!obj)
+        return EINVAL;
+    memset(obj, 0, size);
+    return 0;
+}
 
 static inline void green__cpu_relax(void) { __builtin_ia32_pause(); }
 

@@ -25,10 +25,7 @@ static struct cond *impl(green_cond_t *c) { return (struct cond *)(void *)c; }
 
 int green_cond_init(green_cond_t *c)
 {
-    if (!c)
-        return EINVAL;
-    memset(c, 0, sizeof *c);
-    return 0;
+    return green__init_zero(c, sizeof *c);
 }
 
 int green_cond_destroy(green_cond_t *cp)
@@ -36,10 +33,7 @@ int green_cond_destroy(green_cond_t *cp)
     if (!cp)
         return EINVAL;
     struct cond *c = impl(cp);
-    green__spin_lock(&c->lock);
-    bool busy = c->q.head != NULL;
-    green__spin_unlock(&c->lock);
-    return busy ? EBUSY : 0;
+    return green__wq_busy(&c->lock, &c->q) ? EBUSY : 0;
 }
 
 int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)

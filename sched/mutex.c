@@ -77,10 +77,7 @@ static bool held_by(struct mutex *m, struct green__thread *t)
 
 int green_mutex_init(green_mutex_t *m)
 {
-    if (!m)
-        return EINVAL;
-    memset(m, 0, sizeof *m);
-    return 0;
+    return green__init_zero(m, sizeof *m);
 }
 
 int green_mutex_destroy(green_mutex_t *mp)

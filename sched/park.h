@@ -58,12 +58,20 @@ static inline void green__wq_remove(struct green__wq *q, struct green__waiter *w
 }
 
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt);
+/* Does anyone wait in q (read under lock)?  For the destroy calls: EBUSY. */
+static inline bool green__wq_busy(green__spin_t *lock, const struct green__wq *q)
+{
+    green__spin_lock(lock);
+    bool busy = q->head != NULL;
+    green__spin_unlock(lock);
+    return busy;
+}
+
 /* Pop the first waiter whose thread can be claimed; NULL if none.
  * Unclaimable waiters met on the way are unlinked (their threads were woken
  * by someone else and will not look at them again). */
 struct green__waiter *green__wq_claim(struct green__wq *q);
 
-/* Take t out of its park: true for exactly one caller per park. */
 /* t->state is for reports and assertions: written by the thread's owner
  * and by its waker without a common lock, so relaxed atomics. */
 static inline void green__set_state(struct green__thread *t, uint8_t s)
@@ -75,6 +83,7 @@ static inline uint8_t green__state(const struct green__thread *t)
     return __atomic_load_n(&t->state, __ATOMIC_RELAXED);
 }
 
+/* Take t out of its park: true for exactly one caller per park. */
 static inline bool green__claim(struct green__thread *t)
 {
     if (t->wake_solo) {

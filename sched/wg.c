@@ -24,10 +24,7 @@ static struct wg *impl(green_wg_t *g) { return (struct wg *)(void *)g; }
 
 int green_wg_init(green_wg_t *g)
 {
-    if (!g)
-        return EINVAL;
-    memset(g, 0, sizeof *g);
-    return 0;
+    return green__init_zero(g, sizeof *g);
 }
 
 int green_wg_destroy(green_wg_t *gp)
@@ -35,10 +32,7 @@ int green_wg_destroy(green_wg_t *gp)
     if (!gp)
         return EINVAL;
     struct wg *g = impl(gp);
-    green__spin_lock(&g->lock);
-    bool busy = g->q.head != NULL;
-    green__spin_unlock(&g->lock);
-    return busy ? EBUSY : 0;
+    return green__wq_busy(&g->lock, &g->q) ? EBUSY : 0;
 }
 
 int green_wg_add(green_wg_t *gp, int64_t delta)

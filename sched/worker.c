@@ -13,8 +13,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Requires: called on w's own OS thread. */
-static void os_stack_bounds(struct green__worker *w)
+/* Make the calling OS thread w's: record its errno location, publish its
+ * tid (the monitor signals it by that), unblock the preemption signal, and
+ * read its stack's bounds (for the sanitizers).  Requires: called on w's
+ * own OS thread. */
+static void adopt_os_thread(struct green__worker *w)
 {
     w->errno_loc = green__errno();
     atomic_store_explicit(&w->tid, (pid_t)syscall(SYS_gettid), memory_order_release);
@@ -47,7 +50,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof name, "green-worker-%u", w->index);
     prctl(PR_SET_NAME, name);        /* as top -H and gdb show it */
     green__worker_set(w);
-    os_stack_bounds(w);
+    adopt_os_thread(w);
     if (green__altstack_setup(w) != 0)
         green__write_str(2, "libgreen: warning: no sigaltstack for a worker; "
                             "stack overflows there will not be reported\n");
@@ -61,7 +64,7 @@ int green__workers_start(struct green__rt *rt)
 {
     struct green__worker *w0 = &rt->workers[0];
     green__worker_set(w0);
-    os_stack_bounds(w0);
+    adopt_os_thread(w0);
     if (green__altstack_setup(w0) != 0)
         green__write_str(2, "libgreen: warning: no sigaltstack for a worker; "
                             "stack overflows there will not be reported\n");
