@@ -104,8 +104,9 @@ static bool can_spin(struct mutex *m, struct green__worker *w, int round)
            !atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }
 
-static int lock_slow(struct mutex *m, struct green__worker *w, struct green__thread *self,
-                     uint64_t deadline)
+/* Out of line: inlined, it made every uncontended lock pay for its frame. */
+static __attribute__((noinline)) int lock_slow(struct mutex *m, struct green__worker *w,
+                                               struct green__thread *self, uint64_t deadline)
 {
     struct green__waiter wt = { .t = self };
     bool requeue = false;

@@ -59,27 +59,6 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     return self->wake_err;
 }
 
-int green__park_on(struct green__worker **wp, green__spin_t *lock, struct green__wq *q,
-                   struct green__waiter *wt, const char *what, const void *obj,
-                   uint64_t deadline, bool front)
-{
-    green__park_prepare((*wp)->cur, what, obj, deadline == GREEN_FOREVER);
-    if (front)
-        green__wq_push_front(q, wt);
-    else
-        green__wq_push(q, wt);
-    green__spin_unlock(lock);
-
-    int err = green__park(wp, deadline);
-    if (err) {
-        green__spin_lock(lock);
-        if (wt->linked)
-            green__wq_remove(q, wt);
-        green__spin_unlock(lock);
-    }
-    return err;
-}
-
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
 {
     wt->prev = NULL;

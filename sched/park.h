@@ -120,10 +120,29 @@ int green__park(struct green__worker **wp, uint64_t deadline);
  * lock, and park until a waker claims the thread or the deadline passes;
  * then, unless claimed, unlink wt under the lock again.  Returns
  * green__park's answer: 0 when claimed (the waker's outcome is in wt and
- * the thread), ETIMEDOUT, ... */
-int green__park_on(struct green__worker **wp, green__spin_t *lock, struct green__wq *q,
-                   struct green__waiter *wt, const char *what, const void *obj,
-                   uint64_t deadline, bool front);
+ * the thread), ETIMEDOUT, ...  Inline: it is the blocking calls' own path,
+ * and it takes eight arguments. */
+static inline int green__park_on(struct green__worker **wp, green__spin_t *lock,
+                                  struct green__wq *q, struct green__waiter *wt,
+                                  const char *what, const void *obj, uint64_t deadline,
+                                  bool front)
+{
+    green__park_prepare((*wp)->cur, what, obj, deadline == GREEN_FOREVER);
+    if (front)
+        green__wq_push_front(q, wt);
+    else
+        green__wq_push(q, wt);
+    green__spin_unlock(lock);
+
+    int err = green__park(wp, deadline);
+    if (err) {
+        green__spin_lock(lock);
+        if (wt->linked)
+            green__wq_remove(q, wt);
+        green__spin_unlock(lock);
+    }
+    return err;
+}
 /* As green__enter, for a call on an object: EINVAL if obj is NULL. */
 #define green__enter_obj(wp, tp, obj) \
     (green__enter((wp), (tp)) ? EPERM : (obj) ? 0 : EINVAL)
