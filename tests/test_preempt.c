@@ -259,7 +259,9 @@ Test(preempt, hogs_on_the_same_worker_share_its_cpu_equally, .timeout = 30)
  * worker run interleaved on the same CPU, so iterations measure their split
  * of its time).  Hogs split 3/1 over the workers (what happened before
  * preemption points balanced the queues: the hog on its own ran +60% to
- * +95%) or shared unevenly within a worker fail it; a slow vCPU does not.
+ * +95%) or shared unevenly within a worker fail it; a slow vCPU does not,
+ * nor a worker that other processes kept from its CPU (its CPU time 20%
+ * below the other's: then hogs are compared within their worker).
  * The iteration shares are logged beside. */
 Test(preempt, four_hogs_on_two_workers_share_the_cpu_fairly, .timeout = 30)
 {
@@ -288,12 +290,23 @@ Test(preempt, four_hogs_on_two_workers_share_the_cpu_fairly, .timeout = 30)
     cr_log_info("fairness: CPU time per hog %.0f %.0f %.0f %.0f ms (workers %.0f / %.0f ms)",
                 share[0] / 1e6, share[1] / 1e6, share[2] / 1e6, share[3] / 1e6, cpu[0] / 1e6,
                 cpu[1] / 1e6);
+    /* Both workers busy the whole run, yet one got far less CPU: other
+     * processes took it (the host's scheduler, not ours).  Then each hog is
+     * compared with the hogs of its own worker only. */
+    double wmean[2] = { cpu[0] / (FAIR_HOGS / 2), cpu[1] / (FAIR_HOGS / 2) };
+    bool host_uneven = cpu[0] < 0.8 * cpu[1] || cpu[1] < 0.8 * cpu[0];
+    if (host_uneven)
+        cr_log_info("fairness: the workers had %.0f and %.0f ms of CPU: the host's "
+                    "doing, so each hog is compared within its worker",
+                    cpu[0] / 1e6, cpu[1] / 1e6);
     for (int i = 0; i < FAIR_HOGS; i++) {
-        double dev = (share[i] - mean) / mean;
+        double ref = host_uneven ? wmean[h[i].worker] : mean;
+        double dev = (share[i] - ref) / ref;
         cr_expect(dev >= -0.10 && dev <= 0.10,
-                  "hog %d had %.0f ms of CPU, %+.1f%% off the mean of all four "
+                  "hog %d had %.0f ms of CPU, %+.1f%% off the mean of %s "
                   "(workers %.0f / %.0f ms; iterations:%s; %llu preemptions)",
-                  i, share[i] / 1e6, 100.0 * dev, cpu[0] / 1e6, cpu[1] / 1e6, info,
+                  i, share[i] / 1e6, 100.0 * dev, host_uneven ? "its worker's" : "all four",
+                  cpu[0] / 1e6, cpu[1] / 1e6, info,
                   (unsigned long long)(s1.preemptions - s0.preemptions));
     }
 }

@@ -850,7 +850,7 @@ Test(preload, regular_files_and_name_lookups_work_from_many_green_threads, .time
 {
     plain_lookup = lookup_localhost();
     if (plain_lookup.rc != 0)
-        cr_log_warn("localhost does not resolve here (%s): green threads must say the same",
+        cr_log_info("localhost does not resolve here (%s): green threads must say the same",
                     gai_strerror(plain_lookup.rc));
     else
         cr_log_info("localhost is %s here", plain_lookup.host);

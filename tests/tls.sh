@@ -33,26 +33,34 @@ setup_failed() { echo "tls.sh: ERROR: $*"; exit 99; }
 test -x "$prog" || skip "tests/tls_clients not built: install libcurl4-openssl-dev and libpq-dev, then rerun configure"
 test -f "$shim" || skip "$shim not built (static only?)"
 libs=$top/.libs:$top/preload/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-# probe MODE LIBRARY PACKAGE: a mode alone is bad usage (exit 2), or 77
-# when the build left it out.
+# What is missing, gathered before skipping, so the line names every
+# package to install at once.
+missing=
+need() { missing="$missing $1"; }
+# probe MODE PACKAGE: a mode alone is bad usage (exit 2), or 77 when the
+# build left its library out.
 probe() {
     out=$(LD_LIBRARY_PATH=$libs "$prog" "$1" 2>&1)
     case $? in
     2) ;;
-    77) skip "tests/tls_clients was built without $2: install $3, then rerun configure" ;;
+    77) need "$2"; rebuild=1 ;;
     *) setup_failed "tests/tls_clients does not run: $out" ;;
     esac
 }
-probe curl libcurl libcurl4-openssl-dev
-probe pq libpq libpq-dev
+rebuild=
+probe curl libcurl4-openssl-dev
+probe pq libpq-dev
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
-test -x "$nginx" || skip "no nginx: install nginx"
-command -v openssl >/dev/null || skip "no openssl: install openssl"
+test -x "$nginx" || need nginx
+command -v openssl >/dev/null || need openssl
 pgbin=
 for d in /usr/lib/postgresql/*/bin; do
     test -x "$d/initdb" && test -x "$d/pg_ctl" && test -x "$d/postgres" && pgbin=$d
 done
-test -n "$pgbin" || skip "no PostgreSQL server: install postgresql"
+test -n "$pgbin" || need postgresql
+if test -n "$missing"; then
+    skip "install$missing${rebuild:+, then rerun configure}"
+fi
 if test "$(id -u)" -eq 0; then
     id postgres >/dev/null 2>&1 || skip "no postgres user: install postgresql"
     as_pg() { runuser -u postgres -- "$@"; }
