@@ -1,14 +1,18 @@
 /*
- * Named sections of a loaded object, read from its file.
+ * Named sections of a loaded object, read from its file and kept while the
+ * object stays loaded.
  *
  * GREEN_NOPREEMPT (green.h) places a function in the section
  * "green_nopreempt"; a statically linked libgreen keeps its own code in
  * "green_runtime".  Section headers are not loaded into memory, so the table
  * reads them from the object's file: the ELF header, the section header
- * table, and the section-name string table -- three preads, once per object
- * (table.c caches the result).  The caller checks that what it finds lies
- * inside the object's executable segments, which also catches a file that
- * changed on disk since it was loaded.
+ * table, and the section-name string table -- three preads, once per object:
+ * the result is kept by (bias, path) for as long as the object stays
+ * loaded, and forgotten after the first build that no longer sees it.  The
+ * caller (build.c) checks that what it finds lies inside the object's
+ * executable segments, which also catches a file that changed on disk since
+ * it was loaded.  The cache, like the builds that read it, lives under
+ * refresh.c's lock.
  *
  * Rejected: finding the sections through the __start_/__stop_ symbols the
  * linker defines.  In an executable they are not in the dynamic symbol
