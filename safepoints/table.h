@@ -15,8 +15,8 @@
  *   table.c     the table in force: lookups, publication, reclamation
  *
  * walk.c and budget.c only read the table (table.c); none of these calls
- * refresh.c.  Everything marked
- * "Requires: lock held" runs under refresh.c's lock, outside any handler.
+ * refresh.c.  Everything marked "Requires: lock held" runs under
+ * refresh.c's lock, outside any handler.
  */
 #ifndef GREEN_SAFEPOINTS_TABLE_H
 #define GREEN_SAFEPOINTS_TABLE_H
