@@ -75,12 +75,12 @@ void green_reduce(unsigned n)
 }
 
 /* Budgets a hook answers for before the callers are walked again (see
- * callers_allow). */
+ * callers_allow_else_hook). */
 #define GREEN_HOOK_TRUST 16u
 
 /* May the calling green thread switch here, at a function entry?  If not,
  * the preemption layer hooks the way out where the walk found one. */
-static bool callers_allow(struct green__worker *w, struct green__thread *t)
+static bool callers_allow_else_hook(struct green__worker *w, struct green__thread *t)
 {
     if (t->nopreempt)
         return false;
@@ -111,7 +111,7 @@ static bool callers_allow(struct green__worker *w, struct green__thread *t)
 
 bool green__switch_allowed_here(struct green__worker *w, struct green__thread *t)
 {
-    return callers_allow(w, t);
+    return callers_allow_else_hook(w, t);
 }
 
 void green_budget_spent(void)
@@ -120,7 +120,7 @@ void green_budget_spent(void)
     if (no_budget(w))
         return;
     struct green__thread *t = w->cur;
-    if (!callers_allow(w, t)) {
+    if (!callers_allow_else_hook(w, t)) {
         atomic_fetch_add_explicit(&green__budget_refused, 1, memory_order_relaxed);
         __atomic_store_n(&t->preempt_pending, true, __ATOMIC_RELAXED);
         green__slice_refill(w);

@@ -1,20 +1,24 @@
 /*
- * Named sections of a loaded object, read from its file.
+ * Named sections of a loaded object, read from its file and kept while the
+ * object stays loaded.
  *
  * GREEN_NOPREEMPT (green.h) places a function in the section
  * "green_nopreempt"; a statically linked libgreen keeps its own code in
  * "green_runtime".  Section headers are not loaded into memory, so the table
  * reads them from the object's file: the ELF header, the section header
- * table, and the section-name string table -- three preads, once per object
- * (table.c caches the result).  The caller checks that what it finds lies
- * inside the object's executable segments, which also catches a file that
- * changed on disk since it was loaded.
+ * table, and the section-name string table -- three preads, once per object:
+ * the result is kept by (bias, path) for as long as the object stays
+ * loaded, and forgotten after the first build that no longer sees it.  The
+ * caller (build.c) checks that what it finds lies inside the object's
+ * executable segments, which also catches a file that changed on disk since
+ * it was loaded.  The cache, like the builds that read it, lives under
+ * refresh.c's lock.
  *
  * Rejected: finding the sections through the __start_/__stop_ symbols the
  * linker defines.  In an executable they are not in the dynamic symbol
  * table, and in a shared object only one of them would bind by name.
  */
-#include "safepoints.h"
+#include "table.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -82,7 +86,10 @@ static int read_headers(int fd, ElfW(Shdr) **shdr, size_t *nsh, char **names, si
     return 0;
 }
 
-int green__sp_elf_sections(const char *path, uintptr_t base, struct green__sp_sections *out)
+/* The sections green_nopreempt and green_runtime in the file at path (an
+ * ELF object loaded at bias base); zero-length results mean absent.  0, or
+ * an errno if the file cannot be read as ELF. */
+static int sections_from_file(const char *path, uintptr_t base, struct green__sp_sections *out)
 {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -111,4 +118,51 @@ int green__sp_elf_sections(const char *path, uintptr_t base, struct green__sp_se
     free(sh);
     free(names);
     return 0;
+}
+
+/* ---- Kept while loaded ---------------------------------------------------- */
+
+/* Sections found in objects' files, by (bias, path); kept while loaded. */
+struct objsec {
+    uintptr_t base;
+    char *path;
+    struct green__sp_sections s;
+    bool seen;
+};
+static struct objsec *cache;
+static size_t ncache, capcache;
+
+/* Requires: lock held. */
+const struct green__sp_sections *green__sp_sections_of(uintptr_t base, const char *path)
+{
+    for (size_t i = 0; i < ncache; i++)
+        if (cache[i].base == base && strcmp(cache[i].path, path) == 0) {
+            cache[i].seen = true;
+            return &cache[i].s;
+        }
+    char *copy = strdup(path);
+    if (!copy || !green__sp_grow(&cache, &capcache, ncache + 1, sizeof *cache)) {
+        free(copy);
+        return NULL;
+    }
+    struct objsec *c = &cache[ncache++];
+    *c = (struct objsec){ .base = base, .path = copy, .seen = true };
+    /* An unreadable file has no sections we can know of. */
+    sections_from_file(copy, base, &c->s);
+    return &c->s;
+}
+
+/* Requires: lock held. */
+void green__sp_sections_forget_unseen(void)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ncache; i++) {
+        if (cache[i].seen) {
+            cache[i].seen = false;
+            cache[k++] = cache[i];
+        } else {
+            free(cache[i].path);
+        }
+    }
+    ncache = k;
 }

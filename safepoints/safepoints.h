@@ -2,17 +2,26 @@
 /*
  * Safepoints: where a green thread may be interrupted.
  *
- * table.c  the table: sorted executable address ranges, each of one kind
- *          (enum green_code, public): preemptible, a GREEN_NOPREEMPT
- *          function, unsafe (may hold a lock), libgreen itself.  An address
- *          in no range is unknown code, treated as unsafe.  Built outside
- *          any signal handler, published by an atomic pointer swap, read by
- *          handlers between green__sp_enter and green__sp_exit.
- * elf.c    finds named sections (green_nopreempt, green_runtime) in an
- *          object's file, for the table.
- * walk.c   the handler's libunwind walk of the interrupted frames.
- * budget.c the reduction budget: green_reduce and the instrumentation
- *          hooks' way in (libgreen-budget, budget_hooks.c).
+ * table.c     the table in force: sorted executable address ranges, each of
+ *             one kind (enum green_code, public): preemptible, a
+ *             GREEN_NOPREEMPT function, unsafe (may hold a lock), libgreen
+ *             itself.  An address in no range is unknown code, treated as
+ *             unsafe.  Read by handlers between green__sp_enter and
+ *             green__sp_exit; published by an atomic pointer swap.
+ * refresh.c   keeps it current: rebuilds, outside any signal handler, when
+ *             objects come or go, a run starts or ends, or the user adds a
+ *             range (green_code_range_add).
+ * build.c     paints a new table from the loaded objects.
+ * classify.c  what a loaded object is: preemptible, unsafe, walkable; the
+ *             functions whose frames are never hooked.
+ * names.c     the object names of GREEN_UNSAFE and GREEN_PREEMPTIBLE.
+ * elf.c       finds named sections (green_nopreempt, green_runtime) in an
+ *             object's file, for the table.
+ * walk.c      the handler's libunwind walk of the interrupted frames.
+ * budget.c    the reduction budget: green_reduce and the instrumentation
+ *             hooks' way in (libgreen-budget, budget_hooks.c).
+ *
+ * table.h is the private header of the files that make the table.
  */
 #ifndef GREEN_SAFEPOINTS_H
 #define GREEN_SAFEPOINTS_H
@@ -60,12 +69,12 @@ void green__sp_exit(void);
 enum green_code green__sp_lookup(const struct green__sp_table *t, uintptr_t pc);
 
 /* AS-safe.  May a handler walk the stack from a PC here?  Not in ld.so,
- * libunwind or unknown code (table.c says why). */
+ * libunwind or unknown code (classify.c says why). */
 bool green__sp_may_walk(const struct green__sp_table *t, uintptr_t pc);
 
 /* AS-safe.  May a frame running the code at pc have its return hooked?  Not
  * setjmp, getcontext, fork, vfork, clone, daemon, dlopen, dlsym and their
- * kin (table.c says why), nor unknown code. */
+ * kin (classify.c says why), nor unknown code. */
 bool green__sp_may_hook(const struct green__sp_table *t, uintptr_t pc);
 
 /* What a walk over a green thread's frames found (walk.c). */
@@ -113,19 +122,10 @@ struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, ui
                                              uintptr_t hi, uintptr_t hook_ret);
 
 /* Set up libunwind for use from the handler (its per-thread cache); drop
- * what it cached, when objects were unloaded. */
+ * what it cached, when objects were unloaded (refresh.c, at every
+ * rebuild). */
 void green__sp_walk_init(void);
 void green__sp_walk_flush(void);
-
-/* elf.c: the address ranges of the sections named green_nopreempt and
- * green_runtime in the file at path (an ELF object loaded at bias `base`).
- * Zero-length results mean absent.  Returns 0, or an errno if the file
- * cannot be read as ELF. */
-struct green__sp_sections {
-    uintptr_t nopreempt_lo, nopreempt_hi;
-    uintptr_t runtime_lo, runtime_hi;
-};
-int green__sp_elf_sections(const char *path, uintptr_t base, struct green__sp_sections *out);
 
 /* budget.c: may t switch right here (struct green__hooks.switch_allowed)? */
 struct green__worker;

@@ -101,9 +101,9 @@ static uintptr_t code_at(const frame_ip *ip, int k, bool exact)
 /* AS-safe.  Classify frames ip[0 .. n) below the base: the outermost frame
  * that may not be interrupted, or -1; *hooked, the frame whose return a
  * hook in place has (the walk met hook_ret), or -1. */
-static int outermost_unowned(const struct green__sp_table *t, const frame_ip *ip, int n,
-                             bool exact, uintptr_t hook_ret, struct green__sp_verdict *v,
-                             int *hooked)
+static int outermost_unpreemptible(const struct green__sp_table *t, const frame_ip *ip,
+                                   int n, bool exact, uintptr_t hook_ret,
+                                   struct green__sp_verdict *v, int *hooked)
 {
     int j = -1;
     *hooked = -1;
@@ -155,7 +155,7 @@ static struct green__sp_verdict judge(const struct green__sp_table *t, const fra
     if (n < 0)
         return v;
     int hooked;
-    *j = outermost_unowned(t, ip, n, exact, hook_ret, &v, &hooked);
+    *j = outermost_unpreemptible(t, ip, n, exact, hook_ret, &v, &hooked);
     v.hook_live = hooked >= 0;
     if (*j < 0) {
         v.walk = GREEN_WALK_SAFE;
@@ -176,7 +176,7 @@ static struct green__sp_verdict judge(const struct green__sp_table *t, const fra
 
 /* AS-safe.  From entries ip[i ..] of a backtrace, the frames below the
  * base, moved to the front of ip: how many, or -1 if there is no base. */
-static int below_base(frame_ip *ip, int i, int n)
+static int keep_frames_below_base(frame_ip *ip, int i, int n)
 {
     for (int k = i; k < n; k++) {
         if (is_base(ip[k])) {
@@ -188,7 +188,7 @@ static int below_base(frame_ip *ip, int i, int n)
 }
 
 /* AS-safe.  The frame-by-frame walk, when the fast one cannot find the
- * interrupted frame: fills ip like below_base. */
+ * interrupted frame: fills ip like keep_frames_below_base. */
 static int frames_by_steps(ucontext_t *uc, frame_ip *ip)
 {
     unw_cursor_t c;
@@ -221,7 +221,8 @@ struct green__sp_verdict green__sp_walk(const struct green__sp_table *t, ucontex
     int i = 0;
     while (i < n && i < HANDLER_FRAMES && ip[i] != pc)
         i++;
-    n = i < n && i < HANDLER_FRAMES ? below_base(ip, i, n) : frames_by_steps(uc, ip);
+    n = i < n && i < HANDLER_FRAMES ? keep_frames_below_base(ip, i, n)
+                                    : frames_by_steps(uc, ip);
     int j;
     struct green__sp_verdict v = judge(t, ip, n, true, hook_ret, &j);
     if (v.walk != GREEN_WALK_HOOK)
@@ -249,7 +250,7 @@ struct green__sp_verdict green__sp_walk_here(const struct green__sp_table *t, ui
     while (top < n && top < HANDLER_FRAMES && !(top + 1 < n && ip[top + 1] == hook_ret) &&
            green__sp_lookup(t, ip[top] - (top > 0)) == GREEN_CODE_RUNTIME)
         top++;
-    n = below_base(ip, top, n);
+    n = keep_frames_below_base(ip, top, n);
     int j;
     struct green__sp_verdict v = judge(t, ip, n, false, hook_ret, &j);
     if (v.walk != GREEN_WALK_HOOK)

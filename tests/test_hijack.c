@@ -605,7 +605,7 @@ Test(hijack, values_returned_through_a_hooked_return_are_intact, .timeout = 30)
  * libgreen's trampoline (a longjmp then returned into it from nowhere, and
  * dlsym(RTLD_NEXT) answered for libgreen).  fork returns in two processes:
  * a hook on it would switch the child to another green thread on its way
- * out.  None of them is ever hooked (safepoints/table.c). */
+ * out.  None of them is ever hooked (safepoints/classify.c). */
 
 static char ballast[64 << 20];        /* gives the handler time inside libc */
 
