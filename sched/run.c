@@ -1,7 +1,7 @@
 /*
  * green__run: one runtime, from the first worker's start to the last green
  * thread's end.  (green_run itself, which picks the preemption mode and
- * hands its hooks in, is in signals/run.c: sched/ knows nothing of signals.)
+ * hands its hooks in, is in signals/mode.c: sched/ knows nothing of signals.)
  *
  * The calling OS thread becomes worker 0 (its own stack runs worker 0's
  * scheduler loop); workers 1..n-1 are new pthreads.  All state of the run

@@ -24,7 +24,7 @@ static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
 static int budget_start(struct green__rt *rt)
 {
     /* A budget's hooked return saves the state as a signal's preemption
-     * does (hijack.c). */
+     * does (frame.c). */
     int err = green__xsave_setup();
     if (!err)
         err = green__sp_acquire(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
@@ -43,23 +43,20 @@ static uint64_t budget_tick(struct green__rt *rt, uint64_t now)
     return GREEN_FOREVER;            /* the monitor's own rhythm will do */
 }
 
+/* The way out of a refused preemption, which both modes' budgets and walks
+ * take (hijack.c). */
+#define WAY_OUT                                                                \
+    .hijack = green__hijack_after_walk,                                        \
+    .hook_ret = (uintptr_t)green__deferred_trampoline,                         \
+    .switch_allowed = green__switch_allowed_here
+
 static const struct green__hooks budget_hooks = {
-    .start = budget_start,
-    .stop = budget_stop,
-    .tick = budget_tick,
-    .hijack = green__hijack_after_walk,
-    .hook_ret = (uintptr_t)green__deferred_trampoline,
-    .switch_allowed = green__switch_allowed_here,
+    .start = budget_start, .stop = budget_stop, .tick = budget_tick, WAY_OUT,
 };
 
 static const struct green__hooks signal_hooks = {
-    .start = signal_start,
-    .stop = signal_stop,
-    .tick = green__sig_tick,
-    .worker_exit = green__sig_worker_exit,
-    .hijack = green__hijack_after_walk,
-    .hook_ret = (uintptr_t)green__deferred_trampoline,
-    .switch_allowed = green__switch_allowed_here,
+    .start = signal_start, .stop = signal_stop, .tick = green__sig_tick,
+    .worker_exit = green__slice_timer_delete, WAY_OUT,
 };
 
 /* The system's runtime (libc, ld.so, libstdc++...) may hold what other
