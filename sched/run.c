@@ -59,7 +59,6 @@ static void rt_free(struct green__rt *rt)
         free(rt->workers);
     }
     free(rt->sysmon_seen);
-    free(rt->watch);
     free(rt->detq);
     green__netpoll_free(rt);
     pthread_mutex_destroy(&rt->np.init_lock);
@@ -112,8 +111,7 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     }
     memset(rt->workers, 0, bytes);
     rt->sysmon_seen = calloc(rt->nworkers, sizeof *rt->sysmon_seen);
-    rt->watch = calloc(rt->nworkers, sizeof *rt->watch);
-    if (!rt->sysmon_seen || !rt->watch) {
+    if (!rt->sysmon_seen) {
         rt_free(rt);
         return ENOMEM;
     }

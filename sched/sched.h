@@ -376,19 +376,9 @@ struct green__worker {
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
     int64_t slice_len;               /* reductions the running slice was given */
 
-    /* Preemption requests: tid published by the worker's OS thread when it
-     * starts (release; 0 before: the monitor leaves it alone); preempt_req
-     * set by the monitor (CAS 0 -> 1), consumed by this worker's handler. */
+    /* Published by the worker's OS thread when it starts (release; 0
+     * before: the monitor leaves it alone). */
     _Atomic pid_t tid;
-    _Atomic uint32_t preempt_req;
-    /* The slice timer (signals/handler.c): a POSIX timer that signals this
-     * worker alone, armed at each preemption for the next slice.
-     * slice_timed: armed and the monitor leaves this worker to it; set by
-     * the owner, cleared by the owner's signal handler. */
-    _Atomic uint32_t slice_timed;
-    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
-    bool slice_timer_ok;             /* created */
-    timer_t slice_timer;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     sigset_t sigmask;                /* its signal mask, once started */
@@ -482,21 +472,6 @@ struct green__hooks {
     bool (*switch_allowed)(struct green__worker *w, struct green__thread *t);
 };
 
-/* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
-struct green__watch {
-    bool busy;                       /* running a green thread at last look */
-    bool asked;                      /* signalled during this slice */
-    uint32_t tick;                   /* w->tick of the current slice */
-    uint64_t since, cpu_since;       /* its start (or first sight): wall and
-                                      * the worker's CPU time, ns */
-    uint64_t asked_at, asked_cpu;    /* the same, when we signalled */
-    uint64_t retry_at, backoff;      /* after a request: when to ask again */
-    uint64_t end;                    /* when the slice may be ended */
-    uint64_t req_at;                 /* when the pending request was sent */
-    uint64_t blocked_at;             /* first seen blocked there, or 0 */
-    bool said_blocked;               /* reported: the signal is blocked there */
-};
-
 struct green__rt {
     green_config_t cfg;
     unsigned nworkers;
@@ -532,7 +507,7 @@ struct green__rt {
     _Atomic uint32_t sysmon_nap;     /* futex: 0 while it naps; 1 wakes it */
     uint32_t *sysmon_seen;           /* w->tick at its last look */
     const struct green__hooks *hooks;/* signals/, or NULL */
-    struct green__watch *watch;      /* per worker, for hooks->tick */
+    void *preempt;                   /* the hooks' own (signals/), or NULL */
 
     /* Slices (slice.c).  slice_budget: fixed.  The rest belongs to a
      * deterministic run's single worker: its virtual clock, the digest of

@@ -191,6 +191,7 @@ static void handle(int sig, siginfo_t *si, void *uctx)
 {
     int saved = errno;
     struct green__worker *w = green__worker_self();
+    struct green__sig_worker *s;
     bool timed = false;
     if (w && w->rt->cfg.signo == sig && si->si_code == SI_TIMER &&
         si->si_value.sival_ptr == w) {
@@ -204,11 +205,12 @@ static void handle(int sig, siginfo_t *si, void *uctx)
         forward(sig, si, uctx);
         errno = saved;
         return;
-    } else if (!(w && w->rt->cfg.signo == sig &&
-                 atomic_exchange_explicit(&w->preempt_req, 0, memory_order_acq_rel))) {
+    } else if (!(w && w->rt->cfg.signo == sig && (s = green__sig_worker(w)) &&
+                 atomic_exchange_explicit(&s->preempt_req, 0, memory_order_acq_rel))) {
         /* A request that outlived its run: it landed after this thread
          * stopped being that run's worker (the monitor decided just before
-         * the run ended).  Not the program's either: drop it. */
+         * the run ended), maybe on a worker of a run that preempts by
+         * other means.  Not the program's either: drop it. */
         errno = saved;
         return;
     }

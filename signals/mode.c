@@ -18,8 +18,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int signal_start(struct green__rt *rt) { return green__sig_install(rt); }
-static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
+/* Signal mode: the run's per-worker state (rt->preempt, zeroed: no
+ * request, no slice timer), then the handler; undone in reverse once the
+ * workers have stopped. */
+static int signal_start(struct green__rt *rt)
+{
+    size_t bytes = rt->nworkers * sizeof(struct green__sig_worker);
+    struct green__sig_worker *all = aligned_alloc(GREEN_CACHELINE, bytes);
+    if (!all)
+        return ENOMEM;
+    memset(all, 0, bytes);
+    rt->preempt = all;
+    int err = green__sig_install(rt);
+    if (err) {
+        rt->preempt = NULL;
+        free(all);
+    }
+    return err;
+}
+static void signal_stop(struct green__rt *rt)
+{
+    green__sig_uninstall(rt);
+    free(rt->preempt);
+    rt->preempt = NULL;
+}
 
 static int budget_start(struct green__rt *rt)
 {

@@ -5,7 +5,8 @@
  *
  * The monitor (sched/sysmon.c) calls green__sig_tick through rt->hooks at
  * every wake while a worker is busy.  It keeps its view of each worker in
- * a struct green__watch, its own.
+ * a struct green__watch, its own (in the run's struct green__sig_worker,
+ * signals.h).
  *
  * A slice is what a worker runs between two of its scheduling decisions
  * (w->tick).  The monitor does not see it begin: it learns of it at its next
@@ -114,7 +115,8 @@ static bool blocked_in(pid_t tid, int sig)
  * its way (the monitor had decided to send it). */
 bool green__sig_quiet(struct green__worker *w)
 {
-    bool in_flight = atomic_exchange_explicit(&w->preempt_req, 2, memory_order_acq_rel) == 1;
+    struct green__sig_worker *s = green__sig_worker(w);
+    bool in_flight = atomic_exchange_explicit(&s->preempt_req, 2, memory_order_acq_rel) == 1;
     green__slice_timer_disarm(w);
     return in_flight;
 }
@@ -123,7 +125,7 @@ bool green__sig_quiet(struct green__worker *w)
  * again at the next preemption). */
 void green__sig_unquiet(struct green__worker *w)
 {
-    atomic_store_explicit(&w->preempt_req, 0, memory_order_release);
+    atomic_store_explicit(&green__sig_worker(w)->preempt_req, 0, memory_order_release);
 }
 
 /* tgkill with a mark: a request can then be told from the program's own
@@ -143,15 +145,16 @@ static void send_request(pid_t tid, int sig)
 /* Ask w to switch: merge with a pending request, back off before the next;
  * returns when to look at w again. */
 static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w,
-                                   struct green__watch *m, uint64_t now, uint64_t cpu)
+                                   struct green__sig_worker *s, uint64_t now, uint64_t cpu)
 {
+    struct green__watch *m = &s->watch;
     uint64_t quantum = green__quantum_ns(rt);
     uint32_t zero = 0;
     if (!handler_still_ours(rt->cfg.signo)) {
         m->retry_at = now + GREEN_RETRY_MAX_NS;   /* look again later */
         return m->retry_at;
     }
-    if (atomic_compare_exchange_strong(&w->preempt_req, &zero, 1)) {
+    if (atomic_compare_exchange_strong(&s->preempt_req, &zero, 1)) {
         send_request(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo);
         green__count(&green__sig_stats.signals_sent);
         m->req_at = now;
@@ -188,15 +191,16 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
 {
     green__sp_refresh(now);          /* objects loaded or unloaded? */
     uint64_t quantum = green__quantum_ns(rt);
+    struct green__sig_worker *all = rt->preempt;
     uint64_t next = GREEN_FOREVER;
     bool due = false;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct green__worker *w = &rt->workers[i];
-        struct green__watch *m = &rt->watch[i];
+        struct green__watch *m = &all[i].watch;
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
         if (atomic_load_explicit(&w->tid, memory_order_acquire) == 0 ||
             __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0 ||
-            atomic_load_explicit(&w->slice_timed, memory_order_relaxed)) {
+            atomic_load_explicit(&all[i].slice_timed, memory_order_relaxed)) {
             m->busy = false;         /* not started, idle, or its slice timer watches it */
             continue;
         }
@@ -225,7 +229,8 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
     uint64_t horizon = due ? now + quantum / 4 : now;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct green__worker *w = &rt->workers[i];
-        struct green__watch *m = &rt->watch[i];
+        struct green__sig_worker *s = &all[i];
+        struct green__watch *m = &s->watch;
         if (!m->busy)
             continue;
         if (horizon < m->end) {
@@ -245,7 +250,7 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
             next = green__min_u64(next, m->end);
             continue;
         }
-        next = green__min_u64(next, request_preemption(rt, w, m, now, cpu));
+        next = green__min_u64(next, request_preemption(rt, w, s, now, cpu));
     }
     return next;
 }

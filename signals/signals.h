@@ -17,6 +17,53 @@
 
 #include "sched.h"
 
+#include <time.h>
+
+/* ---- The layer's own state, per worker ---------------------------------- */
+
+/* The monitor's view of one worker, for green__sig_tick.  Monitor-owned. */
+struct green__watch {
+    bool busy;                       /* running a green thread at last look */
+    bool asked;                      /* signalled during this slice */
+    uint32_t tick;                   /* w->tick of the current slice */
+    uint64_t since, cpu_since;       /* its start (or first sight): wall and
+                                      * the worker's CPU time, ns */
+    uint64_t asked_at, asked_cpu;    /* the same, when we signalled */
+    uint64_t retry_at, backoff;      /* after a request: when to ask again */
+    uint64_t end;                    /* when the slice may be ended */
+    uint64_t req_at;                 /* when the pending request was sent */
+    uint64_t blocked_at;             /* first seen blocked there, or 0 */
+    bool said_blocked;               /* reported: the signal is blocked there */
+};
+
+/* What signals/ keeps of one worker of a run that preempts by signal: an
+ * array of them, one per worker (index w->index), is the run's
+ * rt->preempt, which sched/ does not read; mode.c's start hook makes it and
+ * its stop hook frees it.  A run in another mode has none (NULL).  Each
+ * worker's on lines of its own, and the monitor's view on a line apart
+ * from what the worker writes. */
+struct green__sig_worker {
+    /* The request: set by the monitor (CAS 0 -> 1), consumed by this
+     * worker's handler; 2 while an exec closes it (exec.c). */
+    _Atomic uint32_t preempt_req;
+    /* The slice timer (slice_timer.c): a POSIX timer that signals this
+     * worker alone, armed at each preemption for the next slice.
+     * slice_timed: armed and the monitor leaves this worker to it; set by
+     * the owner, cleared by the owner's signal handler. */
+    _Atomic uint32_t slice_timed;
+    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
+    bool slice_timer_ok;             /* created */
+    timer_t slice_timer;
+    _Alignas(GREEN_CACHELINE) struct green__watch watch;
+};
+
+/* w's state; NULL if w's run does not preempt by signal. */
+static inline struct green__sig_worker *green__sig_worker(const struct green__worker *w)
+{
+    struct green__sig_worker *all = w->rt->preempt;
+    return all ? &all[w->index] : NULL;
+}
+
 /* ---- mode.c's hooks, from the files below ------------------------------- */
 
 /* install.c: install the preemption signal's handler for a run
