@@ -3,8 +3,9 @@
  *
  * The runtime itself is sched/run.c (green__run); this layer decides which
  * hooks it gets.  Cooperative mode (GREEN_PREEMPT=off) gets none.  Signal
- * mode installs the handler for the run and hands the monitor
- * green__sig_tick, which names the monitor's next deadline.  Budget mode
+ * mode makes the layer's state for the run's workers (rt->preempt, struct
+ * green__sig_worker), installs the handler for the run and hands the
+ * monitor green__sig_tick, which names the monitor's next deadline.  Budget mode
  * needs no signal: its hooks only keep the safepoint table (which the
  * budget's walk reads) built and fresh; the budget itself is the slices'
  * (sched/slice.c, safepoints/budget.c).  "both" is signal mode's hooks with
@@ -65,8 +66,8 @@ static uint64_t budget_tick(struct green__rt *rt, uint64_t now)
     return GREEN_FOREVER;            /* the monitor's own rhythm will do */
 }
 
-/* The way out of a refused preemption, which both modes' budgets and walks
- * take (hijack.c). */
+/* What sched/ and safepoints/ call for the way out of a refused preemption
+ * (hijack.c): the same in both modes. */
 #define WAY_OUT                                                                \
     .hijack = green__hijack_after_walk,                                        \
     .hook_ret = (uintptr_t)green__deferred_trampoline,                         \
