@@ -13,7 +13,7 @@
  * So libgreen registers pthread_atfork handlers (at load): the child's
  * thread is no worker and no green thread; the netpollers and the lock
  * waiters are forgotten (netpoll.c, foreign.c; the signal layer resets its
- * own, signals/handler.c).  The child may call green_run for runs of its
+ * own, signals/install.c).  The child may call green_run for runs of its
  * own.  A child forked from a green thread runs on a copy of that thread's
  * stack; if its function returns, the child exits with status 0, as a
  * process does when its last thread returns -- by _exit: the atexit

@@ -70,21 +70,6 @@ struct green__hooks {
     bool (*switch_allowed)(struct green__worker *w, struct green__thread *t);
 };
 
-/* The monitor's view of one worker, for the tick hook.  Monitor-owned. */
-struct green__watch {
-    bool busy;                       /* running a green thread at last look */
-    bool asked;                      /* signalled during this slice */
-    uint32_t tick;                   /* w->tick of the current slice */
-    uint64_t since, cpu_since;       /* its start (or first sight): wall and
-                                      * the worker's CPU time, ns */
-    uint64_t asked_at, asked_cpu;    /* the same, when we signalled */
-    uint64_t retry_at, backoff;      /* after a request: when to ask again */
-    uint64_t end;                    /* when the slice may be ended */
-    uint64_t req_at;                 /* when the pending request was sent */
-    uint64_t blocked_at;             /* first seen blocked there, or 0 */
-    bool said_blocked;               /* reported: the signal is blocked there */
-};
-
 struct green__rt {
     green_config_t cfg;
     unsigned nworkers;
@@ -120,7 +105,7 @@ struct green__rt {
     _Atomic uint32_t sysmon_nap;     /* futex: 0 while it naps; 1 wakes it */
     uint32_t *sysmon_seen;           /* w->tick at its last look */
     const struct green__hooks *hooks;/* signals/, or NULL */
-    struct green__watch *watch;      /* per worker, for hooks->tick */
+    void *preempt;                   /* the hooks' own (signals/), or NULL */
 
     /* Slices (slice.c).  slice_budget: fixed.  The rest belongs to a
      * deterministic run's single worker: its virtual clock, the digest of

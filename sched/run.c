@@ -1,7 +1,7 @@
 /*
  * green__run: one runtime, from the first worker's start to the last green
  * thread's end.  (green_run itself, which picks the preemption mode and
- * hands its hooks in, is in signals/run.c: sched/ knows nothing of signals.)
+ * hands its hooks in, is in signals/mode.c: sched/ knows nothing of signals.)
  *
  * The calling OS thread becomes worker 0 (its own stack runs worker 0's
  * scheduler loop); workers 1..n-1 are new pthreads.  All state of the run
@@ -59,7 +59,6 @@ static void rt_free(struct green__rt *rt)
         free(rt->workers);
     }
     free(rt->sysmon_seen);
-    free(rt->watch);
     free(rt->detq);
     green__netpoll_free(rt);
     pthread_mutex_destroy(&rt->np.init_lock);
@@ -112,8 +111,7 @@ static int rt_new(const green_config_t *cfg, struct green__rt **out)
     }
     memset(rt->workers, 0, bytes);
     rt->sysmon_seen = calloc(rt->nworkers, sizeof *rt->sysmon_seen);
-    rt->watch = calloc(rt->nworkers, sizeof *rt->watch);
-    if (!rt->sysmon_seen || !rt->watch) {
+    if (!rt->sysmon_seen) {
         rt_free(rt);
         return ENOMEM;
     }

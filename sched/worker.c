@@ -23,7 +23,7 @@ static void adopt_os_thread(struct green__worker *w)
     atomic_store_explicit(&w->tid, (pid_t)syscall(SYS_gettid), memory_order_release);
     /* The preemption signal must reach every worker, whatever mask the
      * thread that called green_run had (green_run made sure it did not
-     * block it for itself: signals/run.c).  Without preemption by signal,
+     * block it for itself: signals/mode.c).  Without preemption by signal,
      * the workers keep that thread's mask: a signal the program blocks
      * everywhere to take it with sigwait or signalfd stays blocked. */
     sigset_t set;

@@ -66,19 +66,9 @@ struct green__worker {
     uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
     int64_t slice_len;               /* reductions the running slice was given */
 
-    /* Preemption requests: tid published by the worker's OS thread when it
-     * starts (release; 0 before: the monitor leaves it alone); preempt_req
-     * set by the monitor (CAS 0 -> 1), consumed by this worker's handler. */
+    /* Published by the worker's OS thread when it starts (release; 0
+     * before: the monitor leaves it alone). */
     _Atomic pid_t tid;
-    _Atomic uint32_t preempt_req;
-    /* The slice timer (signals/handler.c): a POSIX timer that signals this
-     * worker alone, armed at each preemption for the next slice.
-     * slice_timed: armed and the monitor leaves this worker to it; set by
-     * the owner, cleared by the owner's signal handler. */
-    _Atomic uint32_t slice_timed;
-    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
-    bool slice_timer_ok;             /* created */
-    timer_t slice_timer;
     uint64_t id_next, id_end;        /* block of thread ids */
     int *errno_loc;                  /* this OS thread's errno: fixed */
     sigset_t sigmask;                /* its signal mask, once started */

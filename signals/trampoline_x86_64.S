@@ -23,6 +23,8 @@
  * whose return address sits 136 bytes below the caller's stack pointer, so a
  * debugger or libunwind walks from here into the interrupted function.
  */
+#include "hooked_return_cfi.h"
+
     .text
     .globl  green__preempt_trampoline
     .hidden green__preempt_trampoline
@@ -164,49 +166,22 @@ green__preempt_trampoline:
  * place, and switches only if the preemption is still pending.
  *
  * Unwind information.  Until it fires, this address sits in a live frame's
- * return slot, and whatever walks the stack meanwhile -- a C++ exception
- * thrown through that frame, gdb, glibc's backtrace, libunwind -- reads it
- * as that frame's caller.  The CFI below makes it a frame whose own caller
- * is the real one: its CFA is the stack pointer (the frame that returned
- * here has popped its return address), and the return address is saved in
- * the stack's top record (sched.h, struct green__stack_top), which the
- * expression finds from the CFA: the stack's top is page-aligned, so it
- * looks at each 4 KiB boundary above the CFA for the record's mark, and
- * the return address is the word after it.  The record always lies above
- * the CFA, so the search never leaves the stack.
- *
- * The expression, after DW_CFA_expression pushes the CFA:
- *     plus_uconst 4111; const2s -4096; and       B = the first boundary >= CFA + 16
- *   loop:
- *     dup; lit16; minus; deref; const8u MARK; eq; bra found
- *     plus_uconst 4096; skip loop                B += 4 KiB
- *   found:
- *     lit8; minus                                the return address is at B - 8
- * (bra and skip count from the end of their own operand: +6 skips the two
- * 3-byte instructions of the step, -23 goes back over the 17 bytes of the
- * test and those 6.)
+ * return slot, and whatever walks the stack meanwhile reads it as that
+ * frame's caller: hooked_return_cfi.h makes it a frame whose own caller is
+ * the real one.
  *
  * C++ exceptions.  The frame this makes has the CFA of the frame that
  * returns here, and libgcc's unwinder knows a frame by its CFA: an
  * exception caught in the real caller would be taken for caught here
  * ("don't unwind past the handler", an abort).  So the FDE has a
- * personality, green__hijack_personality (hijack.c), which makes this frame
- * a cleanup: the unwinder lands here as if the hooked frame had returned,
- * the switch path sees it was a landing (green__hijack_fired) and leaves
- * through green__hijack_resume below, which hands the exception back to
- * _Unwind_Resume from a frame of the same CFA and the same unwind rules --
- * no extra frame remains for the unwinder to confuse with the caller.
+ * personality, green__hijack_personality (trampoline.c), which makes this
+ * frame a cleanup: the unwinder lands here as if the hooked frame had
+ * returned, the switch path sees it was a landing (trampoline.c) and
+ * leaves through green__hijack_resume (resume_x86_64.S), which hands the
+ * exception back to _Unwind_Resume from a frame of the same CFA and the
+ * same unwind rules -- no extra frame remains for the unwinder to confuse
+ * with the caller.
  */
-#define HOOKED_RETURN_CFI                                                        \
-    .cfi_def_cfa %rsp, 0;                                                        \
-    .cfi_escape 0x10, 0x10, 32,                                                  \
-        0x23, 0x8f, 0x20, 0x0b, 0x00, 0xf0, 0x1a,                                \
-        0x12, 0x40, 0x1c, 0x06,                                                  \
-        0x0e, 0x8e, 0xd4, 0x27, 0x5b, 0x1a, 0x6f, 0x3e, 0x9c,                    \
-        0x29, 0x28, 0x06, 0x00,                                                  \
-        0x23, 0x80, 0x20, 0x2f, 0xe9, 0xff,                                      \
-        0x38, 0x1c
-
     .globl  green__deferred_trampoline
     .hidden green__deferred_trampoline
     .type   green__hooked_return, @function
@@ -226,29 +201,5 @@ green__deferred_trampoline:
     jmp     green__preempt_trampoline
     .cfi_endproc
     .size   green__hooked_return, .-green__hooked_return
-
-/*
- * Where an exception that met a hooked return goes on (see above):
- * green__hijack_fired pointed the trampoline's return here with the
- * exception in rdi, and the stack pointer is the hooked frame's CFA, as
- * after its return.  The unwind rules are the deferred trampoline's, less
- * the personality: the real caller is found through the stack's top record.
- * The 16 bytes taken before the call keep _Unwind_Resume's own CFA -- the
- * unwinder's name for this frame -- apart from the caller's.
- */
-    .globl  green__hijack_resume
-    .hidden green__hijack_resume
-    .type   green__hijack_resume, @function
-    .p2align 4
-    .cfi_startproc simple
-    HOOKED_RETURN_CFI
-    nop
-green__hijack_resume:
-    subq    $16, %rsp
-    .cfi_adjust_cfa_offset 16
-    call    _Unwind_Resume@PLT
-    ud2
-    .cfi_endproc
-    .size   green__hijack_resume, .-green__hijack_resume
 
     .section .note.GNU-stack, "", @progbits

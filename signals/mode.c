@@ -3,8 +3,9 @@
  *
  * The runtime itself is sched/run.c (green__run); this layer decides which
  * hooks it gets.  Cooperative mode (GREEN_PREEMPT=off) gets none.  Signal
- * mode installs the handler for the run and hands the monitor
- * green__sig_tick, which names the monitor's next deadline.  Budget mode
+ * mode makes the layer's state for the run's workers (rt->preempt, struct
+ * green__sig_worker), installs the handler for the run and hands the
+ * monitor green__sig_tick, which names the monitor's next deadline.  Budget mode
  * needs no signal: its hooks only keep the safepoint table (which the
  * budget's walk reads) built and fresh; the budget itself is the slices'
  * (sched/slice.c, safepoints/budget.c).  "both" is signal mode's hooks with
@@ -18,13 +19,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int signal_start(struct green__rt *rt) { return green__sig_install(rt); }
-static void signal_stop(struct green__rt *rt) { green__sig_uninstall(rt); }
+/* Signal mode: the run's per-worker state (rt->preempt, zeroed: no
+ * request, no slice timer), then the handler; undone in reverse once the
+ * workers have stopped. */
+static int signal_start(struct green__rt *rt)
+{
+    size_t bytes = rt->nworkers * sizeof(struct green__sig_worker);
+    struct green__sig_worker *all = aligned_alloc(GREEN_CACHELINE, bytes);
+    if (!all)
+        return ENOMEM;
+    memset(all, 0, bytes);
+    rt->preempt = all;
+    int err = green__sig_install(rt);
+    if (err) {
+        rt->preempt = NULL;
+        free(all);
+    }
+    return err;
+}
+static void signal_stop(struct green__rt *rt)
+{
+    green__sig_uninstall(rt);
+    free(rt->preempt);
+    rt->preempt = NULL;
+}
 
 static int budget_start(struct green__rt *rt)
 {
     /* A budget's hooked return saves the state as a signal's preemption
-     * does (hijack.c). */
+     * does (frame.c). */
     int err = green__xsave_setup();
     if (!err)
         err = green__sp_acquire(rt->cfg.unsafe_objects, rt->cfg.preemptible_objects);
@@ -43,23 +66,20 @@ static uint64_t budget_tick(struct green__rt *rt, uint64_t now)
     return GREEN_FOREVER;            /* the monitor's own rhythm will do */
 }
 
+/* What sched/ and safepoints/ call for the way out of a refused preemption
+ * (hijack.c): the same in both modes. */
+#define WAY_OUT                                                                \
+    .hijack = green__hijack_after_walk,                                        \
+    .hook_ret = (uintptr_t)green__deferred_trampoline,                         \
+    .switch_allowed = green__switch_allowed_here
+
 static const struct green__hooks budget_hooks = {
-    .start = budget_start,
-    .stop = budget_stop,
-    .tick = budget_tick,
-    .hijack = green__hijack_after_walk,
-    .hook_ret = (uintptr_t)green__deferred_trampoline,
-    .switch_allowed = green__switch_allowed_here,
+    .start = budget_start, .stop = budget_stop, .tick = budget_tick, WAY_OUT,
 };
 
 static const struct green__hooks signal_hooks = {
-    .start = signal_start,
-    .stop = signal_stop,
-    .tick = green__sig_tick,
-    .worker_exit = green__sig_worker_exit,
-    .hijack = green__hijack_after_walk,
-    .hook_ret = (uintptr_t)green__deferred_trampoline,
-    .switch_allowed = green__switch_allowed_here,
+    .start = signal_start, .stop = signal_stop, .tick = green__sig_tick,
+    .worker_exit = green__slice_timer_delete, WAY_OUT,
 };
 
 /* The system's runtime (libc, ld.so, libstdc++...) may hold what other
