@@ -127,7 +127,9 @@ struct green__rt {
     struct green__offload off;       /* green_offload's OS threads */
 };
 
-/* run.c */
+/* run.c: one run of main_fn on green threads, with the preemption layer's
+ * hooks (NULL: none).  Requires: cfg checked (green__config_check; green_run
+ * does it, and says on stderr what was wrong). */
 int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
                void **ret, const struct green__hooks *hooks);
 

@@ -130,10 +130,7 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
         return EINVAL;
     if (green__worker_self())
         return EBUSY;
-    int err = green__config_check(cfg, false);   /* green_run said why */
-    if (err)
-        return err;
-
+    int err;
     struct green__rt *rt;
     if ((err = rt_new(cfg, &rt)) != 0)
         return err;
