@@ -10,7 +10,8 @@
 #      safepoints -> sched.
 # The calls are read from the built objects, not the text: `nm` lists what
 # each object defines and what it takes from others (an inline function of a
-# header counts for the file that uses it), and tsort(1) finds the circles.
+# header counts for the file that uses it); the circles are the files that
+# reach each other.
 # Run from the build directory (automake does; abs_top_builddir, srcdir).
 set -u
 LC_ALL=C
@@ -18,8 +19,8 @@ export LC_ALL
 
 top=${abs_top_builddir:-.}
 src=${srcdir:-.}
-command -v nm >/dev/null 2>&1 || { echo "layers.sh: nm not found (binutils): skipped"; exit 77; }
-command -v tsort >/dev/null 2>&1 || { echo "layers.sh: tsort not found (coreutils): skipped"; exit 77; }
+nm=${NM:-nm}
+command -v "${nm%% *}" >/dev/null 2>&1 || { echo "layers.sh: $nm not found (binutils): skipped"; exit 77; }
 
 status=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/green-layers.XXXXXX") || exit 99
@@ -50,8 +51,8 @@ for o in "$top"/sched/libgreen_la-*.o "$top"/signals/libgreen_la-*.o \
     file=$dir/$(basename "$o" .o | sed 's/^.*_la-//')
     lib=libgreen
     test "$dir" = preload && lib=preload
-    nm -P --defined-only "$o" | awk -v l="$lib" -v f="$file" '$2 ~ /^[A-Z]$/ { print l, f, $1 }' >> "$tmp/defs"
-    nm -P --undefined-only "$o" | awk -v l="$lib" -v f="$file" '{ print l, f, $1 }' >> "$tmp/uses"
+    $nm -P --defined-only "$o" | awk -v l="$lib" -v f="$file" '$2 ~ /^[A-Z]$/ { print l, f, $1 }' >> "$tmp/defs"
+    $nm -P --undefined-only "$o" | awk -v l="$lib" -v f="$file" '{ print l, f, $1 }' >> "$tmp/uses"
 done
 if test "$nobj" -lt 10; then
     echo "layers.sh: ERROR: the library's objects are not in $top (build it first)"
