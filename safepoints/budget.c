@@ -89,8 +89,8 @@ static bool callers_allow_else_hook(struct green__worker *w, struct green__threa
      * and the walk would only find it again (a budget of 50 in a long
      * qsort: thousands of walks).  Unless its frame was left by longjmp, so
      * walk again now and then, which forgets it then. */
-    if (t->patch.slot && t->patch.trusted > 0) {
-        t->patch.trusted--;
+    if (green__patch_of(t)->slot && green__patch_of(t)->trusted > 0) {
+        green__patch_of(t)->trusted--;
         return false;
     }
     const struct green__hooks *h = w->rt->hooks;
@@ -104,8 +104,8 @@ static bool callers_allow_else_hook(struct green__worker *w, struct green__threa
     green__sp_exit();
     h->hijack(t, v.walk, v.hook_live, v.slot);
     green__in_handler--;
-    if (t->patch.slot)
-        t->patch.trusted = GREEN_HOOK_TRUST;
+    if (green__patch_of(t)->slot)
+        green__patch_of(t)->trusted = GREEN_HOOK_TRUST;
     return v.walk == GREEN_WALK_SAFE;
 }
 

@@ -130,6 +130,23 @@ void green__sp_walk_flush(void);
 /* budget.c: may t switch right here (struct green__hooks.switch_allowed)? */
 struct green__worker;
 struct green__thread;
+
+/* A return address on a thread's stack that the preemption layer pointed
+ * at its trampoline (signals/hijack.c; the budget's walk reads it too): the return of a frame that may not
+ * be interrupted, hooked so that a refused preemption is taken the instant
+ * that frame returns into preemptible code.  Written on the thread's own worker;
+ * it lives in the thread's struct green__preempt_slot, which sched/ only
+ * zeroes when the control block goes back to rest.  Whether a hook is still in place is never read from its slot --
+ * after a longjmp the slot may be a live frame's memory -- but from a walk
+ * of the stack, which meets the trampoline as a caller while it is. */
+struct green__patch {
+    uint64_t *slot;                  /* the hooked slot; NULL: none */
+    uint32_t trusted;                /* budgets it answers for unwalked */
+    void *exc;                       /* an exception landed in the trampoline */
+};
+/* t's hook (t: a struct green__thread *). */
+#define green__patch_of(t) ((struct green__patch *)(void *)&(t)->preempt)
+
 bool green__switch_allowed_here(struct green__worker *w, struct green__thread *t);
 
 #endif /* GREEN_SAFEPOINTS_H */

@@ -56,7 +56,7 @@ struct green__hooks {
     void (*worker_exit)(struct green__worker *w);
     /* The way out of a refused preemption (signals/hijack.c), for the
      * budget: after a walk of t's stack, on t's worker, keep, place or
-     * forget t's hook (struct green__patch) as the verdict says (walk: enum
+     * forget t's hook (struct green__patch, safepoints.h) as the verdict says (walk: enum
      * green__sp_walk; hook_live: the walk met the hook; slot: a HOOK's).
      * hook_ret is the return address a hook in place has: the walk meets
      * it as a caller. */

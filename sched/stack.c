@@ -210,7 +210,7 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
-    t->patch = (struct green__patch){ NULL, 0, NULL };
+    memset(&t->preempt, 0, sizeof t->preempt);
     t->asan_fake = NULL;
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);

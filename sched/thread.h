@@ -32,18 +32,12 @@ struct green__worker;
 struct green__rt;
 struct green__waiter;
 
-/* A return address on a thread's stack that the preemption layer pointed
- * at its trampoline (signals/hijack.c): the return of a frame that may not
- * be interrupted, hooked so that a refused preemption is taken the instant
- * that frame returns into preemptible code.  Owned by that layer and written
- * on the thread's own worker; sched/ only puts it to rest with the control
- * block.  Whether a hook is still in place is never read from its slot --
- * after a longjmp the slot may be a live frame's memory -- but from a walk
- * of the stack, which meets the trampoline as a caller while it is. */
-struct green__patch {
-    uint64_t *slot;                  /* the hooked slot; NULL: none */
-    uint32_t trusted;                /* budgets it answers for unwalked */
-    void *exc;                       /* an exception landed in the trampoline */
+/* The preemption layer's own state of one thread: the hook on its way out
+ * of code that may not be interrupted (struct green__patch, safepoints.h).
+ * sched/ does not read it: it only keeps the room, and zeroes it when the
+ * control block goes back to rest. */
+struct green__preempt_slot {
+    _Alignas(8) unsigned char bytes[24];
 };
 
 /* The top 16 bytes of every green stack (just below stack_hi), which no
@@ -119,12 +113,12 @@ struct green__thread {
     /* Preemption.  nopreempt: the thread's own.  preempt_pending: set by
      * the signal handler on this thread's worker when it refuses, cleared
      * by the thread at its next switch or poll (read with __atomic: the
-     * handler interrupts the thread itself).  patch: a return address on
-     * this stack that the preemption layer hooked (struct green__patch). */
+     * handler interrupts the thread itself).  preempt: the preemption
+     * layer's (struct green__preempt_slot). */
     unsigned nopreempt;              /* green_nopreempt_begin depth, plus
                                       * one per foreign lock held */
     bool preempt_pending;            /* a preemption was refused meanwhile */
-    struct green__patch patch;
+    struct green__preempt_slot preempt;
 
     /* Foreign locks (foreign.c): the pthread mutexes, rwlocks, spinlocks,
      * stdio locks, once controls and static guards it holds, one entry per

@@ -133,7 +133,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
     enum green_code kind = green__sp_lookup(tbl, pc);
     GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
-    if (kind == GREEN_CODE_RUNTIME || t->patch.exc || sp < (uintptr_t)t->stack_lo ||
+    if (kind == GREEN_CODE_RUNTIME || green__patch_of(t)->exc || sp < (uintptr_t)t->stack_lo ||
         sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
         /* In libgreen -- in its code, or in what it called: a walk of t's
          * stack (safepoints/budget.c) that meets libc or libunwind, whose

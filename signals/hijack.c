@@ -37,13 +37,17 @@
 #include "signals.h"
 #include "safepoints.h"
 
+_Static_assert(sizeof(struct green__patch) <= sizeof(struct green__preempt_slot) &&
+                   _Alignof(struct green__patch) <= _Alignof(struct green__preempt_slot),
+               "struct green__preempt_slot (sched/thread.h) too small for a hook");
+
 /* AS-safe.  t's hook, whose frame is gone, goes without a trace: the word
  * in its slot is not ours any more. */
 static void forget(struct green__thread *t)
 {
-    if (!t->patch.slot)
+    if (!green__patch_of(t)->slot)
         return;
-    t->patch.slot = NULL;
+    green__patch_of(t)->slot = NULL;
     green__count(&green__sig_stats.hijacks_undone);
 }
 
@@ -55,13 +59,13 @@ static void hook(struct green__thread *t, uint64_t *slot)
     if (*slot == tramp) {
         /* Hooked a moment ago: a signal came between a budget's walk and
          * this (mode both).  The record already holds the real address. */
-        t->patch.slot = slot;
+        green__patch_of(t)->slot = slot;
         return;
     }
     if (!green__preempt_room(t, (uintptr_t)(slot + 1)))
         return;                      /* the monitor retries instead */
     green__stack_top(t)->ret = *slot;
-    t->patch = (struct green__patch){ slot, 0, NULL };
+    *green__patch_of(t) = (struct green__patch){ slot, 0, NULL };
     *slot = tramp;
     green__count(&green__sig_stats.hijacks);
 }

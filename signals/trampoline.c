@@ -43,7 +43,7 @@ enum {
  * trampoline -- where the unwinder resumes is the frame's "return address",
  * the trampoline itself -- with the exception kept for hijack_fired.
  * From here to the landing no signal touches the hook (the handler refuses
- * while patch.exc is set). */
+ * while its hook's exc is set). */
 int green__hijack_personality(int version, int actions, uint64_t exception_class, void *exc,
                               void *context)
 {
@@ -52,7 +52,7 @@ int green__hijack_personality(int version, int actions, uint64_t exception_class
         return URC_CONTINUE_UNWIND;
     struct green__worker *w = green__worker_self();
     green__assert(w && w->cur != &w->g0);
-    w->cur->patch.exc = exc;
+    green__patch_of(w->cur)->exc = exc;
     return URC_INSTALL_CONTEXT;
 }
 
@@ -72,18 +72,18 @@ int green__hijack_personality(int version, int actions, uint64_t exception_class
  * a loop would otherwise never be preempted: every hook is unwound). */
 static bool hijack_fired(struct green__thread *t, uint64_t *ret_slot)
 {
-    if (t->patch.slot != HOOKED_SLOT(ret_slot))
+    if (green__patch_of(t)->slot != HOOKED_SLOT(ret_slot))
         green__panic("green thread %llu returned into libgreen's preemption trampoline from "
                      "%p, not from the return it hooked (%p): a copy of a hooked return "
                      "address was used (a function that saves its own return address?)",
                      (unsigned long long)t->id, (void *)HOOKED_SLOT(ret_slot),
-                     (void *)t->patch.slot);
+                     (void *)green__patch_of(t)->slot);
     *ret_slot = green__stack_top(t)->ret;
-    t->patch.slot = NULL;
-    if (t->patch.exc) {
+    green__patch_of(t)->slot = NULL;
+    if (green__patch_of(t)->exc) {
         *ret_slot = (uint64_t)(uintptr_t)green__hijack_resume;
-        *SAVED_RDI(ret_slot) = (uint64_t)(uintptr_t)t->patch.exc;
-        t->patch.exc = NULL;
+        *SAVED_RDI(ret_slot) = (uint64_t)(uintptr_t)green__patch_of(t)->exc;
+        green__patch_of(t)->exc = NULL;
     }
     if (!__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED) || t->nopreempt) {
         green__count(&green__sig_stats.hijacks_undone);
