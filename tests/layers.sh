@@ -46,9 +46,12 @@ nobj=0
 for o in "$top"/sched/libgreen_la-*.o "$top"/signals/libgreen_la-*.o \
          "$top"/safepoints/libgreen_la-*.o "$top"/preload/libgreen_preload_la-*.o; do
     test -f "$o" || continue
-    nobj=$((nobj + 1))
     dir=$(basename "$(dirname "$o")")
     file=$dir/$(basename "$o" .o | sed 's/^.*_la-//')
+    # An object whose source is gone (renamed since this build tree last
+    # built) is no part of the library.
+    test -f "$src/$file.c" || test -f "$src/$file.S" || continue
+    nobj=$((nobj + 1))
     lib=libgreen
     test "$dir" = preload && lib=preload
     $nm -P --defined-only "$o" | awk -v l="$lib" -v f="$file" '$2 ~ /^[A-Z]$/ { print l, f, $1 }' >> "$tmp/defs"
