@@ -86,7 +86,7 @@ bool green__held_by(const struct green__thread *t, const void *lock);
 bool green__held_by_other(struct green__worker *w, struct green__thread *self, const void *lock);
 /* A holder made runnable: to its own worker's pinned queue. */
 void green__ready_holder(struct green__worker *w, struct green__thread *t);
-/* The owner moves its inbox to its pinned queue (worker.c). */
+/* The owner moves its inbox to its pinned queue (at its next pick, switch.c). */
 void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now);
 void green__inbox_drain(struct green__worker *w);
 /* A thread ends: whatever it still holds stays locked, as with an OS

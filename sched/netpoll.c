@@ -36,7 +36,7 @@
  * the fd's waiters in every run through the process's list of netpollers.
  *
  * While threads wait on fds the run is not at rest: the deadlock check
- * (worker.c) leaves it alone, and its last idle worker blocks in epoll.
+ * (loop.c) leaves it alone, and its last idle worker blocks in epoll.
  *
  * Descriptors live in chunks of GREEN_PFD_CHUNK, found through an array of
  * chunk pointers sized for the largest fd the process may open; a chunk is

@@ -11,8 +11,9 @@
  * may each be inside their own green_run at once.
  *
  * Deadlock report.  When the runtime comes to rest with threads still parked
- * and no timer pending (worker.c, quiescent_check), every slot is walked and
- * each parked thread is listed with the call it blocks in.  The threads are
+ * and no timer pending (loop.c, quiescent_check), the run ends with EDEADLK;
+ * once its workers have stopped, every slot is walked and each parked
+ * thread is listed with the call it blocks in.  The threads are
  * abandoned, not resumed: their stacks are unmapped with the rest of the run.
  * Their waiters are unlinked from the objects they were queued on, so those
  * objects can be destroyed; a mutex one of them held stays held.

@@ -18,7 +18,7 @@
  * every choice in them is drawn from the run's seed through that worker's
  * random generator:
  *   - which runnable thread runs next: all of them wait in rt->detq, and a
- *     pick takes one at random (worker.c, det_pick);
+ *     pick takes one at random (switch.c, det_pick);
  *   - how long a slice is: 1 .. budget reductions, at random, so
  *     preemptions land at different points under different seeds -- the
  *     point of a run that hunts for races;

@@ -6,7 +6,7 @@
  * a channel message or a spawn, so the scheduler does not wake one for every
  * thread it makes runnable: a thread put in the LIFO slot usually runs on
  * this worker within nanoseconds, because its waker is about to block (see
- * worker.c).  When the waker instead keeps computing, that thread -- and
+ * loop.c).  When the waker instead keeps computing, that thread -- and
  * anything queued behind it -- would wait while other workers sleep.  The
  * monitor notices a worker that has not switched since its last look yet has
  * runnable threads queued, and wakes an idle worker to steal them.

@@ -103,7 +103,7 @@ struct green__worker {
     struct green__thread g0;         /* the scheduler loop's context */
 } __attribute__((aligned(GREEN_CACHELINE)));
 
-/* worker.c */
+/* self.c, switch.c, ready.c, loop.c, worker.c */
 extern __thread struct green__worker *green__tls_worker
     __attribute__((tls_model("initial-exec")));
 /* AS-safe.  The worker this OS thread is, or NULL.  Inline is safe: with the
