@@ -184,33 +184,54 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
     return false;
 }
 
+/* AS-safe.  Take w's pending request, if it has one (an exec's 2 stays:
+ * exec.c blocks the signal before it sets it). */
+static bool take_request(struct green__worker *w, int sig)
+{
+    struct green__sig_worker *s;
+    uint32_t one = 1;
+    return w && w->rt->cfg.signo == sig && (s = green__sig_worker(w)) &&
+           atomic_compare_exchange_strong_explicit(&s->preempt_req, &one, 0,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
 /* AS-safe.  Ours -- a slice timer's whose slice still runs, or a request
  * that finds one pending -- is decided; the program's is passed on; one
- * that came too late is dropped. */
+ * that came too late is dropped.
+ *
+ * SIGALRM and the other signals below SIGRTMIN are not queued twice: while
+ * one is pending on the worker, the kernel drops another sent to it and
+ * tells the sender nothing.  A request sent while the slice timer's signal
+ * (or the program's own alarm) was pending was thus lost, its flag stayed
+ * set, and the monitor, which sends only when it sets the flag, never
+ * asked that worker again: a thread that computes forever was never
+ * preempted (a green thread forking in a loop beside a CPU-bound one, at a
+ * 50 us quantum, hung 1 run in a few hundred).  So every instance of the
+ * signal that reaches a worker takes its pending request with it: the one
+ * that carried the request may have been this one. */
 static void handle(int sig, siginfo_t *si, void *uctx)
 {
     int saved = errno;
     struct green__worker *w = green__worker_self();
-    struct green__sig_worker *s;
-    bool timed = false;
+    bool timed = false, asked;
     if (w && w->rt->cfg.signo == sig && si->si_code == SI_TIMER &&
         si->si_value.sival_ptr == w) {
-        if (!green__slice_timer_fired(w)) {
-            errno = saved;
-            return;
-        }
-        timed = true;
+        timed = green__slice_timer_fired(w);
+        asked = take_request(w, sig);
     } else if (!(si->si_code == SI_QUEUE && si->si_pid == green__sig_pid &&
                  si->si_value.sival_ptr == &green__sig_request_mark)) {
+        /* Taken first: a handler of the program's may longjmp out, and
+         * the monitor asks again only once the flag is clear. */
+        asked = take_request(w, sig);
         forward(sig, si, uctx);
-        errno = saved;
-        return;
-    } else if (!(w && w->rt->cfg.signo == sig && (s = green__sig_worker(w)) &&
-                 atomic_exchange_explicit(&s->preempt_req, 0, memory_order_acq_rel))) {
-        /* A request that outlived its run: it landed after this thread
-         * stopped being that run's worker (the monitor decided just before
-         * the run ended), maybe on a worker of a run that preempts by
-         * other means.  Not the program's either: drop it. */
+    } else {
+        /* Without a request pending, it outlived its run: it landed after
+         * this thread stopped being that run's worker (the monitor decided
+         * just before the run ended), maybe on a worker of a run that
+         * preempts by other means.  Not the program's either: drop it. */
+        asked = take_request(w, sig);
+    }
+    if (!timed && !asked) {
         errno = saved;
         return;
     }

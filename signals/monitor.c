@@ -159,19 +159,31 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
         green__count(&green__sig_stats.signals_sent);
         m->req_at = now;
         m->blocked_at = 0;
-    } else if (now - m->req_at > GREEN_RETRY_MAX_NS && !m->said_blocked &&
-               !(blocked_in(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo)
-                     ? m->blocked_at ? now - m->blocked_at < GREEN_RETRY_MAX_NS
-                                     : (m->blocked_at = now, true)
-                     : (m->blocked_at = 0, true))) {
-        /* Our last request never landed, and the signal has been blocked
-         * there at two looks 100 ms apart (glibc blocks every signal for a
-         * moment in pthread_create, and so does a running handler). */
-        m->said_blocked = true;
-        green__count(&green__sig_stats.signal_lost);
-        fprintf(stderr, "libgreen: worker %u blocks signal %d (a green thread masked it with "
-                        "pthread_sigmask or sigprocmask?): its green threads are not preempted "
-                        "by signal while it stays blocked\n", w->index, rt->cfg.signo);
+    } else if (now - m->req_at > GREEN_RETRY_MAX_NS) {
+        /* Our last request has not landed in 100 ms. */
+        pid_t tid = atomic_load_explicit(&w->tid, memory_order_relaxed);
+        if (!blocked_in(tid, rt->cfg.signo)) {
+            /* Lost on its way (handler.c: every instance of the signal
+             * that lands takes the request, so this is the kernel's
+             * doing or a bug of ours): send it again.  A copy that finds
+             * the request taken is dropped. */
+            m->blocked_at = 0;
+            send_request(tid, rt->cfg.signo);
+            green__count(&green__sig_stats.signals_sent);
+            m->req_at = now;
+        } else if (!m->blocked_at) {
+            m->blocked_at = now;
+        } else if (now - m->blocked_at >= GREEN_RETRY_MAX_NS && !m->said_blocked) {
+            /* Blocked there at two looks 100 ms apart (glibc blocks every
+             * signal for a moment in pthread_create, and so does a
+             * running handler). */
+            m->said_blocked = true;
+            green__count(&green__sig_stats.signal_lost);
+            fprintf(stderr, "libgreen: worker %u blocks signal %d (a green thread masked it "
+                            "with pthread_sigmask or sigprocmask?): its green threads are not "
+                            "preempted by signal while it stays blocked\n",
+                    w->index, rt->cfg.signo);
+        }
     }
     m->asked = true;
     m->asked_at = now;

@@ -101,6 +101,13 @@ static inline int64_t p99_of(int64_t *v, int n)
     return v[i < 0 ? 0 : i];
 }
 
+/* The median of n samples, sorting them. */
+static inline int64_t median_of(int64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_i64);
+    return v[n / 2];
+}
+
 /* A call-free CPU hog: bumps a volatile counter, and every 4096 bumps reads
  * its stop flag and the TSC.  It never yields and never calls anything:
  * only a signal takes the CPU from it.  One per cache line. */

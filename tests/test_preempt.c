@@ -379,6 +379,127 @@ Test(preempt, alarm_still_works, .timeout = 30)
                  (unsigned long long)(s1.preemptions - s0.preemptions));
 }
 
+/* ---- a request that meets a pending SIGALRM -------------------------------
+ *
+ * SIGALRM is not queued twice: sent while one is pending on the worker, the
+ * monitor's request is dropped by the kernel, which tells it nothing.  The
+ * request must still be served by the instance that does land -- here the
+ * program's own, raised while the green thread had the signal blocked.  It
+ * was not: the request's flag stayed set, the monitor (which signals only
+ * when it sets the flag) never asked again, and a thread that computed from
+ * then on was never preempted.  The slice timer's own signal met requests
+ * the same way, and hung a test now and then (test_hijack's fork test).
+ *
+ * Each round: block SIGALRM, raise it, compute for 20 quanta call-free (the
+ * monitor asks, and its signal is merged), unblock (the program's handler
+ * runs), then compute call-free until the other thread has run -- which
+ * only a preemption lets it do.  The monitor sends a request that has not
+ * landed in 100 ms again, so without the handler's part each round waits
+ * 100 ms; with it, the switch comes at the unblock. */
+
+#define MERGE_ROUNDS 20
+
+/* Call-free computing for ns. */
+static void spin_for(uint64_t ns)
+{
+    volatile uint64_t spin = 0;
+    uint64_t until = tsc_after(ns);
+    while (!tsc_passed(until))
+        for (int i = 0; i < 4096; i++)
+            spin++;
+}
+
+
+struct merged {
+    volatile uint64_t other_ran;
+    atomic_int stop;
+    int rounds;
+    int64_t wait_ns[MERGE_ROUNDS];   /* from the unblock to the other's turn */
+};
+
+static void *merge_other(void *arg)
+{
+    struct merged *m = arg;
+    while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
+        m->other_ran++;
+        green_yield();
+    }
+    return NULL;
+}
+
+static void *merge_main(void *arg)
+{
+    struct merged *m = arg;
+    green_t o;
+    if (green_spawn(&o, merge_other, m) != 0)
+        return P(1);
+    sigset_t alrm;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    for (m->rounds = 0; m->rounds < MERGE_ROUNDS; m->rounds++) {
+        pthread_sigmask(SIG_BLOCK, &alrm, NULL);
+        raise(SIGALRM);
+        spin_for(20 * MS);
+        uint64_t seen = m->other_ran, t0 = mono_ns();
+        pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+        uint64_t give_up = tsc_after(2 * SEC);
+        while (m->other_ran == seen && !tsc_passed(give_up))
+            ;
+        if (m->other_ran == seen)
+            break;                   /* never preempted */
+        m->wait_ns[m->rounds] = (int64_t)(mono_ns() - t0);
+        /* That preemption armed the worker's slice timer.  Sleep until it
+         * has fired (a quantum later; green_stats counts it), finding its
+         * slice over: the worker is the monitor's again, whose request the
+         * next round is about -- and a timer's signal pending on the
+         * worker when the next round raises SIGALRM would swallow the
+         * program's (handler.c). */
+        uint64_t sent = stats_now().signals_sent;
+        for (int i = 0; i < 50 && stats_now().signals_sent == sent; i++)
+            green_sleep_ns(MS);
+    }
+    atomic_store(&m->stop, 1);
+    green_join(o, NULL);
+    return NULL;
+}
+
+Test(preempt, a_request_merged_with_a_pending_sigalrm_is_still_served, .timeout = 60)
+{
+    static struct merged m;
+    memset(&m, 0, sizeof m);
+    alarms = 0;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    green_stats_t s0 = stats_now();
+    int rc = run_mode(merge_main, &m, 1, GREEN_PREEMPT_SIGNAL, 1000);
+    green_stats_t s1 = stats_now();
+    sigaction(SIGALRM, &old, NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(m.rounds, MERGE_ROUNDS,
+                 "round %d: the thread was never preempted after its SIGALRM landed",
+                 m.rounds + 1);
+    int64_t med = median_of(m.wait_ns, MERGE_ROUNDS);
+    cr_log_info("%d rounds of a request merged with the program's SIGALRM, 1 ms quantum: "
+                "the other thread ran %.2f ms (median) after the unblock, %.2f ms at worst; "
+                "%llu signals sent, %llu preemptions, %llu hooked returns (%llu taken), "
+                "%llu refused in libc",
+                MERGE_ROUNDS, med / 1e6, m.wait_ns[MERGE_ROUNDS - 1] / 1e6,
+                (unsigned long long)(s1.signals_sent - s0.signals_sent),
+                (unsigned long long)(s1.preemptions - s0.preemptions),
+                (unsigned long long)(s1.hijacks - s0.hijacks),
+                (unsigned long long)(s1.deferred_taken - s0.deferred_taken),
+                (unsigned long long)(s1.refused_unsafe_pc - s0.refused_unsafe_pc));
+    cr_expect_eq(alarms, MERGE_ROUNDS, "the program's handler ran %d times for %d raises",
+                 (int)alarms, MERGE_ROUNDS);
+    /* Served at the unblock, or by the monitor's next retry (its backoff
+     * reaches 16 ms over the 20 quanta); not by the 100 ms resend. */
+    cr_expect_lt(med, 50 * MS, "the median round waited %.1f ms: the merged request was "
+                               "not served by the signal that landed", med / 1e6);
+}
+
 /* ---- green_nopreempt_begin/end ----------------------------------------- */
 
 #define SECTIONS 3
@@ -390,15 +511,6 @@ struct nopreempt {
     uint64_t during[SECTIONS];   /* the hog's progress inside a section */
     uint64_t across[SECTIONS];   /* ... inside green_nopreempt_end */
 };
-
-static void spin_for(uint64_t ns)
-{
-    volatile uint64_t spin = 0;
-    uint64_t until = tsc_after(ns);
-    while (!tsc_passed(until))
-        for (int i = 0; i < 4096; i++)
-            spin++;
-}
 
 static void *sectioner(void *arg)
 {
