@@ -339,7 +339,7 @@ unsigned green__fwake_slow(const void *addr, bool all)
     }
     green__spin_unlock(&b->lock);
     struct green__worker *w = green__worker_self();
-    if (w && (w->cur == &w->g0 || green__in_handler))
+    if (w && (w->cur == &w->g0 || green__in_handler_now()))
         w = NULL;                    /* not a green thread: no queue of ours */
     return green__ready_list(w, list, false);
 }

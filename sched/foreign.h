@@ -16,7 +16,7 @@ static inline struct green__thread *green__foreign_self(struct green__worker **w
 {
     struct green__worker *w = green__worker_self();
     *wp = w;
-    if (!w || w->cur == &w->g0 || green__in_handler)
+    if (!w || w->cur == &w->g0 || green__in_handler_now())
         return NULL;
     return w->cur;
 }

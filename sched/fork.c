@@ -38,6 +38,7 @@ static void child(void)
 {
     green__tls_worker = NULL;
     green__in_handler = 0;
+    green__handler_mark = (struct green__handler_mark){ NULL, 0, 0 };
     green__reductions = GREEN_BUDGET_NONE;
     green__netpoll_atfork(GREEN_FORK_CHILD);
     green__foreign_atfork_child();

@@ -74,7 +74,7 @@ static struct {
 static inline struct green__thread *key_thread(void)
 {
     struct green__worker *w = green__worker_self();
-    if (!w || w->cur == &w->g0 || green__in_handler)
+    if (!w || w->cur == &w->g0 || green__in_handler_now())
         return NULL;
     return w->cur;
 }

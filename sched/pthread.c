@@ -202,7 +202,7 @@ EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
     struct green__worker *w = green__worker_self();
     if (!w)
         return libc_mutex_lock(m);   /* not a worker: a plain thread */
-    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler &&
+    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler_now() &&
         GREEN_LIKELY(!w->holders)) {
         struct green__thread *t = w->cur;
         if (GREEN_LIKELY(t->nheld < t->heldcap) &&
@@ -297,7 +297,7 @@ EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
             green__fwake(m, false);
         return r;
     }
-    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler) {
+    if (GREEN_LIKELY(w->cur != &w->g0) && !green__in_handler_now()) {
         struct green__thread *t = w->cur;
         uint32_t n = t->nheld;
         if (GREEN_LIKELY(n > 0) && t->held[n - 1] == m && !t->hold_linked &&

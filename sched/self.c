@@ -13,9 +13,37 @@ __thread struct green__worker *green__tls_worker __attribute__((tls_model("initi
 void green__worker_set(struct green__worker *w) { green__tls_worker = w; }
 
 __thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
+__thread struct green__handler_mark green__handler_mark __attribute__((tls_model("initial-exec")));
+
+bool green__handler_left_at(uintptr_t sp)
+{
+    struct green__handler_mark *m = &green__handler_mark;
+    struct green__worker *w = green__worker_self();
+    if (!m->t || !w)
+        return false;
+    /* A running handler switches nothing: if another thread is current,
+     * the one it interrupted has left it and gone on. */
+    bool left = w->cur != m->t;
+    if (!left) {
+        uintptr_t lo = (uintptr_t)m->t->stack_lo, hi = (uintptr_t)m->t->stack_hi;
+        bool frame_on_t = m->frame >= lo && m->frame < hi;
+        left = sp >= lo && sp < hi && (!frame_on_t || sp > m->frame);
+    }
+    if (left) {
+        /* A walk begun since counts on: only the handlers go. */
+        green__in_handler = green__in_handler > m->depth ? green__in_handler - m->depth : 0;
+        *m = (struct green__handler_mark){ NULL, 0, 0 };
+    }
+    return left;
+}
+
+__attribute__((noinline)) bool green__handler_left(void)
+{
+    return green__handler_left_at((uintptr_t)__builtin_frame_address(0));
+}
 
 int green_worker_index(void)
 {
     struct green__worker *w = green__worker_self();
-    return w && w->cur != &w->g0 && !green__in_handler ? (int)w->index : -1;
+    return w && w->cur != &w->g0 && !green__in_handler_now() ? (int)w->index : -1;
 }

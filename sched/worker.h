@@ -123,6 +123,33 @@ void green__worker_set(struct green__worker *w);
  * calls straight through), and so does green__foreign_self (the lock calls
  * are libc's). */
 extern __thread unsigned green__in_handler __attribute__((tls_model("initial-exec")));
+/* Left by libgreen's signal handler while it runs (signals/handler.c): the
+ * thread it interrupted, its own frame, and green__in_handler before it.
+ * The program's handler, which it calls for a signal that was not
+ * libgreen's, may leave by siglongjmp -- the classic alarm() timeout -- and
+ * the count then stayed up forever: that worker was never preempted again,
+ * its lock calls were libc's, green_worker_index said -1.  So wherever the
+ * count is found up, green__handler_left asks where the stack is: back on
+ * the interrupted thread's stack (above the handler's frame, if it ran
+ * there) means the handler is gone -- and every one it was nested in --
+ * and the count goes down by as many. */
+struct green__handler_mark {
+    const struct green__thread *t;   /* NULL: no handler of ours runs */
+    uintptr_t frame;
+    unsigned depth;                  /* handlers of ours running, nested */
+};
+extern __thread struct green__handler_mark green__handler_mark
+    __attribute__((tls_model("initial-exec")));
+/* AS-safe.  True (and the count put back) if the handler the mark names was
+ * left without returning, judging from sp, a stack pointer of this OS
+ * thread's; green__handler_left judges from its own frame. */
+bool green__handler_left_at(uintptr_t sp);
+bool green__handler_left(void);
+/* AS-safe.  Does libgreen's handler, or a walk, run on this OS thread now? */
+static inline bool green__in_handler_now(void)
+{
+    return GREEN_UNLIKELY(green__in_handler != 0) && !green__handler_left();
+}
 int green__workers_start(struct green__rt *rt);   /* workers 1..n-1 */
 void green__worker_loop(struct green__worker *w); /* runs until rt->done */
 void green__workers_join(struct green__rt *rt);

@@ -112,7 +112,7 @@ static void exec_enter(struct exec_guard *g)
 {
     resolve();
     g->w = green__worker_self();
-    if (!g->w || green__in_handler)
+    if (!g->w || green__in_handler_now())
         goto plain;
     struct green__rt *rt = g->w->rt;
     if (rt->cfg.preempt != GREEN_PREEMPT_SIGNAL && rt->cfg.preempt != GREEN_PREEMPT_BOTH)

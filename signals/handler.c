@@ -246,12 +246,25 @@ static void handle(int sig, siginfo_t *si, void *uctx)
 }
 
 /* AS-safe.  While it runs, this OS thread is on no green thread for the
- * code the handler calls (green__in_handler, sched.h). */
+ * code the handler calls (green__in_handler and its mark, sched/worker.h):
+ * first, a handler of ours that the program's left by siglongjmp is
+ * forgotten -- the interrupted PC is back on that thread's stack. */
 void green__sig_handler(int sig, siginfo_t *si, void *uctx)
 {
+    struct green__worker *w = green__worker_self();
+    if (green__in_handler)
+        green__handler_left_at(
+            (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RSP]);
+    struct green__handler_mark outer = green__handler_mark;
+    unsigned entry = green__in_handler;
+    green__handler_mark = (struct green__handler_mark){
+        w ? w->cur : NULL, (uintptr_t)__builtin_frame_address(0), outer.depth + 1 };
     green__in_handler++;
     handle(sig, si, uctx);
-    green__in_handler--;
+    /* As at entry: a handler nested in this one that the program left by
+     * siglongjmp within its own handler counts no more. */
+    green__in_handler = entry;
+    green__handler_mark = outer;
 }
 
 /* Was si sent by libgreen to w -- a request or its slice timer? */

@@ -23,6 +23,8 @@
  */
 #include "preempt_common.h"
 
+#include <setjmp.h>
+
 /* ---- a ticker beside a hog ----------------------------------------------- */
 
 #define TICKS 200
@@ -377,6 +379,92 @@ Test(preempt, alarm_still_works, .timeout = 30)
     cr_expect_gt(s1.preemptions - s0.preemptions, 10,
                  "only %llu preemptions of a hog in about 1.2 s at a 1 ms quantum",
                  (unsigned long long)(s1.preemptions - s0.preemptions));
+}
+
+/* ---- a handler of the program's that leaves by siglongjmp ------------------
+ *
+ * The classic alarm() timeout: the program's SIGALRM handler siglongjmps
+ * back to where the timed call began.  libgreen's handler, which called it,
+ * never returned -- and its "a handler runs on this OS thread" count stayed
+ * up: that worker refused every preemption from then on (the thread below
+ * spun forever beside a runnable one), its lock calls were libc's, and
+ * green_worker_index said -1.  The count is now judged by where the stack
+ * is (sched/worker.h). */
+
+#define JUMPS 5
+
+static sigjmp_buf jump_env;
+
+static void on_alarm_jump(int sig)
+{
+    (void)sig;
+    alarms++;
+    siglongjmp(jump_env, 1);
+}
+
+struct jumped {
+    volatile uint64_t other_ran;
+    atomic_int stop;
+    int jumps, index_after[JUMPS], preempted[JUMPS];
+};
+
+static void *jump_other(void *arg)
+{
+    struct jumped *j = arg;
+    while (!atomic_load_explicit(&j->stop, memory_order_relaxed)) {
+        j->other_ran++;
+        green_yield();
+    }
+    return NULL;
+}
+
+static void *jump_main(void *arg)
+{
+    struct jumped *j = arg;
+    green_t o;
+    if (green_spawn(&o, jump_other, j) != 0)
+        return P(1);
+    for (j->jumps = 0; j->jumps < JUMPS; j->jumps++) {
+        if (sigsetjmp(jump_env, 1) == 0) {
+            raise(SIGALRM);
+            break;                       /* the handler did not jump */
+        }
+        j->index_after[j->jumps] = green_worker_index();
+        /* Call-free until the other thread has run: a preemption. */
+        uint64_t seen = j->other_ran, give_up = tsc_after(2 * SEC);
+        while (j->other_ran == seen && !tsc_passed(give_up))
+            ;
+        j->preempted[j->jumps] = j->other_ran != seen;
+    }
+    atomic_store(&j->stop, 1);
+    green_join(o, NULL);
+    return NULL;
+}
+
+Test(preempt, a_program_handler_that_longjmps_out_leaves_the_worker_preemptible,
+     .timeout = 60)
+{
+    static struct jumped j;
+    memset(&j, 0, sizeof j);
+    alarms = 0;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm_jump;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    int rc = run_mode(jump_main, &j, 1, GREEN_PREEMPT_SIGNAL, 1000);
+    sigaction(SIGALRM, &old, NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(j.jumps, JUMPS, "the program's handler did not jump out (%d of %d)",
+                 j.jumps, JUMPS);
+    cr_expect_eq(alarms, JUMPS);
+    for (int i = 0; i < JUMPS; i++) {
+        cr_expect_eq(j.index_after[i], 0,
+                     "after jump %d out of the program's handler green_worker_index "
+                     "said %d", i + 1, j.index_after[i]);
+        cr_expect(j.preempted[i], "after jump %d out of the program's handler the thread "
+                                  "was never preempted (2 s)", i + 1);
+    }
 }
 
 /* ---- a request that meets a pending SIGALRM -------------------------------
