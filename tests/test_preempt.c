@@ -323,6 +323,18 @@ static void on_alarm(int sig)
     alarms++;
 }
 
+/* The program's own SIGALRM handler, installed before the run (libgreen
+ * passes it the signals it did not send); the count starts over. */
+static void program_alarm_handler(void (*fn)(int), struct sigaction *old)
+{
+    alarms = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGALRM, &sa, old), 0);
+}
+
 struct alarm_run {
     struct hog hog;
     atomic_int stop;
@@ -357,12 +369,8 @@ Test(preempt, alarm_still_works, .timeout = 30)
     memset(&a, 0, sizeof a);
     a.hog.stop = &a.stop;
     a.hog.until = tsc_after(4 * SEC);
-    alarms = 0;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm;
-    sigemptyset(&sa.sa_mask);
-    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    struct sigaction old;
+    program_alarm_handler(on_alarm, &old);
     green_stats_t s0 = stats_now();
     int rc = run_mode(alarm_main, &a, 1, GREEN_PREEMPT_SIGNAL, 1000);
     green_stats_t s1 = stats_now();
@@ -379,6 +387,35 @@ Test(preempt, alarm_still_works, .timeout = 30)
     cr_expect_gt(s1.preemptions - s0.preemptions, 10,
                  "only %llu preemptions of a hog in about 1.2 s at a 1 ms quantum",
                  (unsigned long long)(s1.preemptions - s0.preemptions));
+}
+
+/* ---- a thread that only yields ------------------------------------------ */
+
+/* Beside a call-free loop on one worker, it advances only when the loop is
+ * preempted. */
+struct yielder {
+    volatile uint64_t ran;
+    atomic_int stop;
+};
+
+static void *yielder_run(void *arg)
+{
+    struct yielder *y = arg;
+    while (!atomic_load_explicit(&y->stop, memory_order_relaxed)) {
+        y->ran++;
+        green_yield();
+    }
+    return NULL;
+}
+
+/* Call-free until y has run since it had run `seen` times (up to 2 s): was
+ * the caller preempted? */
+static bool preempted_since(const struct yielder *y, uint64_t seen)
+{
+    uint64_t give_up = tsc_after(2 * SEC);
+    while (y->ran == seen && !tsc_passed(give_up))
+        ;
+    return y->ran != seen;
 }
 
 /* ---- a handler of the program's that leaves by siglongjmp ------------------
@@ -403,26 +440,15 @@ static void on_alarm_jump(int sig)
 }
 
 struct jumped {
-    volatile uint64_t other_ran;
-    atomic_int stop;
+    struct yielder other;
     int jumps, index_after[JUMPS], preempted[JUMPS];
 };
-
-static void *jump_other(void *arg)
-{
-    struct jumped *j = arg;
-    while (!atomic_load_explicit(&j->stop, memory_order_relaxed)) {
-        j->other_ran++;
-        green_yield();
-    }
-    return NULL;
-}
 
 static void *jump_main(void *arg)
 {
     struct jumped *j = arg;
     green_t o;
-    if (green_spawn(&o, jump_other, j) != 0)
+    if (green_spawn(&o, yielder_run, &j->other) != 0)
         return P(1);
     for (j->jumps = 0; j->jumps < JUMPS; j->jumps++) {
         if (sigsetjmp(jump_env, 1) == 0) {
@@ -430,13 +456,9 @@ static void *jump_main(void *arg)
             break;                       /* the handler did not jump */
         }
         j->index_after[j->jumps] = green_worker_index();
-        /* Call-free until the other thread has run: a preemption. */
-        uint64_t seen = j->other_ran, give_up = tsc_after(2 * SEC);
-        while (j->other_ran == seen && !tsc_passed(give_up))
-            ;
-        j->preempted[j->jumps] = j->other_ran != seen;
+        j->preempted[j->jumps] = preempted_since(&j->other, j->other.ran);
     }
-    atomic_store(&j->stop, 1);
+    atomic_store(&j->other.stop, 1);
     green_join(o, NULL);
     return NULL;
 }
@@ -446,12 +468,8 @@ Test(preempt, a_program_handler_that_longjmps_out_leaves_the_worker_preemptible,
 {
     static struct jumped j;
     memset(&j, 0, sizeof j);
-    alarms = 0;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm_jump;
-    sigemptyset(&sa.sa_mask);
-    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    struct sigaction old;
+    program_alarm_handler(on_alarm_jump, &old);
     int rc = run_mode(jump_main, &j, 1, GREEN_PREEMPT_SIGNAL, 1000);
     sigaction(SIGALRM, &old, NULL);
     cr_assert_eq(rc, 0);
@@ -499,27 +517,16 @@ static void spin_for(uint64_t ns)
 
 
 struct merged {
-    volatile uint64_t other_ran;
-    atomic_int stop;
+    struct yielder other;
     int rounds;
     int64_t wait_ns[MERGE_ROUNDS];   /* from the unblock to the other's turn */
 };
-
-static void *merge_other(void *arg)
-{
-    struct merged *m = arg;
-    while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
-        m->other_ran++;
-        green_yield();
-    }
-    return NULL;
-}
 
 static void *merge_main(void *arg)
 {
     struct merged *m = arg;
     green_t o;
-    if (green_spawn(&o, merge_other, m) != 0)
+    if (green_spawn(&o, yielder_run, &m->other) != 0)
         return P(1);
     sigset_t alrm;
     sigemptyset(&alrm);
@@ -528,13 +535,10 @@ static void *merge_main(void *arg)
         pthread_sigmask(SIG_BLOCK, &alrm, NULL);
         raise(SIGALRM);
         spin_for(20 * MS);
-        uint64_t seen = m->other_ran, t0 = mono_ns();
+        uint64_t seen = m->other.ran, t0 = mono_ns();
         pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
-        uint64_t give_up = tsc_after(2 * SEC);
-        while (m->other_ran == seen && !tsc_passed(give_up))
-            ;
-        if (m->other_ran == seen)
-            break;                   /* never preempted */
+        if (!preempted_since(&m->other, seen))
+            break;
         m->wait_ns[m->rounds] = (int64_t)(mono_ns() - t0);
         /* That preemption armed the worker's slice timer.  Sleep until it
          * has fired (a quantum later; green_stats counts it), finding its
@@ -546,7 +550,7 @@ static void *merge_main(void *arg)
         for (int i = 0; i < 50 && stats_now().signals_sent == sent; i++)
             green_sleep_ns(MS);
     }
-    atomic_store(&m->stop, 1);
+    atomic_store(&m->other.stop, 1);
     green_join(o, NULL);
     return NULL;
 }
@@ -555,12 +559,8 @@ Test(preempt, a_request_merged_with_a_pending_sigalrm_is_still_served, .timeout 
 {
     static struct merged m;
     memset(&m, 0, sizeof m);
-    alarms = 0;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm;
-    sigemptyset(&sa.sa_mask);
-    cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+    struct sigaction old;
+    program_alarm_handler(on_alarm, &old);
     green_stats_t s0 = stats_now();
     int rc = run_mode(merge_main, &m, 1, GREEN_PREEMPT_SIGNAL, 1000);
     green_stats_t s1 = stats_now();
