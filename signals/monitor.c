@@ -149,18 +149,21 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
 {
     struct green__watch *m = &s->watch;
     uint64_t quantum = green__quantum_ns(rt);
-    uint32_t zero = 0;
+    uint32_t req = 0;
     if (!handler_still_ours(rt->cfg.signo)) {
         m->retry_at = now + GREEN_RETRY_MAX_NS;   /* look again later */
         return m->retry_at;
     }
-    if (atomic_compare_exchange_strong(&s->preempt_req, &zero, 1)) {
+    if (atomic_compare_exchange_strong(&s->preempt_req, &req, 1)) {
         send_request(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo);
         green__count(&green__sig_stats.signals_sent);
         m->req_at = now;
         m->blocked_at = 0;
-    } else if (now - m->req_at > GREEN_RETRY_MAX_NS) {
-        /* Our last request has not landed in 100 ms. */
+    } else if (req == 1 && now - m->req_at > GREEN_RETRY_MAX_NS) {
+        /* Our last request has not landed in 100 ms.  (Never while an
+         * exec has closed the worker to requests, 2: exec.c waits for the
+         * one it found in flight, and then unblocks the signal and execs --
+         * a copy sent then would kill the new image.) */
         pid_t tid = atomic_load_explicit(&w->tid, memory_order_relaxed);
         if (!blocked_in(tid, rt->cfg.signo)) {
             /* Lost on its way (handler.c: every instance of the signal
