@@ -129,6 +129,21 @@ GREEN_API green_t green_self(void);
 /* t's id: unique in the process, never reused, 0 for the zero handle. */
 GREEN_API uint64_t green_id(green_t t);
 
+/* Name the calling green thread, for dumps (green_dump): at most
+ * GREEN_NAME_MAX - 1 bytes.  EPERM outside a green thread, EINVAL for
+ * NULL, ERANGE for a longer name (the name is then unchanged). */
+#define GREEN_NAME_MAX 32
+GREEN_API int green_set_name(const char *name);
+
+/* Write every green thread of every run in the process to fd: id, name,
+ * state, what a parked one waits on (and who holds it), the locks it
+ * holds, where it was spawned, its backtrace.  Safe while the program
+ * runs: each run's workers stop at their next scheduling decision while
+ * its threads are listed (for 200 ms at most; those that do not are
+ * named, and no stack is unwound then).  0, or EBADF, EIO, ENOMEM.  The
+ * signal named by GREEN_DUMP_SIGNAL does the same on stderr. */
+GREEN_API int green_dump(int fd);
+
 /* Index of the worker running the caller (0 .. workers-1), or -1 outside
  * a green thread -- and inside libgreen's own signal handler, including a
  * handler of the program's that it passes a signal on to. */

@@ -68,10 +68,10 @@ static bool parse_u64(const char *s, bool suffix, uint64_t *out)
 
 static const struct { const char *name; int signo; } signals[] = {
     { "ALRM", SIGALRM }, { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF },
-    { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "URG", SIGURG },
+    { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "URG", SIGURG }, { "QUIT", SIGQUIT },
 };
 
-static bool parse_signal(const char *s, int *out)
+bool green__parse_signal(const char *s, int *out)
 {
     uint64_t v;
     if (parse_u64(s, false, &v)) {
@@ -119,7 +119,7 @@ static bool parse_deterministic(const char *s, unsigned *out)
     return false;
 }
 
-static bool signo_ok(int signo)
+bool green__signo_ok(int signo)
 {
     if (signo < 1 || signo > SIGRTMAX)
         return false;
@@ -155,7 +155,7 @@ int green__config_check(const green_config_t *c, bool say)
     if (c->preempt < GREEN_PREEMPT_OFF || c->preempt > GREEN_PREEMPT_BOTH)
         return refuse(say, "preempt", (unsigned long long)(long long)c->preempt,
                       "not a GREEN_PREEMPT_* mode");
-    if (!signo_ok(c->signo))
+    if (!green__signo_ok(c->signo))
         return refuse(say, "signo", (unsigned long long)(long long)c->signo,
                       "not a signal libgreen can preempt with (SIGKILL, SIGSTOP, the "
                       "fault signals and glibc's own are not)");
@@ -214,7 +214,7 @@ int green_config_init(green_config_t *cfg)
               "expected microseconds from 50 to 10000000");
     ENV_FIELD("GREEN_PREEMPT", cfg->preempt, parse_preempt(s, &cfg->preempt), true,
               "expected off, signal, budget or both");
-    ENV_FIELD("GREEN_SIGNAL", cfg->signo, parse_signal(s, &cfg->signo), signo_ok(cfg->signo),
+    ENV_FIELD("GREEN_SIGNAL", cfg->signo, green__parse_signal(s, &cfg->signo), green__signo_ok(cfg->signo),
               "expected a catchable signal that is not a fault nor glibc's own (32, 33), "
               "e.g. SIGALRM or USR2");
     ENV_FIELD("GREEN_BUDGET", cfg->budget, parse_u64(s, false, &v),

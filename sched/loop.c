@@ -106,13 +106,17 @@ void green__sched_preempted(struct green__worker *w)
      * behind it.  (With a worker idle, leave the global queue to it: the
      * monitor puts there what it takes from a busy worker for an idle one.) */
     green__check_timers(w);
+    struct green__thread *t = NULL;
+    if (green__stw_wanted(rt)) {
+        t = &w->g0;                  /* a dump: wait it out in the loop */
+        goto leave;
+    }
     if (GREEN_LIKELY(!rt->det) && atomic_load_explicit(&rt->nidle, memory_order_relaxed) == 0) {
         green__netpoll_stale(rt, w, green__clock_ns(), GREEN_NETPOLL_PREEMPT_NS);
         struct green__thread *g = green__globq_take(w, GREEN_RUNQ_SIZE / 2);
         if (g)
             green__runq_push(w, g);
     }
-    struct green__thread *t = NULL;
     if (rt_has_others(w)) {
         /* An idle worker could take the threads queued here -- but not
          * this one, once it is pinned.  So rather than pin it, wake that
@@ -135,6 +139,7 @@ void green__sched_preempted(struct green__worker *w)
         t = steal_work(w);
     if (!t)
         return;                      /* nobody else anywhere: carry on */
+leave:
     green__set_state(self, GREEN_T_RUNNABLE);
     green__pinned_push(w, self, false);
     /* Only this worker takes from its pinned queue: the switch returns
@@ -240,7 +245,8 @@ static void go_idle(struct green__worker *w)
     }
 
     atomic_thread_fence(memory_order_seq_cst);
-    if (work_visible(rt) || atomic_load(&w->ninbox)) {
+    /* A dump sets stw, then wakes every worker: seen here, or woken. */
+    if (work_visible(rt) || atomic_load(&w->ninbox) || green__stw_wanted(rt)) {
         unidle(w);
         return;
     }
@@ -291,6 +297,20 @@ static void go_idle(struct green__worker *w)
     unidle(w);
 }
 
+/* A dump is listing the threads (dump.c): wait, in the scheduler loop,
+ * until it is done. */
+static __attribute__((noinline, cold)) void stw_stop(struct green__worker *w)
+{
+    struct green__rt *rt = w->rt;
+    atomic_store(&w->stw_stopped, true);
+    atomic_fetch_add(&rt->stw_stopped, 1);
+    green__futex_wake(&rt->stw_stopped, 1);
+    while (atomic_load(&rt->stw))
+        green__futex_wait(&rt->stw, 1, GREEN_FOREVER);
+    atomic_fetch_sub(&rt->stw_stopped, 1);
+    atomic_store(&w->stw_stopped, false);
+}
+
 static struct green__thread *find_runnable(struct green__worker *w)
 {
     struct green__rt *rt = w->rt;
@@ -305,6 +325,10 @@ static struct green__thread *find_runnable(struct green__worker *w)
     for (;;) {
         if (atomic_load_explicit(&rt->done, memory_order_acquire))
             return NULL;
+        if (green__stw_wanted(rt)) {
+            stw_stop(w);
+            continue;
+        }
         uint64_t now = green__now(rt);
         if (green__timers_next(rt) <= now)
             run_all_timers(w, now);

@@ -68,6 +68,12 @@ static void set_owner(struct mutex *m, struct green__thread *t)
     atomic_store_explicit(&m->owner_id, t ? t->id : 0, memory_order_relaxed);
 }
 
+uint64_t green__mutex_holder(const green_mutex_t *m)
+{
+    struct mutex *x = impl((green_mutex_t *)m);
+    return owner(x) ? atomic_load_explicit(&x->owner_id, memory_order_relaxed) : 0;
+}
+
 /* Is t the owner?  The control block of an owner that finished holding m
  * may be another thread's by now: the id tells them apart. */
 static bool held_by(struct mutex *m, struct green__thread *t)

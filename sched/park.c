@@ -35,6 +35,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <x86intrin.h>
 
 int green__park(struct green__worker **wp, uint64_t deadline)
 {
@@ -51,6 +52,7 @@ int green__park(struct green__worker **wp, uint64_t deadline)
         /* Otherwise a waker claimed us already: it will make us runnable,
          * so we must leave the CPU once, as if we had parked. */
     }
+    self->parked_tsc = __rdtsc();    /* for dumps: a cycle, not a clock read */
     green__set_state(self, GREEN_T_PARKED);
     w = green__sched_leave(w);
     *wp = w;

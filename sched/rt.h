@@ -125,7 +125,23 @@ struct green__rt {
 
     struct green__netpoll np;        /* fds green threads wait on */
     struct green__offload off;       /* green_offload's OS threads */
+
+    /* dump.c: while stw is 1 a dump is listing the threads, and the
+     * workers wait in their scheduler loop (loop.c; stw_stopped counts
+     * them); runs_next links the process's runs (green__runs_add). */
+    _Atomic uint32_t stw;
+    _Atomic uint32_t stw_stopped;
+    struct green__rt *runs_next;
 };
+
+/* dump.c: the process's runs, for dumps. */
+void green__runs_add(struct green__rt *rt);
+void green__runs_remove(struct green__rt *rt);
+/* Is a dump stopping rt's workers? */
+static inline bool green__stw_wanted(const struct green__rt *rt)
+{
+    return GREEN_UNLIKELY(atomic_load_explicit(&rt->stw, memory_order_relaxed) != 0);
+}
 
 /* run.c: one run of main_fn on green threads, with the preemption layer's
  * hooks (NULL: none).  Requires: cfg checked (green__config_check; green_run
@@ -211,5 +227,12 @@ void green__foreign_atfork_child(void);
 /* config.c */
 /* EINVAL for a field out of range; say: one line on stderr naming it. */
 int green__config_check(const green_config_t *cfg, bool say);
+/* A signal as GREEN_SIGNAL names it (a number, ALRM, SIGQUIT, RTMIN+3...),
+ * and whether libgreen may take it (catchable, not a fault, not glibc's). */
+bool green__parse_signal(const char *s, int *out);
+bool green__signo_ok(int signo);
+/* dump.c: GREEN_DUMP_SIGNAL's handler and thread, set up by the first run
+ * that finds it set (0, or EINVAL with a line on stderr). */
+int green__dump_signal_init(int preempt_signo);
 
 #endif /* GREEN_RT_H */

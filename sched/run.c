@@ -131,7 +131,9 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
         return EINVAL;
     if (green__worker_self())
         return EBUSY;
-    int err;
+    int err = green__dump_signal_init(cfg->signo);
+    if (err)
+        return err;
     struct green__rt *rt;
     if ((err = rt_new(cfg, &rt)) != 0)
         return err;
@@ -146,6 +148,7 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
         return err;
     }
 
+    bool listed = false;
     struct green__worker *w0 = &rt->workers[0];
     struct green__thread *main_t = green__thread_new(w0, main_fn, arg, true, &err);
     if (!main_t) {
@@ -155,6 +158,8 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     main_t->is_main = true;
     green__runq_push(w0, main_t);
 
+    green__runs_add(rt);
+    listed = true;
     if ((err = green__sysmon_start(rt)) != 0)
         goto out;
     if ((err = green__workers_start(rt)) != 0) {
@@ -164,6 +169,8 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     green__worker_loop(w0);
     green__workers_join(rt);
     green__sysmon_stop(rt);
+    green__runs_remove(rt);          /* waits for a dump under way */
+    listed = false;
 
     err = rt->result;
     if (err == EDEADLK)
@@ -176,6 +183,8 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     if (ret)
         *ret = err == 0 ? rt->main_ret : NULL;
 out:
+    if (listed)
+        green__runs_remove(rt);
     if (hooks && hooks->stop)
         hooks->stop(rt);
     green__overflow_uninstall();

@@ -150,6 +150,10 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
 struct green__thread *green__pick(struct green__worker *w)
 {
     struct green__thread *t;
+    /* A dump stops the world: to the scheduler loop, which waits it out. */
+    if (GREEN_UNLIKELY(atomic_load_explicit(&w->stw_asked, memory_order_relaxed)) &&
+        w->cur != &w->g0)
+        return &w->g0;
     green__new_slice(w);
     if (GREEN_UNLIKELY(atomic_load_explicit(&w->ninbox, memory_order_relaxed)))
         green__inbox_drain(w);

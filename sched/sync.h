@@ -11,6 +11,8 @@
 
 /* mutex.c */
 bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);
+/* For dumps: the id of the green thread holding m, 0 if none. */
+uint64_t green__mutex_holder(const green_mutex_t *m);
 /* green_mutex_unlock without the safepoint poll of green__enter. */
 int green__mutex_unlock(struct green__worker *w, struct green__thread *self, green_mutex_t *m);
 

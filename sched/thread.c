@@ -92,6 +92,8 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->arg = arg;
     t->held = t->held_inline;        /* foreign.c: no lock held */
     t->heldcap = GREEN_HELD_INLINE;
+    t->name[0] = '\0';
+    t->spawn_pc = NULL;
 
     /* The stack's top record (sched.h), then the frame green__ctx_switch
      * restores: see switch_x86_64.S. */
@@ -192,6 +194,7 @@ int green_spawn(green_t *out, void *(*fn)(void *), void *arg)
     struct green__thread *t = green__thread_new(w, fn, arg, out == NULL, &err);
     if (!t)
         return err;
+    t->spawn_pc = __builtin_return_address(0);
     if (out) {
         out->p = t;
         out->id = t->id;
@@ -309,6 +312,24 @@ green_t green_self(void)
     if (!w || w->cur == &w->g0)
         return (green_t){ NULL, 0 };
     return (green_t){ w->cur, w->cur->id };
+}
+
+int green_set_name(const char *name)
+{
+    struct green__worker *w = green__worker_self();
+    if (!w || w->cur == &w->g0 || green__in_handler_now())
+        return EPERM;
+    if (!name)
+        return EINVAL;
+    size_t n = strnlen(name, GREEN_NAME_MAX);
+    if (n >= GREEN_NAME_MAX)
+        return ERANGE;
+    /* Zero-filled: a dump reading it meanwhile may see a mix of the old
+     * and the new name, never a missing terminator. */
+    char buf[GREEN_NAME_MAX] = { 0 };
+    memcpy(buf, name, n);
+    memcpy(w->cur->name, buf, sizeof buf);
+    return 0;
 }
 
 uint64_t green_id(green_t t)

@@ -84,6 +84,13 @@ struct green__thread {
     void *arg;
     void *ret;                       /* written before JW_DONE (release) */
 
+    /* For dumps (dump.c): the name it gave itself (green_set_name; empty
+     * from green__thread_new on), where green_spawn was called (NULL: the
+     * run's main thread), and the TSC when it last parked. */
+    char name[GREEN_NAME_MAX];
+    const void *spawn_pc;
+    uint64_t parked_tsc;
+
     /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
      * writes wake_err / wake_from before making the thread runnable.
      * wake_solo: this park has one possible waker (one waiter, no deadline),

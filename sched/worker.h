@@ -99,6 +99,9 @@ struct green__worker {
     _Atomic uint32_t in_netpoll;
     struct green__worker *idle_next;
     bool idle;
+    _Atomic bool stw_stopped;        /* waiting out a dump (loop.c) */
+    /* A dump wants this worker stopped (rt->stw, read where it is hot). */
+    _Atomic uint32_t stw_asked;
 
     struct green__thread g0;         /* the scheduler loop's context */
 } __attribute__((aligned(GREEN_CACHELINE)));
