@@ -2,22 +2,25 @@
  * Thread dumps (green_dump, GREEN_DUMP_SIGNAL): every green thread of every
  * run, listed while the program runs.
  *
- * Stopping the world.  A run's threads are listed with its workers stopped.
- * The dump sets rt->stw, wakes the idle workers and waits, 200 ms at most,
- * until each has come to a scheduling decision -- a switch, a preemption,
- * its loop -- where green__pick sends it to its scheduler loop, which waits
- * while stw stays set (loop.c).  A worker that does not come runs a thread
- * that neither switches nor can be preempted (a system call libgreen does
- * not wrap, code it may not interrupt, preemption off): the dump names it,
- * lists every thread all the same from the control blocks, and unwinds no
- * stack -- that worker could switch to any of them meanwhile.  A dump made
- * by a green thread counts its own worker as stopped, and shows its own
- * stack as it is.
+ * Stopping the world.  The dump asks each worker of a run to stop
+ * (w->stw_asked), wakes the idle ones and waits, 200 ms at most, until
+ * each has come to a scheduling decision -- a switch, a preemption, its
+ * loop -- where green__pick sends it to its scheduler loop, which waits
+ * there until the dump is over (loop.c).  A worker that does not come runs
+ * a thread that neither switches nor can be preempted (a system call
+ * libgreen does not wrap, code it may not interrupt, preemption off): the
+ * dump names it, lists every thread all the same, and unwinds no stack --
+ * that worker could switch to any of them meanwhile.  A green thread that
+ * dumps is not stopped: it shows as running, with its own stack.
  *
- * A switched-out thread's stack is unwound by libunwind from the context
- * green__ctx_switch saved on it (switch_x86_64.S: the control words, r15 to
- * rbx, rbp, the return address), and each frame is named from its object's
- * symbol table, once per PC and dump.
+ * The snapshot.  While the world is stopped nothing is allocated and no
+ * lock a green thread could hold is taken (a stopped thread may be parked
+ * holding an allocator's lock, which libgreen interposes): each thread is
+ * copied, its stack unwound to bare PCs by libunwind from the context
+ * green__ctx_switch saved on it (switch_x86_64.S: the control words, r15
+ * to rbx, rbp, the return address), into memory mapped before the stop.
+ * Names, sorting and text come once the workers have gone on
+ * (dump_text.c names each PC from its object's symbol table).
  *
  * The process's runs are in one list (green__runs_add and _remove, from
  * run.c), locked for a dump's length: a run cannot end and free its state
@@ -26,17 +29,16 @@
  * GREEN_DUMP_SIGNAL's handler and thread are in dump_signal.c.
  */
 #define UNW_LOCAL_ONLY
+#include "dump.h"
 #include "foreign.h"
 
-#include <dlfcn.h>
 #include <libunwind.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <x86intrin.h>
 
 #define STW_WAIT_NS 200000000u
-#define DUMP_FRAMES 64
 
 static pthread_mutex_t runs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct green__rt *runs;
@@ -60,144 +62,62 @@ void green__runs_remove(struct green__rt *rt)
     green__os_mutex_unlock(&runs_lock);
 }
 
-/* ---- Output ------------------------------------------------------------- */
+/* ---- The snapshot ------------------------------------------------------- */
 
-struct out {
-    int fd, err;
-    size_t n;
-    char buf[16384];
+#define SNAP_FRAMES 32
+#define SNAP_HELD 4
+
+struct snap {
+    uint64_t id;
+    uint64_t holder;                 /* of the green mutex it waits on; 0 */
+    const char *what;                /* the blocking call (a literal) */
+    const void *obj, *spawn_pc;
+    uint64_t parked_tsc;
+    const void *held[SNAP_HELD];
+    uint32_t nheld;                  /* all it holds; SNAP_HELD kept */
+    uint32_t exact;                  /* frames whose PC is exact, not a return */
+    uint16_t nframes;
+    uint8_t state;
+    bool is_main, pinned, self, unwound;
+    int worker;                      /* running or pinned there, or -1 */
+    char name[GREEN_NAME_MAX];
+    uintptr_t pc[SNAP_FRAMES];
 };
 
-static void out_flush(struct out *o)
-{
-    size_t done = 0;
-    while (done < o->n && !o->err) {
-        ssize_t k = write(o->fd, o->buf + done, o->n - done);
-        if (k > 0)
-            done += (size_t)k;
-        else if (k < 0 && errno != EINTR)
-            o->err = errno;
-        else if (k == 0)
-            o->err = EIO;
-    }
-    o->n = 0;
-}
-
-static __attribute__((format(printf, 2, 3))) void outf(struct out *o, const char *fmt, ...)
-{
-    for (int tries = 0; tries < 2; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(o->buf + o->n, sizeof o->buf - o->n, fmt, ap);
-        va_end(ap);
-        if (k >= 0 && (size_t)k < sizeof o->buf - o->n) {
-            o->n += (size_t)k;
-            return;
-        }
-        out_flush(o);                /* then once more, into an empty buffer */
-    }
-}
-
-/* ---- Frame names, once per PC ------------------------------------------- */
-
-struct sym {
-    uintptr_t pc, off;
-    char name[96];
-    char obj[48];
+struct snapshot {
+    struct green__rt *rt;
+    const struct green__thread *self;
+    const struct green__worker *self_w;
+    struct snap *v;
+    size_t n, cap, missed;
+    bool stopped;                    /* every other worker stopped */
+    uint64_t tsc;
 };
 
-struct syms {
-    struct sym *v;
-    size_t cap, n;
-};
-
-static const struct sym *sym_of(struct syms *s, unw_cursor_t *c, uintptr_t pc)
+/* The PCs of c's frames, marking those a signal frame's caller resumes at. */
+static void unwind_pcs(struct snap *sn, unw_cursor_t *c)
 {
-    if (2 * (s->n + 1) > s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 1024;
-        struct sym *v = calloc(cap, sizeof *v);
-        if (!v)
-            return NULL;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (!s->v[i].pc)
-                continue;
-            size_t j = (s->v[i].pc * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
-            while (v[j].pc)
-                j = (j + 1) & (cap - 1);
-            v[j] = s->v[i];
-        }
-        free(s->v);
-        s->v = v;
-        s->cap = cap;
-    }
-    size_t j = (pc * 0x9e3779b97f4a7c15ull >> 20) & (s->cap - 1);
-    while (s->v[j].pc && s->v[j].pc != pc)
-        j = (j + 1) & (s->cap - 1);
-    struct sym *e = &s->v[j];
-    if (e->pc)
-        return e;
-    e->pc = pc;
-    s->n++;
-    unw_word_t off = 0;
-    if (unw_get_proc_name(c, e->name, sizeof e->name, &off) != 0 && !e->name[0])
-        snprintf(e->name, sizeof e->name, "?");
-    e->off = off;
-    Dl_info di;
-    if (dladdr((void *)pc, &di) && di.dli_fname) {
-        /* The executable's name is its argv[0], which a program may have
-         * rewritten (Criterion's workers say boxfort-worker). */
-        char exe[256];
-        const char *f = di.dli_fname;
-        ssize_t k;
-        if (strcmp(f, program_invocation_name) == 0 &&
-            (k = readlink("/proc/self/exe", exe, sizeof exe - 1)) > 0) {
-            exe[k] = '\0';
-            f = exe;
-        }
-        const char *base = strrchr(f, '/');
-        base = base ? base + 1 : f;
-        size_t n = strnlen(base, sizeof e->obj - 1);
-        memcpy(e->obj, base, n);
-        e->obj[n] = '\0';
-    }
-    return e;
-}
-
-/* The name of any code address (a spawn site). */
-static const struct sym *sym_of_pc(struct syms *s, uintptr_t pc)
-{
-    unw_context_t uc;
-    unw_cursor_t c;
-    memset(&uc, 0, sizeof uc);
-    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
-    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(uintptr_t)&uc;
-    return unw_init_local(&c, &uc) == 0 ? sym_of(s, &c, pc) : NULL;
-}
-
-static void print_frames(struct out *o, struct syms *s, unw_cursor_t *c)
-{
-    for (int i = 0; i < DUMP_FRAMES; i++) {
+    bool exact = false;
+    while (sn->nframes < SNAP_FRAMES) {
         unw_word_t pc;
         if (unw_get_reg(c, UNW_REG_IP, &pc) < 0 || pc == 0)
             break;
-        const struct sym *e = sym_of(s, c, (uintptr_t)pc);
-        if (e)
-            outf(o, "    #%d 0x%lx %s+0x%lx (%s)\n", i, (unsigned long)pc, e->name,
-                 (unsigned long)e->off, e->obj[0] ? e->obj : "?");
+        if (exact)
+            sn->exact |= 1u << sn->nframes;
+        sn->pc[sn->nframes++] = (uintptr_t)pc;
+        exact = unw_is_signal_frame(c) > 0;
         if (unw_step(c) <= 0)
-            return;
+            break;
     }
-    outf(o, "    ...\n");
+    sn->unwound = true;
 }
 
-/* The stack of a switched-out thread, from the frame green__ctx_switch left. */
-static void print_saved_stack(struct out *o, struct syms *s, const struct green__thread *t)
+/* A switched-out thread's stack, from the frame green__ctx_switch left. */
+static void unwind_saved(struct snap *sn, const struct green__thread *t)
 {
     const uint64_t *sp = t->sp;
-    if (!sp || (const char *)sp < t->stack_lo || (const char *)(sp + 8) > t->stack_hi) {
-        outf(o, "    (no saved context)\n");
+    if (!sp || (const char *)sp < t->stack_lo || (const char *)(sp + 8) > t->stack_hi)
         return;
-    }
     unw_context_t uc;
     memset(&uc, 0, sizeof uc);
     greg_t *g = uc.uc_mcontext.gregs;
@@ -210,80 +130,134 @@ static void print_saved_stack(struct out *o, struct syms *s, const struct green_
     g[REG_RIP] = (greg_t)sp[7];
     g[REG_RSP] = (greg_t)(uintptr_t)(sp + 8);
     unw_cursor_t c;
-    if (unw_init_local(&c, &uc) < 0) {
-        outf(o, "    (unwinding failed)\n");
-        return;
-    }
-    print_frames(o, s, &c);
+    if (unw_init_local(&c, &uc) == 0)
+        unwind_pcs(sn, &c);
 }
 
 /* The dumping thread's own stack, from its caller on. */
-static __attribute__((noinline)) void print_own_stack(struct out *o, struct syms *s)
+static __attribute__((noinline)) void unwind_own(struct snap *sn)
 {
     unw_context_t uc;
     unw_cursor_t c;
-    if (unw_getcontext(&uc) < 0 || unw_init_local(&c, &uc) < 0 || unw_step(&c) <= 0) {
-        outf(o, "    (unwinding failed)\n");
-        return;
-    }
-    print_frames(o, s, &c);
+    if (unw_getcontext(&uc) == 0 && unw_init_local(&c, &uc) == 0 && unw_step(&c) > 0)
+        unwind_pcs(sn, &c);
 }
 
-/* ---- One run ------------------------------------------------------------ */
+static void snap_one(void *obj, void *arg)
+{
+    const struct green__thread *t = obj;
+    struct snapshot *ss = arg;
+    uint8_t st = green__state(t);
+    if (st == GREEN_T_FREE)
+        return;
+    if (ss->n == ss->cap) {
+        ss->missed++;
+        return;
+    }
+    struct snap *sn = &ss->v[ss->n++];
+    struct green__rt *rt = ss->rt;
+    sn->id = t->id;
+    sn->state = st;
+    sn->is_main = t->is_main;
+    sn->self = t == ss->self;
+    sn->what = t->wait_what;
+    sn->obj = t->wait_obj;
+    sn->spawn_pc = t->spawn_pc;
+    sn->parked_tsc = t->parked_tsc;
+    memcpy(sn->name, t->name, sizeof sn->name);
+    sn->name[GREEN_NAME_MAX - 1] = '\0';
+    sn->worker = -1;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        const struct green__worker *w = &rt->workers[i];
+        if (__atomic_load_n(&w->cur, __ATOMIC_RELAXED) == t)
+            sn->worker = (int)i;
+        for (const struct green__thread *p = ss->stopped ? w->pinned_head : NULL; p;
+             p = p->next)
+            if (p == t) {
+                sn->pinned = true;
+                sn->worker = (int)i;
+            }
+    }
+    sn->nheld = t->nheld;
+    for (uint32_t i = 0; i < sn->nheld && i < SNAP_HELD && i < t->heldcap; i++)
+        sn->held[i] = t->held[i];
+    /* A mutex is read only while nothing runs: a thread woken meanwhile may
+     * have freed it. */
+    if (ss->stopped && st == GREEN_T_PARKED && sn->obj && sn->what &&
+        strcmp(sn->what, "green_mutex_lock") == 0)
+        sn->holder = green__mutex_holder(sn->obj);
+    if (sn->self)
+        unwind_own(sn);
+    else if (ss->stopped && st != GREEN_T_DEAD && sn->worker < 0)
+        unwind_saved(sn, t);
+    else if (ss->stopped && sn->pinned)
+        unwind_saved(sn, t);
+}
 
-/* Who holds a foreign lock: every (lock, holder) pair, sorted by lock. */
+/* Threads a run's pool has handed out, at most. */
+static size_t pool_slots(struct green__pool *p)
+{
+    size_t n = 0;
+    unsigned nr = atomic_load(&p->nregions);
+    for (unsigned i = 0; i < nr; i++)
+        n += atomic_load(&p->regions[i].used) / p->slot;
+    return n;
+}
+
+/* Stop rt's workers, copy its threads, let them go on. */
+static int take_snapshot(struct snapshot *ss, struct green__rt *rt,
+                         const struct green__worker *self_w)
+{
+    memset(ss, 0, sizeof *ss);
+    ss->rt = rt;
+    ss->self_w = self_w && self_w->rt == rt ? self_w : NULL;
+    ss->self = ss->self_w ? ss->self_w->cur : NULL;
+    /* Room for the threads there are, and for those spawned before the
+     * workers stop; only the pages used are touched. */
+    ss->cap = pool_slots(&rt->threads) + 4096;
+    ss->v = mmap(NULL, ss->cap * sizeof *ss->v, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ss->v == MAP_FAILED) {
+        ss->v = NULL;
+        return ENOMEM;
+    }
+
+    /* Stop the world -- but for the dumper's own worker, which runs it. */
+    atomic_store(&rt->stw, 1);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (&rt->workers[i] != ss->self_w)
+            atomic_store(&rt->workers[i].stw_asked, 1);
+    green__wake_all(rt);
+    uint32_t need = rt->nworkers - (ss->self_w ? 1 : 0);
+    uint64_t until = green__clock_ns() + STW_WAIT_NS;
+    for (;;) {
+        uint32_t n = atomic_load(&rt->stw_stopped);
+        if (n >= need || green__clock_ns() >= until)
+            break;
+        green__futex_wait(&rt->stw_stopped, n, until);
+    }
+    ss->stopped = atomic_load(&rt->stw_stopped) >= need;
+    ss->tsc = __rdtsc();
+    green__pool_foreach(&rt->threads, snap_one, ss);
+
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        atomic_store_explicit(&rt->workers[i].stw_asked, 0, memory_order_relaxed);
+    atomic_store(&rt->stw, 0);
+    green__futex_wake(&rt->stw, INT32_MAX);
+    return 0;
+}
+
+/* ---- The text ----------------------------------------------------------- */
+
+/* Who holds a lock libgreen interposes: (lock, holder) pairs, by lock. */
 struct hold {
     const void *lock;
-    const struct green__thread *t;
+    const struct snap *by;
 };
-
-struct view {
-    struct green__rt *rt;
-    const struct green__thread **t;  /* the threads in use */
-    size_t n, cap;
-    struct hold *holds;
-    size_t nholds, holdcap;
-    bool oom;
-};
-
-static void collect(void *obj, void *arg)
-{
-    struct green__thread *t = obj;
-    struct view *v = arg;
-    uint8_t st = green__state(t);
-    if (st == GREEN_T_FREE || v->oom)
-        return;
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? 2 * v->cap : 256;
-        const struct green__thread **a = realloc(v->t, cap * sizeof *a);
-        if (!a) {
-            v->oom = true;
-            return;
-        }
-        v->t = a;
-        v->cap = cap;
-    }
-    v->t[v->n++] = t;
-    uint32_t nheld = t->nheld;
-    for (uint32_t i = 0; i < nheld && i < t->heldcap; i++) {
-        if (v->nholds == v->holdcap) {
-            size_t cap = v->holdcap ? 2 * v->holdcap : 64;
-            struct hold *h = realloc(v->holds, cap * sizeof *h);
-            if (!h) {
-                v->oom = true;
-                return;
-            }
-            v->holds = h;
-            v->holdcap = cap;
-        }
-        v->holds[v->nholds++] = (struct hold){ t->held[i], t };
-    }
-}
 
 static int by_id(const void *a, const void *b)
 {
-    uint64_t x = (*(const struct green__thread *const *)a)->id;
-    uint64_t y = (*(const struct green__thread *const *)b)->id;
+    uint64_t x = ((const struct snap *)a)->id, y = ((const struct snap *)b)->id;
     return (x > y) - (x < y);
 }
 
@@ -294,26 +268,17 @@ static int by_lock(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static const struct green__thread *holder_of(const struct view *v, const void *lock)
+static const struct snap *snap_by_id(const struct snapshot *ss, uint64_t id)
 {
-    struct hold key = { lock, NULL };
-    if (!v->nholds)
-        return NULL;
-    const struct hold *h = bsearch(&key, v->holds, v->nholds, sizeof key, by_lock);
-    return h ? h->t : NULL;
-}
-
-static const struct green__thread *thread_by_id(const struct view *v, uint64_t id)
-{
-    size_t lo = 0, hi = v->n;
+    size_t lo = 0, hi = ss->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (v->t[mid]->id < id)
+        if (ss->v[mid].id < id)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < v->n && v->t[lo]->id == id ? v->t[lo] : NULL;
+    return lo < ss->n && ss->v[lo].id == id ? &ss->v[lo] : NULL;
 }
 
 /* TSC ticks per ns, from two readings against the clock: at load, and now. */
@@ -324,208 +289,194 @@ __attribute__((constructor)) static void tsc_mark(void)
     tsc0 = __rdtsc();
 }
 
-static void print_name(struct out *o, const struct green__thread *t)
+static void print_name(struct green__out *o, const struct snap *sn)
 {
     char name[GREEN_NAME_MAX];
-    memcpy(name, t->name, sizeof name);
-    name[GREEN_NAME_MAX - 1] = '\0';
+    memcpy(name, sn->name, sizeof name);
     for (char *c = name; *c; c++)
         if (*c < ' ' || *c == '"' || *c == 0x7f)
             *c = '?';                /* one line per thread, names quoted */
-    outf(o, "green thread %llu", (unsigned long long)t->id);
+    green__outf(o, "green thread %llu", (unsigned long long)sn->id);
     if (name[0])
-        outf(o, " \"%s\"", name);
-    if (t->is_main)
-        outf(o, " (main)");
+        green__outf(o, " \"%s\"", name);
+    if (sn->is_main)
+        green__outf(o, " (main)");
 }
 
-static void print_holder(struct out *o, const struct green__thread *h, uint64_t id,
-                         const struct green__thread *self)
+static void print_holder(struct green__out *o, const struct snap *h, uint64_t id, const struct snap *sn)
 {
-    outf(o, ", held by ");
-    if (h == self)
-        outf(o, "itself");
+    green__outf(o, ", held by ");
+    if (h == sn)
+        green__outf(o, "itself");
     else if (h)
         print_name(o, h);
     else
-        outf(o, "green thread %llu", (unsigned long long)id);
+        green__outf(o, "green thread %llu", (unsigned long long)id);
 }
 
-/* What a parked thread waits on, on the line of its state. */
-static void print_wait(struct out *o, const struct view *v, const struct green__thread *t,
-                       double tsc_per_ns, uint64_t tsc_now)
+static void print_state(struct green__out *o, const struct snapshot *ss, const struct snap *sn,
+                        const struct hold *holds, size_t nholds, double tsc_per_ns)
 {
-    const char *what = t->wait_what ? t->wait_what : "an unknown call";
-    const void *obj = t->wait_obj;
-    outf(o, "parked in %s", what);
-    if (obj && strcmp(what, "green_join") == 0)
-        outf(o, " on green thread %llu",
-             (unsigned long long)((const struct green__thread *)obj)->id);
-    else if (obj)
-        outf(o, " on %p", obj);
-    if (obj && strcmp(what, "green_mutex_lock") == 0) {
-        uint64_t id = green__mutex_holder(obj);
-        if (id)
-            print_holder(o, thread_by_id(v, id), id, t);
-    } else if (obj && strncmp(what, "green_", 6) != 0) {
-        const struct green__thread *h = holder_of(v, obj);
+    switch (sn->state) {
+    case GREEN_T_RUNNING:
+        if (sn->worker >= 0)
+            green__outf(o, "running on worker %d", sn->worker);
+        else
+            green__outf(o, "running");
+        if (sn->self)
+            green__outf(o, " (making this dump)");
+        return;
+    case GREEN_T_RUNNABLE:
+        if (sn->pinned)
+            green__outf(o, "runnable, preempted and pinned to worker %d", sn->worker);
+        else
+            green__outf(o, "runnable");
+        return;
+    case GREEN_T_DEAD:
+        green__outf(o, "finished, not yet joined");
+        return;
+    case GREEN_T_PARKED:
+        break;
+    default:
+        green__outf(o, "in state %u", sn->state);
+        return;
+    }
+    const char *what = sn->what ? sn->what : "an unknown call";
+    green__outf(o, "parked in %s", what);
+    if (sn->obj && strcmp(what, "green_join") == 0)
+        green__outf(o, " on green thread %llu",
+             (unsigned long long)((const struct green__thread *)sn->obj)->id);
+    else if (sn->obj)
+        green__outf(o, " on %p", sn->obj);
+    if (sn->holder) {
+        print_holder(o, snap_by_id(ss, sn->holder), sn->holder, sn);
+    } else if (sn->obj && nholds && strncmp(what, "green_", 6) != 0) {
+        struct hold key = { sn->obj, NULL };
+        const struct hold *h = bsearch(&key, holds, nholds, sizeof key, by_lock);
         if (h)
-            print_holder(o, h, h->id, t);
+            print_holder(o, h->by, h->by->id, sn);
     }
-    uint64_t parked = t->parked_tsc;
-    if (parked && tsc_now > parked && tsc_per_ns > 0)
-        outf(o, ", for %.3f s", (double)(tsc_now - parked) / tsc_per_ns / 1e9);
+    if (sn->parked_tsc && ss->tsc > sn->parked_tsc && tsc_per_ns > 0)
+        green__outf(o, ", for %.3f s", (double)(ss->tsc - sn->parked_tsc) / tsc_per_ns / 1e9);
 }
 
-struct run_dump {
-    struct out *o;
-    struct syms *syms;
-    const struct green__worker *self_w; /* the dumper's worker, if in this run */
-};
-
-static void dump_run(struct run_dump *d, struct green__rt *rt, unsigned run_no)
+/* A return address names the call before it: look up PC - 1. */
+static void print_pc(struct green__out *o, struct green__syms *syms, const char *pre, uintptr_t pc,
+                     bool exact)
 {
-    struct out *o = d->o;
-    const struct green__thread *self =
-        d->self_w && d->self_w->rt == rt ? d->self_w->cur : NULL;
+    uintptr_t at = exact ? pc : pc - 1;
+    const struct green__sym *e = green__sym_of_pc(syms, at);
+    if (e)
+        green__outf(o, "%s0x%lx %s+0x%lx (%s)\n", pre, (unsigned long)pc, e->name,
+             (unsigned long)(e->off + (pc - at)), e->obj[0] ? e->obj : "?");
+    else
+        green__outf(o, "%s0x%lx\n", pre, (unsigned long)pc);
+}
 
-    /* Stop the world. */
-    atomic_store(&rt->stw, 1);
-    for (unsigned i = 0; i < rt->nworkers; i++)
-        atomic_store_explicit(&rt->workers[i].stw_asked, 1, memory_order_relaxed);
-    green__wake_all(rt);
-    uint32_t need = rt->nworkers - (self ? 1 : 0);
-    uint64_t until = green__clock_ns() + STW_WAIT_NS;
-    for (;;) {
-        uint32_t n = atomic_load(&rt->stw_stopped);
-        if (n >= need || green__clock_ns() >= until)
-            break;
-        green__futex_wait(&rt->stw_stopped, n, until);
+static void dump_run(struct green__out *o, struct green__syms *syms, const struct green__worker *self_w,
+                     struct green__rt *rt, unsigned run_no)
+{
+    struct snapshot ss;
+    if (take_snapshot(&ss, rt, self_w) != 0) {
+        green__outf(o, "libgreen: run %u: no memory for a snapshot\n", run_no);
+        o->err = ENOMEM;
+        return;
     }
-    bool all_stopped = atomic_load(&rt->stw_stopped) >= need;
+    if (ss.n)
+        qsort(ss.v, ss.n, sizeof *ss.v, by_id);
+    size_t nholds = 0;
+    for (size_t k = 0; k < ss.n; k++)
+        nholds += ss.v[k].nheld < SNAP_HELD ? ss.v[k].nheld : SNAP_HELD;
+    struct hold *holds = nholds ? malloc(nholds * sizeof *holds) : NULL;
+    if (!holds)
+        nholds = 0;
+    for (size_t k = 0, h = 0; k < ss.n && h < nholds; k++)
+        for (uint32_t i = 0; i < ss.v[k].nheld && i < SNAP_HELD; i++)
+            holds[h++] = (struct hold){ ss.v[k].held[i], &ss.v[k] };
+    if (nholds)
+        qsort(holds, nholds, sizeof *holds, by_lock);
+    uint64_t ns_now = green__clock_ns();
+    double tsc_per_ns = ns_now > ns0 ? (double)(ss.tsc - tsc0) / (double)(ns_now - ns0) : 0;
 
-    struct view v = { .rt = rt };
-    green__pool_foreach(&rt->threads, collect, &v);
-    if (v.n)
-        qsort(v.t, v.n, sizeof *v.t, by_id);
-    if (v.nholds)
-        qsort(v.holds, v.nholds, sizeof *v.holds, by_lock);
-    uint64_t tsc_now = __rdtsc(), ns_now = green__clock_ns();
-    double tsc_per_ns = ns_now > ns0 ? (double)(tsc_now - tsc0) / (double)(ns_now - ns0) : 0;
-
-    outf(o, "libgreen: run %u: %u workers, %zu green threads\n", run_no, rt->nworkers, v.n);
+    green__outf(o, "libgreen: run %u: %u workers, %zu green threads\n", run_no, rt->nworkers,
+         ss.n + ss.missed);
+    if (ss.missed)
+        green__outf(o, "  (%zu threads spawned while the dump began are not listed)\n", ss.missed);
     for (unsigned i = 0; i < rt->nworkers; i++) {
         const struct green__worker *w = &rt->workers[i];
-        const struct green__thread *cur = __atomic_load_n(&w->cur, __ATOMIC_RELAXED);
-        if (w == d->self_w || atomic_load(&w->stw_stopped) || cur == &w->g0)
+        if (ss.stopped)
+            break;
+        if (w == ss.self_w)
             continue;
-        outf(o, "  worker %u did not stop: green thread %llu runs there without a "
-                "scheduling point (a call libgreen does not wrap, code it may not "
-                "interrupt, or preemption off); no stack is shown\n",
-             i, (unsigned long long)cur->id);
+        for (size_t k = 0; k < ss.n; k++)
+            if (ss.v[k].worker == (int)i && ss.v[k].state == GREEN_T_RUNNING)
+                green__outf(o, "  worker %u did not stop: green thread %llu runs there without a "
+                        "scheduling point (a call libgreen does not wrap, code it may not "
+                        "interrupt, or preemption off); no stack is shown\n",
+                     i, (unsigned long long)ss.v[k].id);
     }
-    if (v.oom)
-        outf(o, "  (out of memory: some threads are missing)\n");
-
-    for (size_t k = 0; k < v.n; k++) {
-        const struct green__thread *t = v.t[k];
-        const struct green__worker *on = NULL;
-        for (unsigned i = 0; i < rt->nworkers && !on; i++)
-            if (__atomic_load_n(&rt->workers[i].cur, __ATOMIC_RELAXED) == t)
-                on = &rt->workers[i];
-        bool pinned = false;
-        for (unsigned i = 0; i < rt->nworkers && !pinned && all_stopped; i++)
-            for (const struct green__thread *p = rt->workers[i].pinned_head; p; p = p->next)
-                if (p == t) {
-                    pinned = true;
-                    on = &rt->workers[i];
-                    break;
-                }
-        outf(o, "\n");
-        print_name(o, t);
-        outf(o, ": ");
-        switch (green__state(t)) {
-        case GREEN_T_RUNNING:
-            if (on)
-                outf(o, "running on worker %u", on->index);
-            else
-                outf(o, "running");
-            if (t == self)
-                outf(o, " (making this dump)");
-            break;
-        case GREEN_T_RUNNABLE:
-            if (pinned)
-                outf(o, "runnable, preempted and pinned to worker %u", on->index);
-            else
-                outf(o, "runnable");
-            break;
-        case GREEN_T_PARKED:
-            print_wait(o, &v, t, tsc_per_ns, tsc_now);
-            break;
-        case GREEN_T_DEAD:
-            outf(o, "finished, not yet joined");
-            break;
-        default:
-            outf(o, "in state %u", green__state(t));
+    for (size_t k = 0; k < ss.n; k++) {
+        const struct snap *sn = &ss.v[k];
+        green__outf(o, "\n");
+        print_name(o, sn);
+        green__outf(o, ": ");
+        print_state(o, &ss, sn, holds, nholds, tsc_per_ns);
+        green__outf(o, "\n");
+        for (uint32_t i = 0; i < sn->nheld && i < SNAP_HELD; i++)
+            green__outf(o, "  holds %p\n", sn->held[i]);
+        if (sn->nheld > SNAP_HELD)
+            green__outf(o, "  holds %u more\n", sn->nheld - SNAP_HELD);
+        if (sn->spawn_pc)
+            print_pc(o, syms, "  spawned at ", (uintptr_t)sn->spawn_pc, false);
+        else
+            green__outf(o, "  spawned by green_run\n");
+        for (uint16_t i = 0; i < sn->nframes; i++) {
+            char pre[16];
+            snprintf(pre, sizeof pre, "    #%u ", (unsigned)i);
+            print_pc(o, syms, pre, sn->pc[i], sn->exact >> i & 1);
         }
-        outf(o, "\n");
-        uint32_t nheld = t->nheld;
-        for (uint32_t i = 0; i < nheld && i < t->heldcap; i++)
-            outf(o, "  holds %p\n", t->held[i]);
-        if (t->spawn_pc) {
-            /* The return address of the call: the call itself is before. */
-            const struct sym *e = sym_of_pc(d->syms, (uintptr_t)t->spawn_pc - 1);
-            if (e)
-                outf(o, "  spawned at %p %s+0x%lx (%s)\n", t->spawn_pc, e->name,
-                     (unsigned long)e->off + 1, e->obj[0] ? e->obj : "?");
-            else
-                outf(o, "  spawned at %p\n", t->spawn_pc);
-        } else {
-            outf(o, "  spawned by green_run\n");
-        }
-        if (t == self) {
-            print_own_stack(o, d->syms);
-        } else if (green__state(t) == GREEN_T_DEAD) {
-            /* its stack is gone */
-        } else if (!all_stopped) {
-            outf(o, "    (not unwound: a worker did not stop)\n");
-        } else if (green__state(t) != GREEN_T_RUNNING) {
-            print_saved_stack(o, d->syms, t);
-        }
+        if (sn->nframes == SNAP_FRAMES)
+            green__outf(o, "    ...\n");
+        if (!sn->unwound && sn->state != GREEN_T_DEAD && !ss.stopped)
+            green__outf(o, "    (not unwound: a worker did not stop)\n");
     }
-    outf(o, "\n");
-
-    for (unsigned i = 0; i < rt->nworkers; i++)
-        atomic_store_explicit(&rt->workers[i].stw_asked, 0, memory_order_relaxed);
-    atomic_store(&rt->stw, 0);
-    green__futex_wake(&rt->stw, INT32_MAX);
-    free(v.t);
-    free(v.holds);
+    green__outf(o, "\n");
+    free(holds);
+    munmap(ss.v, ss.cap * sizeof *ss.v);
 }
 
 int green_dump(int fd)
 {
     if (fd < 0)
         return EBADF;
-    struct out *o = malloc(sizeof *o);
-    struct syms syms = { 0 };
+    struct green__out *o = malloc(sizeof *o);
+    struct green__syms syms = { 0 };
     if (!o)
         return ENOMEM;
     o->fd = fd;
     o->err = 0;
     o->n = 0;
     struct green__worker *w = green__worker_self();
-    struct run_dump d = { o, &syms, w && !green__in_handler_now() ? w : NULL };
+    const struct green__worker *self_w =
+        w && w->cur != &w->g0 && !green__in_handler_now() ? w : NULL;
+    /* On a green thread: the lock calls libgreen interposes (libunwind's,
+     * an allocator's) are libc's while it dumps -- it must not park, its
+     * worker running on to other threads meanwhile -- and the shim passes
+     * its calls through. */
+    if (self_w)
+        green__in_handler++;
     green__os_mutex_lock(&runs_lock);
     unsigned n = 0;
     for (struct green__rt *rt = runs; rt; rt = rt->runs_next)
         n++;
-    outf(o, "libgreen: dump of %u run%s (pid %d)\n", n, n == 1 ? "" : "s", (int)getpid());
+    green__outf(o, "libgreen: dump of %u run%s (pid %d)\n", n, n == 1 ? "" : "s", (int)getpid());
     unsigned k = 0;
     for (struct green__rt *rt = runs; rt; rt = rt->runs_next)
-        dump_run(&d, rt, ++k);
+        dump_run(o, &syms, self_w, rt, ++k);
     green__os_mutex_unlock(&runs_lock);
-    out_flush(o);
+    if (self_w)
+        green__in_handler--;
+    green__out_flush(o);
     int err = o->err;
     free(o);
     free(syms.v);

@@ -107,7 +107,7 @@ void green__sched_preempted(struct green__worker *w)
      * monitor puts there what it takes from a busy worker for an idle one.) */
     green__check_timers(w);
     struct green__thread *t = NULL;
-    if (green__stw_wanted(rt)) {
+    if (atomic_load_explicit(&w->stw_asked, memory_order_relaxed)) {
         t = &w->g0;                  /* a dump: wait it out in the loop */
         goto leave;
     }
@@ -246,7 +246,7 @@ static void go_idle(struct green__worker *w)
 
     atomic_thread_fence(memory_order_seq_cst);
     /* A dump sets stw, then wakes every worker: seen here, or woken. */
-    if (work_visible(rt) || atomic_load(&w->ninbox) || green__stw_wanted(rt)) {
+    if (work_visible(rt) || atomic_load(&w->ninbox) || atomic_load(&w->stw_asked)) {
         unidle(w);
         return;
     }
@@ -305,7 +305,7 @@ static __attribute__((noinline, cold)) void stw_stop(struct green__worker *w)
     atomic_store(&w->stw_stopped, true);
     atomic_fetch_add(&rt->stw_stopped, 1);
     green__futex_wake(&rt->stw_stopped, 1);
-    while (atomic_load(&rt->stw))
+    while (atomic_load(&w->stw_asked))
         green__futex_wait(&rt->stw, 1, GREEN_FOREVER);
     atomic_fetch_sub(&rt->stw_stopped, 1);
     atomic_store(&w->stw_stopped, false);
@@ -325,7 +325,7 @@ static struct green__thread *find_runnable(struct green__worker *w)
     for (;;) {
         if (atomic_load_explicit(&rt->done, memory_order_acquire))
             return NULL;
-        if (green__stw_wanted(rt)) {
+        if (GREEN_UNLIKELY(atomic_load_explicit(&w->stw_asked, memory_order_relaxed))) {
             stw_stop(w);
             continue;
         }

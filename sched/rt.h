@@ -126,9 +126,10 @@ struct green__rt {
     struct green__netpoll np;        /* fds green threads wait on */
     struct green__offload off;       /* green_offload's OS threads */
 
-    /* dump.c: while stw is 1 a dump is listing the threads, and the
-     * workers wait in their scheduler loop (loop.c; stw_stopped counts
-     * them); runs_next links the process's runs (green__runs_add). */
+    /* dump.c: while a dump lists the threads, the workers it asked to stop
+     * (w->stw_asked) wait in their scheduler loop for stw to go back to 0
+     * (loop.c; stw_stopped counts them); runs_next links the process's runs
+     * (green__runs_add). */
     _Atomic uint32_t stw;
     _Atomic uint32_t stw_stopped;
     struct green__rt *runs_next;
@@ -137,11 +138,7 @@ struct green__rt {
 /* dump.c: the process's runs, for dumps. */
 void green__runs_add(struct green__rt *rt);
 void green__runs_remove(struct green__rt *rt);
-/* Is a dump stopping rt's workers? */
-static inline bool green__stw_wanted(const struct green__rt *rt)
-{
-    return GREEN_UNLIKELY(atomic_load_explicit(&rt->stw, memory_order_relaxed) != 0);
-}
+
 
 /* run.c: one run of main_fn on green threads, with the preemption layer's
  * hooks (NULL: none).  Requires: cfg checked (green__config_check; green_run

@@ -100,7 +100,7 @@ struct green__worker {
     struct green__worker *idle_next;
     bool idle;
     _Atomic bool stw_stopped;        /* waiting out a dump (loop.c) */
-    /* A dump wants this worker stopped (rt->stw, read where it is hot). */
+    /* A dump wants this worker stopped (dump.c; read at every pick). */
     _Atomic uint32_t stw_asked;
 
     struct green__thread g0;         /* the scheduler loop's context */
