@@ -54,6 +54,18 @@ enum green_deterministic {
                                      * digest on stderr when the run ends */
 };
 
+/* Lock cycles -- green threads each holding a lock the next one waits for,
+ * around to the first -- are found when the lock call that closes one is
+ * made (green mutexes and pthread mutexes; the rest of the program goes
+ * on).  What then: */
+enum green_deadlock {
+    GREEN_DEADLOCK_REPORT = 0,      /* describe the cycle on stderr; the call
+                                     * waits, as it would without libgreen */
+    GREEN_DEADLOCK_ERROR  = 1,      /* describe it, and the call that closed
+                                     * it returns EDEADLK */
+    GREEN_DEADLOCK_OFF    = 2,      /* do not look */
+};
+
 typedef struct green_config {
     unsigned workers;      /* worker OS threads; 0: one per online CPU   GREEN_WORKERS */
     unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
@@ -70,7 +82,11 @@ typedef struct green_config {
     const char *preemptible_objects; /* shared objects the program owns, to be
                             * preempted in like the executable: a ':'-separated
                             * list of file names or paths    GREEN_PREEMPTIBLE */
-    uint64_t reserved[5];  /* zero: room for fields to come, same ABI */
+    unsigned deadlock;     /* enum green_deadlock, default report        GREEN_DEADLOCK */
+    unsigned lock_warn_ms; /* warn when a green thread has waited this long
+                            * for a lock whose holder is parked elsewhere;
+                            * 0: never (the default)          GREEN_LOCK_WARN_MS */
+    uint64_t reserved[4];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.

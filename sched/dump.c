@@ -31,6 +31,7 @@
 #define UNW_LOCAL_ONLY
 #include "dump.h"
 #include "foreign.h"
+#include "mutex.h"
 
 #include <libunwind.h>
 #include <stdio.h>
@@ -64,7 +65,6 @@ void green__runs_remove(struct green__rt *rt)
 
 /* ---- The snapshot ------------------------------------------------------- */
 
-#define SNAP_FRAMES 32
 #define SNAP_HELD 4
 
 struct snap {
@@ -75,13 +75,11 @@ struct snap {
     uint64_t parked_tsc;
     const void *held[SNAP_HELD];
     uint32_t nheld;                  /* all it holds; SNAP_HELD kept */
-    uint32_t exact;                  /* frames whose PC is exact, not a return */
-    uint16_t nframes;
     uint8_t state;
-    bool is_main, pinned, self, unwound;
+    bool is_main, pinned, self;
     int worker;                      /* running or pinned there, or -1 */
     char name[GREEN_NAME_MAX];
-    uintptr_t pc[SNAP_FRAMES];
+    struct green__bt bt;
 };
 
 struct snapshot {
@@ -93,55 +91,6 @@ struct snapshot {
     bool stopped;                    /* every other worker stopped */
     uint64_t tsc;
 };
-
-/* The PCs of c's frames, marking those a signal frame's caller resumes at. */
-static void unwind_pcs(struct snap *sn, unw_cursor_t *c)
-{
-    bool exact = false;
-    while (sn->nframes < SNAP_FRAMES) {
-        unw_word_t pc;
-        if (unw_get_reg(c, UNW_REG_IP, &pc) < 0 || pc == 0)
-            break;
-        if (exact)
-            sn->exact |= 1u << sn->nframes;
-        sn->pc[sn->nframes++] = (uintptr_t)pc;
-        exact = unw_is_signal_frame(c) > 0;
-        if (unw_step(c) <= 0)
-            break;
-    }
-    sn->unwound = true;
-}
-
-/* A switched-out thread's stack, from the frame green__ctx_switch left. */
-static void unwind_saved(struct snap *sn, const struct green__thread *t)
-{
-    const uint64_t *sp = t->sp;
-    if (!sp || (const char *)sp < t->stack_lo || (const char *)(sp + 8) > t->stack_hi)
-        return;
-    unw_context_t uc;
-    memset(&uc, 0, sizeof uc);
-    greg_t *g = uc.uc_mcontext.gregs;
-    g[REG_R15] = (greg_t)sp[1];
-    g[REG_R14] = (greg_t)sp[2];
-    g[REG_R13] = (greg_t)sp[3];
-    g[REG_R12] = (greg_t)sp[4];
-    g[REG_RBX] = (greg_t)sp[5];
-    g[REG_RBP] = (greg_t)sp[6];
-    g[REG_RIP] = (greg_t)sp[7];
-    g[REG_RSP] = (greg_t)(uintptr_t)(sp + 8);
-    unw_cursor_t c;
-    if (unw_init_local(&c, &uc) == 0)
-        unwind_pcs(sn, &c);
-}
-
-/* The dumping thread's own stack, from its caller on. */
-static __attribute__((noinline)) void unwind_own(struct snap *sn)
-{
-    unw_context_t uc;
-    unw_cursor_t c;
-    if (unw_getcontext(&uc) == 0 && unw_init_local(&c, &uc) == 0 && unw_step(&c) > 0)
-        unwind_pcs(sn, &c);
-}
 
 static void snap_one(void *obj, void *arg)
 {
@@ -187,11 +136,11 @@ static void snap_one(void *obj, void *arg)
         strcmp(sn->what, "green_mutex_lock") == 0)
         sn->holder = green__mutex_holder(sn->obj);
     if (sn->self)
-        unwind_own(sn);
+        green__bt_own(&sn->bt);
     else if (ss->stopped && st != GREEN_T_DEAD && sn->worker < 0)
-        unwind_saved(sn, t);
+        green__bt_saved(&sn->bt, t);
     else if (ss->stopped && sn->pinned)
-        unwind_saved(sn, t);
+        green__bt_saved(&sn->bt, t);
 }
 
 /* Threads a run's pool has handed out, at most. */
@@ -360,19 +309,6 @@ static void print_state(struct green__out *o, const struct snapshot *ss, const s
         green__outf(o, ", for %.3f s", (double)(ss->tsc - sn->parked_tsc) / tsc_per_ns / 1e9);
 }
 
-/* A return address names the call before it: look up PC - 1. */
-static void print_pc(struct green__out *o, struct green__syms *syms, const char *pre, uintptr_t pc,
-                     bool exact)
-{
-    uintptr_t at = exact ? pc : pc - 1;
-    const struct green__sym *e = green__sym_of_pc(syms, at);
-    if (e)
-        green__outf(o, "%s0x%lx %s+0x%lx (%s)\n", pre, (unsigned long)pc, e->name,
-             (unsigned long)(e->off + (pc - at)), e->obj[0] ? e->obj : "?");
-    else
-        green__outf(o, "%s0x%lx\n", pre, (unsigned long)pc);
-}
-
 static void dump_run(struct green__out *o, struct green__syms *syms, const struct green__worker *self_w,
                      struct green__rt *rt, unsigned run_no)
 {
@@ -427,17 +363,11 @@ static void dump_run(struct green__out *o, struct green__syms *syms, const struc
         if (sn->nheld > SNAP_HELD)
             green__outf(o, "  holds %u more\n", sn->nheld - SNAP_HELD);
         if (sn->spawn_pc)
-            print_pc(o, syms, "  spawned at ", (uintptr_t)sn->spawn_pc, false);
+            green__print_pc(o, syms, "  spawned at ", (uintptr_t)sn->spawn_pc, false);
         else
             green__outf(o, "  spawned by green_run\n");
-        for (uint16_t i = 0; i < sn->nframes; i++) {
-            char pre[16];
-            snprintf(pre, sizeof pre, "    #%u ", (unsigned)i);
-            print_pc(o, syms, pre, sn->pc[i], sn->exact >> i & 1);
-        }
-        if (sn->nframes == SNAP_FRAMES)
-            green__outf(o, "    ...\n");
-        if (!sn->unwound && sn->state != GREEN_T_DEAD && !ss.stopped)
+        green__bt_print(o, syms, &sn->bt);
+        if (!sn->bt.unwound && sn->state != GREEN_T_DEAD && !ss.stopped)
             green__outf(o, "    (not unwound: a worker did not stop)\n");
     }
     green__outf(o, "\n");

@@ -1,7 +1,7 @@
 /* Private to libgreen. */
 /*
  * dump.c's text (dump_text.c): the output buffer and the names of code
- * addresses.
+ * addresses; backtraces (backtrace.c).
  */
 #ifndef GREEN_DUMP_H
 #define GREEN_DUMP_H
@@ -35,5 +35,29 @@ struct green__syms {
 
 /* The name of any code address, or NULL (no memory). */
 const struct green__sym *green__sym_of_pc(struct green__syms *s, uintptr_t pc);
+
+/* symbols.c: the function around pc, and pc's offset in it; false when
+ * its object has no symbol table libgreen can read. */
+bool green__sym_lookup(uintptr_t pc, char *name, size_t size, uintptr_t *off);
+
+/* backtrace.c: a green thread's frames, as PCs. */
+#define GREEN_BT_FRAMES 32
+struct green__bt {
+    uintptr_t pc[GREEN_BT_FRAMES];
+    uint32_t exact;                  /* frames whose PC is exact, not a return */
+    uint16_t nframes;
+    bool unwound;
+};
+/* A switched-out thread's stack, from the frame green__ctx_switch left on
+ * it: only while it cannot run. */
+void green__bt_saved(struct green__bt *bt, const struct green__thread *t);
+/* The caller's own stack, from its caller on. */
+void green__bt_own(struct green__bt *bt);
+/* One line: pre, pc, its function+offset and object (a return address
+ * names the call before it, unless exact). */
+void green__print_pc(struct green__out *o, struct green__syms *syms, const char *pre, uintptr_t pc,
+                     bool exact);
+/* Every frame, one numbered line each. */
+void green__bt_print(struct green__out *o, struct green__syms *syms, const struct green__bt *bt);
 
 #endif /* GREEN_DUMP_H */

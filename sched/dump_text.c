@@ -1,8 +1,8 @@
 /*
  * A dump's text (dump.c): a buffer written to the dump's fd with the system
  * call itself, and the names of code addresses, each looked up once per
- * dump -- by libunwind, from the objects' symbol tables, so that static
- * functions are named too.
+ * dump -- from the objects' symbol tables (symbols.c; libunwind's when that
+ * finds none), so that static functions are named too.
  */
 #define UNW_LOCAL_ONLY
 #include "dump.h"
@@ -73,10 +73,14 @@ static const struct green__sym *sym_of(struct green__syms *s, unw_cursor_t *c, u
         return e;
     e->pc = pc;
     s->n++;
-    unw_word_t off = 0;
-    if (unw_get_proc_name(c, e->name, sizeof e->name, &off) != 0 && !e->name[0])
+    uintptr_t off = 0;
+    unw_word_t uoff = 0;
+    if (green__sym_lookup(pc, e->name, sizeof e->name, &off))
+        e->off = off;
+    else if (unw_get_proc_name(c, e->name, sizeof e->name, &uoff) == 0 || e->name[0])
+        e->off = uoff;
+    else
         snprintf(e->name, sizeof e->name, "?");
-    e->off = off;
     Dl_info di;
     if (dladdr((void *)pc, &di) && di.dli_fname) {
         /* The executable's name is its argv[0], which a program may have

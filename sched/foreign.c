@@ -48,8 +48,20 @@
 /* ---- Holders ------------------------------------------------------------ */
 
 
+/* Threads reading another thread's held list (cycle.c): a list is not
+ * unmapped while any does. */
+_Atomic uint32_t green__held_readers;
+
+static void held_unmap(const void **a, uint32_t cap)
+{
+    while (atomic_load(&green__held_readers))
+        green__cpu_relax();
+    munmap(a, (size_t)cap * sizeof(void *));
+}
+
 /* Grow into pages of its own: malloc may take the very locks being
- * recorded (jemalloc's are pthread mutexes). */
+ * recorded (jemalloc's are pthread mutexes).  The new list is published
+ * before its size (cycle.c reads the size first). */
 static bool held_grow(struct green__thread *t)
 {
     uint32_t cap = t->heldcap;
@@ -58,10 +70,11 @@ static bool held_grow(struct green__thread *t)
     if (a == MAP_FAILED)
         return false;
     memcpy(a, t->held, cap * sizeof(void *));
-    if (t->held != t->held_inline)
-        munmap(t->held, (size_t)cap * sizeof(void *));
-    t->held = a;
-    t->heldcap = cap * 2;
+    const void **old = t->held;
+    __atomic_store_n(&t->held, a, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&t->heldcap, cap * 2, __ATOMIC_RELEASE);
+    if (old != t->held_inline)
+        held_unmap(old, cap);
     return true;
 }
 
@@ -144,9 +157,11 @@ void green__held_forget(struct green__worker *w, struct green__thread *t)
     if (t->hold_linked)
         green__holders_unlink(w, t);
     if (t->held != t->held_inline) {
-        munmap(t->held, (size_t)t->heldcap * sizeof(void *));
-        t->held = t->held_inline;
-        t->heldcap = GREEN_HELD_INLINE;
+        const void **old = t->held;
+        uint32_t cap = t->heldcap;
+        __atomic_store_n(&t->heldcap, GREEN_HELD_INLINE, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&t->held, t->held_inline, __ATOMIC_SEQ_CST);
+        held_unmap(old, cap);
     }
 }
 

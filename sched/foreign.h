@@ -81,6 +81,8 @@ static inline bool green__held_drop(struct green__worker **wp, struct green__thr
     return green__held_drop_slow(wp, self, lock, poll);
 }
 bool green__held_by(const struct green__thread *t, const void *lock);
+/* Readers of held lists not their own (cycle.c): none unmapped meanwhile. */
+extern _Atomic uint32_t green__held_readers;
 /* Is lock held by a green thread of w other than self?  (The OS thread is
  * the same: a recursive lock would let self in.) */
 bool green__held_by_other(struct green__worker *w, struct green__thread *self, const void *lock);

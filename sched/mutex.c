@@ -31,54 +31,15 @@
  * waiting counts the threads between their first wait and their return, so
  * that destroy sees a waiter even while it is woken and off the queue.
  */
-#include "sched.h"
+#include "mutex.h"
 
 #include <errno.h>
 #include <string.h>
 
-#define M_LOCKED   1u
-#define M_WAITERS  2u
-#define M_STARVING 4u
-#define GREEN_STARVE_NS 1000000u
-#define GREEN_SPIN_ROUNDS 4       /* as Go's active_spin */
-#define GREEN_SPIN_PAUSES 30      /* as Go's active_spin_cnt */
-
-struct mutex {
-    _Atomic uint32_t state;
-    green__spin_t lock;
-    _Atomic(struct green__thread *) owner;
-    struct green__wq q;
-    _Atomic uint32_t waiting;        /* threads inside lock_slow's wait */
-    _Atomic uint64_t owner_id;       /* owner's id: a control block is reused */
-};
-
-_Static_assert(sizeof(struct mutex) <= sizeof(green_mutex_t), "green_mutex_t too small");
-_Static_assert(_Alignof(struct mutex) <= _Alignof(green_mutex_t), "green_mutex_t misaligned");
-
-static struct mutex *impl(green_mutex_t *m) { return (struct mutex *)(void *)m; }
-
-static struct green__thread *owner(struct mutex *m)
-{
-    return atomic_load_explicit(&m->owner, memory_order_relaxed);
-}
-
-static void set_owner(struct mutex *m, struct green__thread *t)
+static void set_owner(struct green__mutex *m, struct green__thread *t)
 {
     atomic_store_explicit(&m->owner, t, memory_order_relaxed);
     atomic_store_explicit(&m->owner_id, t ? t->id : 0, memory_order_relaxed);
-}
-
-uint64_t green__mutex_holder(const green_mutex_t *m)
-{
-    struct mutex *x = impl((green_mutex_t *)m);
-    return owner(x) ? atomic_load_explicit(&x->owner_id, memory_order_relaxed) : 0;
-}
-
-/* Is t the owner?  The control block of an owner that finished holding m
- * may be another thread's by now: the id tells them apart. */
-static bool held_by(struct mutex *m, struct green__thread *t)
-{
-    return owner(m) == t && atomic_load_explicit(&m->owner_id, memory_order_relaxed) == t->id;
 }
 
 int green_mutex_init(green_mutex_t *m)
@@ -90,7 +51,7 @@ int green_mutex_destroy(green_mutex_t *mp)
 {
     if (!mp)
         return EINVAL;
-    struct mutex *m = impl(mp);
+    struct green__mutex *m = green__mutex_impl(mp);
     green__spin_lock(&m->lock);
     bool busy = atomic_load(&m->state) != 0 || m->q.head || atomic_load(&m->waiting);
     green__spin_unlock(&m->lock);
@@ -100,36 +61,23 @@ int green_mutex_destroy(green_mutex_t *mp)
 /* Worth spinning for m?  As Go's sync_runtime_canSpin: only a few rounds,
  * only while the holder is running on another worker (it may let go within
  * nanoseconds) and nobody else here is waiting to run. */
-static bool can_spin(struct mutex *m, struct green__worker *w, int round)
+static bool can_spin(struct green__mutex *m, struct green__worker *w, int round)
 {
     if (round >= GREEN_SPIN_ROUNDS || w->rt->nworkers < 2)
         return false;
-    struct green__thread *o = owner(m);
+    struct green__thread *o = green__mutex_owner(m);
     return o && atomic_load_explicit(&o->on_cpu, memory_order_relaxed) &&
            __atomic_load_n(&o->home, __ATOMIC_RELAXED) != w && green__runq_empty(w) &&
            !atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }
 
-/* Out of line: inlined, it made every uncontended lock pay for its frame. */
-static __attribute__((noinline)) int lock_slow(struct mutex *m, struct green__worker *w,
-                                               struct green__thread *self, uint64_t deadline)
+/* Queue and park until m is ours (or the deadline passes). */
+static int lock_wait(struct green__mutex *m, struct green__worker *w, struct green__thread *self,
+                     uint64_t deadline)
 {
     struct green__waiter wt = { .t = self };
     bool requeue = false;
     uint64_t since = 0;
-
-    for (int round = 0; can_spin(m, w, round); round++) {
-        for (int i = 0; i < GREEN_SPIN_PAUSES; i++)
-            green__cpu_relax();
-        uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
-        if (!(s & M_LOCKED) &&
-            atomic_compare_exchange_strong_explicit(&m->state, &s, s | M_LOCKED,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
-            set_owner(m, self);
-            return 0;
-        }
-    }
 
     for (;;) {
         green__spin_lock(&m->lock);
@@ -186,6 +134,34 @@ static __attribute__((noinline)) int lock_slow(struct mutex *m, struct green__wo
     }
 }
 
+/* Out of line: inlined, it made every uncontended lock pay for its frame.
+ * Spin a little, then wait -- first looking for a lock cycle the wait
+ * would close (cycle.c). */
+static __attribute__((noinline)) int lock_slow(struct green__mutex *m, struct green__worker *w,
+                                               struct green__thread *self, uint64_t deadline)
+{
+    for (int round = 0; can_spin(m, w, round); round++) {
+        for (int i = 0; i < GREEN_SPIN_PAUSES; i++)
+            green__cpu_relax();
+        uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
+        if (!(s & M_LOCKED) &&
+            atomic_compare_exchange_strong_explicit(&m->state, &s, s | M_LOCKED,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            set_owner(m, self);
+            return 0;
+        }
+    }
+    int err = green__lockwait_begin(w, self, m,
+                                    GREEN_LW_GREEN | (deadline != GREEN_FOREVER ? GREEN_LW_TIMED : 0),
+                                    "green_mutex_lock");
+    if (err)
+        return err;
+    err = lock_wait(m, w, self, deadline);
+    green__lockwait_end(self);
+    return err;
+}
+
 int green_mutex_lock_until(green_mutex_t *mp, uint64_t deadline)
 {
     struct green__worker *w;
@@ -193,14 +169,14 @@ int green_mutex_lock_until(green_mutex_t *mp, uint64_t deadline)
     int err = green__enter_obj(&w, &self, mp);
     if (err)
         return err;
-    struct mutex *m = impl(mp);
+    struct green__mutex *m = green__mutex_impl(mp);
     uint32_t zero = 0;
     if (GREEN_LIKELY(atomic_compare_exchange_strong_explicit(
             &m->state, &zero, M_LOCKED, memory_order_acquire, memory_order_relaxed))) {
         set_owner(m, self);
         return 0;
     }
-    if (held_by(m, self))
+    if (green__mutex_held_by(m, self))
         return EDEADLK;
     return lock_slow(m, w, self, deadline);
 }
@@ -217,7 +193,7 @@ int green_mutex_trylock(green_mutex_t *mp)
     int err = green__enter_obj(&w, &self, mp);
     if (err)
         return err;
-    struct mutex *m = impl(mp);
+    struct green__mutex *m = green__mutex_impl(mp);
     uint32_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     do {
         if (s & M_LOCKED)
@@ -229,7 +205,7 @@ int green_mutex_trylock(green_mutex_t *mp)
     return 0;
 }
 
-static void unlock_slow(struct mutex *m, struct green__worker *w)
+static void unlock_slow(struct green__mutex *m, struct green__worker *w)
 {
     green__spin_lock(&m->lock);
     struct green__waiter *wt = green__wq_claim(&m->q);
@@ -266,8 +242,8 @@ int green_mutex_unlock(green_mutex_t *mp)
 int green__mutex_unlock(struct green__worker *w, struct green__thread *self,
                         green_mutex_t *mp)
 {
-    struct mutex *m = impl(mp);
-    if (!held_by(m, self) || !(atomic_load(&m->state) & M_LOCKED))
+    struct green__mutex *m = green__mutex_impl(mp);
+    if (!green__mutex_held_by(m, self) || !(atomic_load(&m->state) & M_LOCKED))
         return EPERM;
     set_owner(m, NULL);
     uint32_t locked = M_LOCKED;
@@ -281,5 +257,5 @@ int green__mutex_unlock(struct green__worker *w, struct green__thread *self,
 /* For green_cond_wait: does the calling thread own m? */
 bool green__mutex_owned(green_mutex_t *mp, struct green__thread *self)
 {
-    return held_by(impl(mp), self);
+    return green__mutex_held_by(green__mutex_impl(mp), self);
 }

@@ -168,7 +168,10 @@ int green__pt_mutex_acquire(struct green__worker *w, struct green__thread *t, pt
         uint64_t deadline = GREEN_FOREVER;
         if (abs && (r = green__pt_deadline(w->rt, clk, abs, &deadline)) != 0)
             return r;
-        r = green__fwait(&w, m, mutex_try, m, deadline, mutex_seen, what);
+        r = green__lockwait_begin(w, t, m, GREEN_LW_PTHREAD | (abs ? GREEN_LW_TIMED : 0), what);
+        if (r == 0)
+            r = green__fwait(&w, m, mutex_try, m, deadline, mutex_seen, what);
+        green__lockwait_end(t);
     }
 done:
     if (r == 0 || r == EOWNERDEAD)

@@ -9,10 +9,27 @@
 
 #include "park.h"
 
+/* cycle.c: lock cycles found when they form.  A thread about to wait for
+ * a lock (a GREEN_LW_* kind, GREEN_LW_TIMED if it may give up) begins with
+ * green__lockwait_begin (what: the call, for the report), and ends with
+ * green__lockwait_end before its lock call returns, whatever the outcome.
+ * begin returns EDEADLK when the wait closes a cycle and the run's
+ * cfg.deadlock says so (the wait is then over), else 0. */
+#define GREEN_LW_GREEN   1u
+#define GREEN_LW_PTHREAD 2u
+#define GREEN_LW_KIND    3u
+#define GREEN_LW_TIMED   4u
+#define GREEN_LW_MASK    7u
+int green__lockwait_begin(struct green__worker *w, struct green__thread *self, const void *lock,
+                          unsigned kind, const char *what);
+static inline void green__lockwait_end(struct green__thread *self)
+{
+    if (atomic_load_explicit(&self->lockwait, memory_order_relaxed))
+        atomic_store_explicit(&self->lockwait, 0, memory_order_release);
+}
+
 /* mutex.c */
 bool green__mutex_owned(green_mutex_t *m, struct green__thread *self);
-/* For dumps: the id of the green thread holding m, 0 if none. */
-uint64_t green__mutex_holder(const green_mutex_t *m);
 /* green_mutex_unlock without the safepoint poll of green__enter. */
 int green__mutex_unlock(struct green__worker *w, struct green__thread *self, green_mutex_t *m);
 

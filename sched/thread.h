@@ -140,6 +140,14 @@ struct green__thread {
     struct green__thread *hold_prev, *hold_next;
     bool hold_linked;                /* in its worker's holders list */
 
+    /* Lock cycles (cycle.c).  lockwait: the lock it is committed to take
+     * (address | GREEN_LW_* bits), 0 when none; written by the thread
+     * (0 again before its lock call returns), read by any thread looking
+     * for a cycle.  lockwait_gen counts its lock waits; cycle_seen is the
+     * gen of the wait in which a cycle through it was reported. */
+    _Atomic uintptr_t lockwait;
+    uint64_t lockwait_gen, cycle_seen;
+
     /* Its values of pthread keys (keys.c): a page per 256 keys, taken at
      * its first value there, given back at exit (so NULL at rest). */
     void *keys[GREEN_KEY_PAGES];

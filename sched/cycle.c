@@ -1,0 +1,315 @@
+/*
+ * Lock cycles, found when they form: green threads each holding a lock
+ * that the next one waits for, around to the first.  Go reports a
+ * deadlock only when every goroutine sleeps; here the rest of the program
+ * goes on, so a cycle among a few threads would stay unseen for good.
+ *
+ * Who waits for what.  A green thread that is about to park on a green
+ * mutex or an interposed pthread mutex publishes the lock in its control
+ * block (t->lockwait: the address, with GREEN_LW_* kind bits) and keeps it
+ * there until it has the lock or gives up.  Then it follows the chain
+ * (green__lockwait_begin): the lock's holder; if that holder waits for a
+ * lock too, that lock's holder; and so on.  A chain that comes back to the
+ * caller is a cycle.  The caller is the last to join its cycle, or one of
+ * two joining at once: both publish before they look (sequentially
+ * consistent), so at least one sees the other.
+ *
+ * Why a cycle seen is a cycle.  The chain is read while the others run, so
+ * what it found may be gone.  It is checked again backwards, each link
+ * after the one it leans on: the caller holds the last lock (it is the
+ * caller); so the thread waiting for that lock, seen still waiting, waits
+ * for good; so a lock it is seen to hold, it holds for good; so the thread
+ * waiting for that one waits for good... back to the lock the caller waits
+ * for.  A member whose wait has a deadline may give up: a chain through
+ * one is no cycle (the caller's own wait may have one).
+ *
+ * Holders.  A green mutex names its holder (mutex.h).  A pthread mutex
+ * names an OS thread: a worker, whose green thread holding it is either
+ * running there or in the worker's holders list (foreign.c: a holder that
+ * left the CPU is linked there, and stays on that worker).  Those lists
+ * are the workers' own, so they are read racily: a pointer read is checked
+ * to be a control block of the run (they stay mapped for the run's
+ * length), a walk is bounded, and held lists are not unmapped while read
+ * (green__held_readers).  A lock other than the caller's own may be freed
+ * while it is read -- its waiter may have got it and gone on -- so it is
+ * read with process_vm_readv, which fails instead of faulting.
+ *
+ * What then (cfg.deadlock, GREEN_DEADLOCK): report the cycle on stderr --
+ * each thread, the lock it holds and the one it waits for, its backtrace
+ * -- once per cycle; with GREEN_DEADLOCK_ERROR the call that closed it
+ * returns EDEADLK as well.  The report waits (10 ms at most) for the other
+ * members to leave their CPUs, then unwinds their stacks: they cannot run
+ * while the caller holds their locks.
+ */
+#include "dump.h"
+#include "foreign.h"
+#include "mutex.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#define CYCLE_MAX 32                 /* members followed, at most */
+#define HOLDERS_WALK_MAX 4096        /* holders looked at on one worker */
+#define OFF_CPU_WAIT_NS 10000000u
+
+/* Read n bytes at src, or fail (false) where nothing is mapped. */
+static bool peek(void *dst, const void *src, size_t n)
+{
+    struct iovec local = { dst, n }, remote = { (void *)src, n };
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+}
+
+static const void *lw_lock(uintptr_t lw) { return (const void *)(lw & ~(uintptr_t)GREEN_LW_MASK); }
+
+/* Is t a live control block of rt's? */
+static bool thread_ok(struct green__rt *rt, const struct green__thread *t)
+{
+    return t && green__pool_owns(&rt->threads, t) && green__state(t) != GREEN_T_FREE;
+}
+
+static struct green__thread *green_mutex_holder(struct green__rt *rt, const void *lock, bool direct)
+{
+    struct green__mutex m;
+    if (direct)
+        memcpy(&m, lock, sizeof m);
+    else if (!peek(&m, lock, sizeof m))
+        return NULL;
+    struct green__thread *t = atomic_load_explicit(&m.owner, memory_order_relaxed);
+    uint64_t id = atomic_load_explicit(&m.owner_id, memory_order_relaxed);
+    if (!thread_ok(rt, t) || __atomic_load_n(&t->id, __ATOMIC_RELAXED) != id)
+        return NULL;
+    return t;
+}
+
+/* Does t (not the caller) hold lock?  Its held list may be another thread's
+ * to change: read under green__held_readers, the size first. */
+static bool holds_racy(struct green__rt *rt, const struct green__thread *t, const void *lock)
+{
+    if (!thread_ok(rt, t))
+        return false;
+    bool found = false;
+    atomic_fetch_add(&green__held_readers, 1);
+    uint32_t cap = __atomic_load_n(&t->heldcap, __ATOMIC_ACQUIRE);
+    const void *const *a = __atomic_load_n(&t->held, __ATOMIC_SEQ_CST);
+    uint32_t n = __atomic_load_n(&t->nheld, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < n && i < cap && !found; i++)
+        found = __atomic_load_n(&a[i], __ATOMIC_RELAXED) == lock;
+    atomic_fetch_sub(&green__held_readers, 1);
+    return found;
+}
+
+static struct green__thread *pthread_holder(struct green__rt *rt, struct green__thread *self,
+                                            const void *lock, bool direct)
+{
+    const pthread_mutex_t *m = lock;
+    pid_t tid;
+    if (direct)
+        tid = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+    else if (!peek(&tid, &m->__data.__owner, sizeof tid))
+        return NULL;
+    if (tid == 0)
+        return NULL;
+    struct green__worker *w = NULL;
+    for (unsigned i = 0; i < rt->nworkers && !w; i++)
+        if (atomic_load_explicit(&rt->workers[i].tid, memory_order_relaxed) == tid)
+            w = &rt->workers[i];
+    if (!w)
+        return NULL;                 /* a plain OS thread's: no green cycle */
+    if (self->nheld && green__held_by(self, lock))
+        return self;
+    struct green__thread *c = __atomic_load_n(&w->cur, __ATOMIC_RELAXED);
+    if (c != self && holds_racy(rt, c, lock))
+        return c;
+    c = __atomic_load_n(&w->holders, __ATOMIC_RELAXED);
+    for (unsigned k = 0; c && k < HOLDERS_WALK_MAX; k++) {
+        if (!thread_ok(rt, c))
+            return NULL;
+        if (c != self && holds_racy(rt, c, lock))
+            return c;
+        c = __atomic_load_n(&c->hold_next, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* Who holds the lock of lw (NULL: nobody, or not a green thread).  direct:
+ * the caller's own lock, which cannot be freed under it. */
+static struct green__thread *holder_of(struct green__rt *rt, struct green__thread *self,
+                                       uintptr_t lw, bool direct)
+{
+    const void *lock = lw_lock(lw);
+    switch (lw & GREEN_LW_KIND) {
+    case GREEN_LW_GREEN:
+        return green_mutex_holder(rt, lock, direct);
+    case GREEN_LW_PTHREAD:
+        return pthread_holder(rt, self, lock, direct);
+    default:
+        return NULL;
+    }
+}
+
+struct member {
+    struct green__thread *t;
+    uintptr_t waits;                 /* its lockwait: for the holder of the next */
+    uint64_t gen;
+    struct green__bt bt;
+};
+
+struct cycle {
+    struct member m[CYCLE_MAX];
+    unsigned n;
+};
+
+/* Follow the chain from self; true when it comes back to self. */
+static bool follow(struct green__rt *rt, struct green__thread *self, struct cycle *cy)
+{
+    cy->m[0].t = self;
+    cy->m[0].waits = atomic_load_explicit(&self->lockwait, memory_order_relaxed);
+    for (unsigned n = 1; n < CYCLE_MAX; n++) {
+        struct green__thread *h = holder_of(rt, self, cy->m[n - 1].waits, n == 1);
+        if (!h)
+            return false;
+        if (h == self) {
+            cy->n = n;
+            return true;
+        }
+        for (unsigned j = 1; j < n; j++)
+            if (cy->m[j].t == h)
+                return false;        /* a cycle without self: its closer reports it */
+        uintptr_t hw = atomic_load(&h->lockwait);
+        if (!hw || (hw & GREEN_LW_TIMED))
+            return false;
+        cy->m[n].t = h;
+        cy->m[n].waits = hw;
+    }
+    return false;
+}
+
+/* The chain, checked again from its end (see the top of the file). */
+static bool still(struct green__rt *rt, struct green__thread *self, struct cycle *cy)
+{
+    for (unsigned k = cy->n; k-- > 0;) {
+        struct green__thread *next = cy->m[(k + 1) % cy->n].t;
+        if (holder_of(rt, self, cy->m[k].waits, k == 0) != next)
+            return false;
+        if (k > 0 && atomic_load(&cy->m[k].t->lockwait) != cy->m[k].waits)
+            return false;
+    }
+    return true;
+}
+
+static green__spin_t report_lock;
+
+static const char *kind_name(uintptr_t lw)
+{
+    return (lw & GREEN_LW_KIND) == GREEN_LW_GREEN ? "green_mutex_t" : "pthread_mutex_t";
+}
+
+static void print_thread(struct green__out *o, const struct green__thread *t)
+{
+    char name[GREEN_NAME_MAX];
+    memcpy(name, t->name, sizeof name);
+    name[GREEN_NAME_MAX - 1] = '\0';
+    for (char *c = name; *c; c++)
+        if (*c < ' ' || *c == '"' || *c == 0x7f)
+            *c = '?';
+    green__outf(o, "green thread %llu", (unsigned long long)t->id);
+    if (name[0])
+        green__outf(o, " \"%s\"", name);
+}
+
+/* Wait (bounded) until t has left its CPU: its saved context is then its
+ * stack's.  False if it did not. */
+static bool off_cpu(struct green__rt *rt, const struct green__thread *t)
+{
+    uint64_t until = green__clock_ns() + OFF_CPU_WAIT_NS;
+    while (atomic_load_explicit(&t->on_cpu, memory_order_acquire) ||
+           green__state(t) != GREEN_T_PARKED) {
+        if (green__clock_ns() > until)
+            return false;
+        green__cpu_relax();
+    }
+    (void)rt;
+    return true;
+}
+
+static void report(struct green__rt *rt, struct cycle *cy, const char *what, bool error)
+{
+    struct green__out *o = malloc(sizeof *o);
+    if (!o) {
+        green__write_str(2, "libgreen: lock cycle found; no memory to describe it\n");
+        return;
+    }
+    o->fd = 2;
+    o->err = 0;
+    o->n = 0;
+    struct green__syms syms = { 0 };
+    green__outf(o, "libgreen: lock cycle: %u green threads wait for each other for good "
+                   "(the rest of the program goes on)\n", cy->n);
+    for (unsigned k = 0; k < cy->n; k++) {
+        struct member *mb = &cy->m[k];
+        const struct member *next = &cy->m[(k + 1) % cy->n];
+        const struct member *prev = &cy->m[(k + cy->n - 1) % cy->n];
+        memset(&mb->bt, 0, sizeof mb->bt);
+        if (k == 0)
+            green__bt_own(&mb->bt);
+        else if (off_cpu(rt, mb->t))
+            green__bt_saved(&mb->bt, mb->t);
+        green__outf(o, "  ");
+        print_thread(o, mb->t);
+        green__outf(o, " holds %s %p and waits in %s for %s %p, held by ", kind_name(prev->waits),
+                    lw_lock(prev->waits), k == 0 ? what : mb->t->wait_what ? mb->t->wait_what : "?",
+                    kind_name(mb->waits), lw_lock(mb->waits));
+        print_thread(o, next->t);
+        green__outf(o, "\n");
+        if (mb->bt.nframes)
+            green__bt_print(o, &syms, &mb->bt);
+        else
+            green__outf(o, "    (no backtrace: it did not leave its CPU)\n");
+    }
+    if (error) {
+        green__outf(o, "libgreen: %s returns EDEADLK to ", what);
+        print_thread(o, cy->m[0].t);
+        green__outf(o, " (GREEN_DEADLOCK=error)\n");
+    }
+    green__out_flush(o);
+    free(o);
+    free(syms.v);
+}
+
+int green__lockwait_begin(struct green__worker *w, struct green__thread *self, const void *lock,
+                          unsigned kind, const char *what)
+{
+    struct green__rt *rt = w->rt;
+    if (rt->cfg.deadlock == GREEN_DEADLOCK_OFF)
+        return 0;
+    self->lockwait_gen++;
+    atomic_store(&self->lockwait, (uintptr_t)lock | kind);   /* seq_cst: see the top */
+    struct cycle cy;
+    if (!follow(rt, self, &cy) || !still(rt, self, &cy))
+        return 0;
+
+    /* One report per cycle: the first closer marks every member's wait. */
+    bool error = rt->cfg.deadlock == GREEN_DEADLOCK_ERROR;
+    green__spin_lock(&report_lock);
+    bool seen = __atomic_load_n(&self->cycle_seen, __ATOMIC_RELAXED) == self->lockwait_gen;
+    if (!seen && still(rt, self, &cy)) {
+        for (unsigned k = 0; k < cy.n; k++)
+            __atomic_store_n(&cy.m[k].t->cycle_seen,
+                             __atomic_load_n(&cy.m[k].t->lockwait_gen, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
+        green__spin_unlock(&report_lock);
+        /* Lock calls libgreen interposes (the allocator's, libunwind's) are
+         * libc's meanwhile: this thread must not park while it reports. */
+        green__in_handler++;
+        report(rt, &cy, what, error);
+        green__in_handler--;
+    } else {
+        green__spin_unlock(&report_lock);
+    }
+    if (!error)
+        return 0;
+    green__lockwait_end(self);
+    return EDEADLK;
+}
