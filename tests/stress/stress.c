@@ -5,7 +5,7 @@
  *
  * It prints its seed first, then runs rounds until S seconds (default 10)
  * have passed.  A round is one green_run whose main thread starts a random
- * subset of eight components, each with random sizes and random choices of
+ * subset of nine components, each with random sizes and random choices of
  * call variants:
  *
  *   msgs   producers -> channels (buffered/unbuffered) -> receivers, with
@@ -34,6 +34,16 @@
  *          thread fills and green threads drain.  Money conserved, exclusion
  *          held, holders never move, every item taken once, libc's error
  *          codes (not in deterministic rounds).
+ *   cycles green and pthread mutexes taken in random nested sections, in
+ *          ascending order only, where no lock cycle can form: no lock call
+ *          may answer EDEADLK; beside them, a planted cycle of 2 to 4
+ *          threads (each holds its lock and takes the next one's), which
+ *          must be found: EDEADLK to its closer, one report on stderr.
+ *
+ * Every round runs with GREEN_DEADLOCK=error, so a cycle reported where
+ * there is none -- in any component -- fails the call that saw it.  The
+ * reports go through a pipe that counts them (and passes every other line
+ * on to stderr): at the end, exactly one per planted cycle.
  *
  * Every thread the test starts is counted when started and when finished;
  * after green_run returns the two counts must match (no thread lost).  On
@@ -66,11 +76,76 @@
 #include <time.h>
 #include <unistd.h>
 
+atomic_long stress_cycles_planted;
+
+/* ---- stderr: lock cycle reports counted ------------------------------------ */
+
+static int real_stderr = -1;
+static atomic_long reports_seen;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
+static long syncs_seen, syncs_wanted_;
+
+static void *stderr_reader(void *arg)
+{
+    FILE *in = arg;
+    char line[4096];
+    bool in_report = false;
+    while (fgets(line, sizeof line, in)) {
+        if (!strncmp(line, "libgreen: lock cycle:", 21)) {
+            atomic_fetch_add(&reports_seen, 1);
+            in_report = true;
+            continue;
+        }
+        if (in_report && (line[0] == ' ' || strstr(line, "returns EDEADLK")))
+            continue;
+        in_report = false;
+        if (!strcmp(line, "stress: sync\n")) {
+            pthread_mutex_lock(&sync_lock);
+            syncs_seen++;
+            pthread_cond_broadcast(&sync_cond);
+            pthread_mutex_unlock(&sync_lock);
+            continue;
+        }
+        if (write(real_stderr, line, strlen(line)) < 0)
+            break;
+    }
+    return NULL;
+}
+
+/* fd 2 becomes a pipe read by stderr_reader. */
+static void count_reports(void)
+{
+    int p[2];
+    pthread_t t;
+    FILE *in;
+    if (pipe(p) != 0 || (real_stderr = dup(2)) < 0 || dup2(p[1], 2) < 0 ||
+        !(in = fdopen(p[0], "r")) || pthread_create(&t, NULL, stderr_reader, in) != 0) {
+        perror("stress: stderr pipe");
+        exit(2);
+    }
+    close(p[1]);
+    pthread_detach(t);
+}
+
+/* Every report written so far has been counted. */
+static long reports_counted(void)
+{
+    fprintf(stderr, "stress: sync\n");
+    fflush(stderr);
+    pthread_mutex_lock(&sync_lock);
+    long want = ++syncs_wanted_;
+    while (syncs_seen < want)
+        pthread_cond_wait(&sync_cond, &sync_lock);
+    pthread_mutex_unlock(&sync_lock);
+    return atomic_load(&reports_seen);
+}
+
 /* ---- rounds --------------------------------------------------------------- */
 
 static void *(*const drivers[])(void *) = {msgs_driver, bank_driver, condq_driver,
                                            tree_driver, timers_driver, nopre_driver,
-                                           fdio_driver, plocks_driver};
+                                           fdio_driver, plocks_driver, cycles_driver};
 /* Not in deterministic rounds: the kernel decides when a pipe has room, and
  * when plain threads run, not the seed. */
 #define FDIO_DRIVER 6
@@ -199,6 +274,7 @@ int main(int argc, char **argv)
         }
     }
     the_seed = seed;
+    count_reports();
     printf("stress: seed %" PRIu64 "\n", seed);
     fflush(stdout);
 
@@ -238,6 +314,8 @@ int main(int argc, char **argv)
         snprintf(r->mode, sizeof r->mode, "%s, quantum %u us, budget %u%s",
                  cfg.preempt >= 0 && cfg.preempt < 4 ? modes[cfg.preempt] : "?",
                  cfg.quantum_us, cfg.budget, cfg.deterministic ? ", deterministic" : "");
+        if (!getenv("GREEN_DEADLOCK"))
+            cfg.deadlock = GREEN_DEADLOCK_ERROR;
         cfg.workers = w;
         r->workers = w;
         cfg.seed = r->seed;
@@ -256,6 +334,13 @@ int main(int argc, char **argv)
         threads += atomic_load(&r->started);
         free(r);
     } while (mono_ns() < end);
+    long reports = reports_counted(), planted = atomic_load(&stress_cycles_planted);
+    if (reports != planted) {
+        printf("stress: FAIL: %ld lock cycles planted and found, %ld reported (seed %" PRIu64 ")\n",
+               planted, reports, seed);
+        return 1;
+    }
+    printf("stress: %ld lock cycles planted, each found and reported once\n", planted);
     double secs = (double)(mono_ns() - start) / 1e9;
     printf("stress: ok: %ld rounds, %ld operations, %ld threads in %.1f s (seed %" PRIu64 ")\n",
            rounds, ops, threads, secs, seed);

@@ -102,5 +102,9 @@ void *timers_driver(void *arg);
 void *nopre_driver(void *arg);   /* nopre.c */
 void *fdio_driver(void *arg);    /* fdio.c */
 void *plocks_driver(void *arg);  /* plocks.c */
+void *cycles_driver(void *arg);  /* cycles.c */
+/* Cycles planted (cycles.c), each to be reported once on stderr (stress.c
+ * counts the reports). */
+extern atomic_long stress_cycles_planted;
 
 #endif
