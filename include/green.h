@@ -83,9 +83,6 @@ typedef struct green_config {
                             * preempted in like the executable: a ':'-separated
                             * list of file names or paths    GREEN_PREEMPTIBLE */
     unsigned deadlock;     /* enum green_deadlock, default report        GREEN_DEADLOCK */
-    unsigned lock_warn_ms; /* warn when a green thread has waited this long
-                            * for a lock whose holder is parked elsewhere;
-                            * 0: never (the default)          GREEN_LOCK_WARN_MS */
     uint64_t reserved[4];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 

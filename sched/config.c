@@ -29,7 +29,6 @@
 #define GREEN_DEFAULT_BUDGET 4000u
 #define GREEN_MAX_BUDGET 1000000000u
 #define GREEN_MAX_OFFLOAD_THREADS 65536u
-#define GREEN_MAX_LOCK_WARN_MS 3600000u
 
 static void complain(const char *name, const char *value, const char *why)
 {
@@ -179,8 +178,6 @@ int green__config_check(const green_config_t *c, bool say)
         return refuse(say, "offload_threads", c->offload_threads, "more than 65536");
     if (c->deadlock > GREEN_DEADLOCK_OFF)
         return refuse(say, "deadlock", c->deadlock, "not a GREEN_DEADLOCK_* value");
-    if (c->lock_warn_ms > GREEN_MAX_LOCK_WARN_MS)
-        return refuse(say, "lock_warn_ms", c->lock_warn_ms, "more than 3600000 (an hour)");
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i])
             return refuse(say, "reserved[]", i, "not zero (set it with green_config_init)");
@@ -246,9 +243,6 @@ int green_config_init(green_config_t *cfg)
               "expected a number of offload threads from 1 to 65536");
     ENV_FIELD("GREEN_DEADLOCK", cfg->deadlock, parse_deadlock(s, &cfg->deadlock), true,
               "expected report, error or off");
-    ENV_FIELD("GREEN_LOCK_WARN_MS", cfg->lock_warn_ms, parse_u64(s, false, &v),
-              v <= GREEN_MAX_LOCK_WARN_MS && (cfg->lock_warn_ms = (unsigned)v, true),
-              "expected milliseconds from 0 (never) to 3600000");
     /* Any text: names that match no loaded object simply match nothing
      * (green_run refuses system objects named preemptible). */
     cfg->unsafe_objects = getenv("GREEN_UNSAFE");

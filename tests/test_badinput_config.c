@@ -184,7 +184,7 @@ Test(badinput, absurd_config_fields_are_einval_with_one_line_each, .timeout = 10
     clean_env();
     green_config_t cfg;
     cr_assert_eq(green_config_init(&cfg), 0);
-    struct { const char *field; green_config_t cfg; } bad[12];
+    struct { const char *field; green_config_t cfg; } bad[16];
     size_t n = 0;
 #define BAD(name, stmt)                                                        \
     do {                                                                       \
@@ -203,7 +203,8 @@ Test(badinput, absurd_config_fields_are_einval_with_one_line_each, .timeout = 10
     BAD("cfg.budget", c->budget = 0);
     BAD("cfg.deterministic", c->deterministic = 3);
     BAD("cfg.offload_threads", c->offload_threads = UINT_MAX);
-    BAD("cfg.reserved", c->reserved[4] = 1);
+    BAD("cfg.deadlock", c->deadlock = 3);
+    BAD("cfg.reserved", c->reserved[3] = 1);
     BAD("cfg.budget", c->budget = UINT_MAX);
 #undef BAD
     for (size_t i = 0; i < n; i++)
