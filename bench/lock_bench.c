@@ -15,10 +15,20 @@
  *   mutex, on 1 and on 2 workers: a pthread_mutex_t (waiters park on its
  *   address) against a green_mutex_t, ns per lock+unlock.
  *
+ *   handoff: on one worker with a 1 ms quantum, a holder computes 2.5 ms
+ *   inside a green_mutex_t and is preempted there, behind 10 CPU hogs; 10
+ *   threads then wait for the mutex.  The time from the first waiter's
+ *   lock call to the last waiter's return, with GREEN_HANDOFF on and off:
+ *   the rest of the holder's 2.5 ms, then the waiters' turns (and without
+ *   handoff, the hogs' quanta before the holder's turn comes).  A
+ *   pthread_mutex_t holder is never preempted (libgreen's rule 2), so it
+ *   has no such row.
+ *
  * Prints a Markdown table.  Exits 1 if a counter comes out wrong. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,6 +154,108 @@ static double contended(bool green, unsigned workers)
     return ns;
 }
 
+/* ---- Handoff ---------------------------------------------------------------- */
+
+#define HANDOFF_WAITERS 10
+#define HANDOFF_HOGS 10
+
+struct handoff {
+    green_mutex_t gm;
+    uint64_t steps_per_us;
+    _Atomic uint64_t first_ask, last_got;
+    _Atomic int got;
+};
+
+/* About us microseconds of computing, in this file's own code (the
+ * preemption lands here): a count of steps, not a time, so that time spent
+ * preempted does not count. */
+static void compute_us(const struct handoff *h, uint64_t us)
+{
+    for (volatile uint64_t i = 0, n = us * h->steps_per_us; i < n; i++)
+        ;
+}
+
+static void *h_holder(void *arg)
+{
+    struct handoff *h = arg;
+    green_mutex_lock(&h->gm);
+    compute_us(h, 2500);                     /* preempted in there */
+    green_mutex_unlock(&h->gm);
+    return NULL;
+}
+
+static void *h_waiter(void *arg)
+{
+    struct handoff *h = arg;
+    uint64_t zero = 0;
+    atomic_compare_exchange_strong(&h->first_ask, &zero, now_ns());
+    green_mutex_lock(&h->gm);
+    atomic_store(&h->last_got, now_ns());
+    atomic_fetch_add(&h->got, 1);
+    green_mutex_unlock(&h->gm);
+    return NULL;
+}
+
+static void *h_hog(void *arg)
+{
+    compute_us(arg, 2500);
+    return NULL;
+}
+
+static void *handoff_main(void *arg)
+{
+    struct handoff *h = arg;
+    green_t t[1 + HANDOFF_WAITERS + HANDOFF_HOGS];
+    int n = 0;
+    /* Queued in this order; the last one spawned runs first (the LIFO
+     * slot): the holder takes the mutex and is preempted behind them all. */
+    for (int i = 0; i < HANDOFF_WAITERS; i++)
+        green_spawn(&t[n++], h_waiter, h);
+    for (int i = 0; i < HANDOFF_HOGS; i++)
+        green_spawn(&t[n++], h_hog, h);
+    green_spawn(&t[n++], h_holder, h);
+    for (int i = 0; i < n; i++)
+        green_join(t[i], NULL);
+    return NULL;
+}
+
+/* ms from the first waiter's lock call to the last waiter's return. */
+static double handoff_ms(bool on, uint64_t steps_per_us, uint64_t *handoffs)
+{
+    struct handoff h = { .gm = GREEN_MUTEX_INIT, .steps_per_us = steps_per_us };
+    green_config_t cfg;
+    green_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.quantum_us = 1000;
+    cfg.preempt = GREEN_PREEMPT_SIGNAL;
+    cfg.handoff = on ? GREEN_HANDOFF_ON : GREEN_HANDOFF_OFF;
+    green_stats_t s0, s1;
+    green_stats(&s0);
+    int rc = green_run(handoff_main, &h, &cfg, NULL);
+    green_stats(&s1);
+    *handoffs += s1.lock_handoffs - s0.lock_handoffs;
+    if (rc != 0 || h.got != HANDOFF_WAITERS) {
+        fprintf(stderr, "lock_bench: BROKEN: handoff run %d, %d waiters of %d\n", rc, h.got,
+                HANDOFF_WAITERS);
+        exit(1);
+    }
+    return (double)(h.last_got - h.first_ask) / 1e6;
+}
+
+/* compute_us's steps per microsecond here: the fastest of five tries. */
+static uint64_t steps_per_us(void)
+{
+    struct handoff one = { .steps_per_us = 1 };
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = now_ns();
+        compute_us(&one, 1000000);
+        uint64_t ns = now_ns() - t0;
+        best = ns < best ? ns : best;
+    }
+    return 1000000000u / best ? 1000000000u / best : 1;
+}
+
 /* ---- Report --------------------------------------------------------------- */
 
 static int cmp_d(const void *a, const void *b)
@@ -190,6 +302,12 @@ int main(int argc, char **argv)
             gm[w - 1][r] = contended(true, w);
         }
 
+    double ho[2][MAX_REPS];                  /* [on] */
+    uint64_t nho[2] = { 0 }, spu = steps_per_us();
+    for (int r = 0; r < reps; r++)
+        for (int on = 1; on >= 0; on--)
+            ho[on][r] = handoff_ms(on, spu, &nho[on]);
+
     printf("Interposed pthread locks (bench/lock_bench, medians of %d; each pair measured "
            "side by side)\n\n", reps);
     printf("| what | libgreen's pthread_mutex_* | libc's own | difference |\n");
@@ -207,6 +325,12 @@ int main(int argc, char **argv)
         printf("| %u worker%s | %.1f | %.1f | %.2f |\n", w, w > 1 ? "s" : "",
                median(pm[w - 1], reps), median(gm[w - 1], reps),
                median(pm[w - 1], reps) / median(gm[w - 1], reps));
+    printf("\n| a green_mutex_t holder preempted behind %d hogs, %d waiters | handoff on | "
+           "handoff off | ratio |\n", HANDOFF_HOGS, HANDOFF_WAITERS);
+    printf("|---|---|---|---|\n");
+    printf("| first wait to last waiter through (ms) | %.2f | %.2f | %.3f |\n",
+           median(ho[1], reps), median(ho[0], reps), median(ho[1], reps) / median(ho[0], reps));
+    printf("| handoffs taken, all runs | %" PRIu64 " | %" PRIu64 " | |\n", nho[1], nho[0]);
     printf("\nGoal: uncontended within +5 ns of libc's.\n");
     return 0;
 }

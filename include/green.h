@@ -66,6 +66,14 @@ enum green_deadlock {
     GREEN_DEADLOCK_OFF    = 2,      /* do not look */
 };
 
+/* Lock-holder handoff: a green thread about to wait for a mutex whose
+ * holder was preempted (or, for a pthread mutex, waits to run on its own
+ * worker) asks that the holder run next, ahead of its queue. */
+enum green_handoff {
+    GREEN_HANDOFF_ON  = 0,          /* the default */
+    GREEN_HANDOFF_OFF = 1,
+};
+
 typedef struct green_config {
     unsigned workers;      /* worker OS threads; 0: one per online CPU   GREEN_WORKERS */
     unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
@@ -83,7 +91,12 @@ typedef struct green_config {
                             * preempted in like the executable: a ':'-separated
                             * list of file names or paths    GREEN_PREEMPTIBLE */
     unsigned deadlock;     /* enum green_deadlock, default report        GREEN_DEADLOCK */
-    uint64_t reserved[4];  /* zero: room for fields to come, same ABI */
+    unsigned handoff;      /* enum green_handoff, default on             GREEN_HANDOFF */
+    unsigned lock_warn_ms; /* warn once when a green thread has waited this
+                            * long for a mutex whose holder is parked on
+                            * something else; 0: never (the default)
+                            *                                 GREEN_LOCK_WARN_MS */
+    uint64_t reserved[3];  /* zero: room for fields to come, same ABI */
 } green_config_t;
 
 /* Fill *cfg with the defaults, then apply the GREEN_* environment variables.
@@ -352,7 +365,8 @@ typedef struct green_stats {
     uint64_t hijacks_undone;      /* of those, hooks taken back unfired: a switch
                                    * came first, or the frame was left by longjmp
                                    * or an exception */
-    uint64_t reserved[1];
+    uint64_t lock_handoffs;       /* lock holders run ahead of their queue for a
+                                   * waiter (GREEN_HANDOFF) */
 } green_stats_t;
 
 /* s NULL: does nothing.  From any thread. */

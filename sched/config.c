@@ -29,6 +29,7 @@
 #define GREEN_DEFAULT_BUDGET 4000u
 #define GREEN_MAX_BUDGET 1000000000u
 #define GREEN_MAX_OFFLOAD_THREADS 65536u
+#define GREEN_MAX_LOCK_WARN_MS 3600000u
 
 static void complain(const char *name, const char *value, const char *why)
 {
@@ -119,6 +120,17 @@ static bool parse_deterministic(const char *s, unsigned *out)
     return false;
 }
 
+static bool parse_onoff(const char *s, unsigned *out)
+{
+    static const char *const names[][2] = { { "1", "on" }, { "0", "off" } };
+    for (unsigned i = 0; i < 2; i++)
+        if (strcasecmp(s, names[i][0]) == 0 || strcasecmp(s, names[i][1]) == 0) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
 static bool parse_deadlock(const char *s, unsigned *out)
 {
     static const char *const names[] = { "report", "error", "off" };
@@ -178,6 +190,10 @@ int green__config_check(const green_config_t *c, bool say)
         return refuse(say, "offload_threads", c->offload_threads, "more than 65536");
     if (c->deadlock > GREEN_DEADLOCK_OFF)
         return refuse(say, "deadlock", c->deadlock, "not a GREEN_DEADLOCK_* value");
+    if (c->handoff > GREEN_HANDOFF_OFF)
+        return refuse(say, "handoff", c->handoff, "not a GREEN_HANDOFF_* value");
+    if (c->lock_warn_ms > GREEN_MAX_LOCK_WARN_MS)
+        return refuse(say, "lock_warn_ms", c->lock_warn_ms, "more than 3600000 (an hour)");
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i])
             return refuse(say, "reserved[]", i, "not zero (set it with green_config_init)");
@@ -243,6 +259,11 @@ int green_config_init(green_config_t *cfg)
               "expected a number of offload threads from 1 to 65536");
     ENV_FIELD("GREEN_DEADLOCK", cfg->deadlock, parse_deadlock(s, &cfg->deadlock), true,
               "expected report, error or off");
+    ENV_FIELD("GREEN_HANDOFF", cfg->handoff, parse_onoff(s, &cfg->handoff), true,
+              "expected on (1) or off (0)");
+    ENV_FIELD("GREEN_LOCK_WARN_MS", cfg->lock_warn_ms, parse_u64(s, false, &v),
+              v <= GREEN_MAX_LOCK_WARN_MS && (cfg->lock_warn_ms = (unsigned)v, true),
+              "expected milliseconds from 0 (never) to 3600000");
     /* Any text: names that match no loaded object simply match nothing
      * (green_run refuses system objects named preemptible). */
     cfg->unsafe_objects = getenv("GREEN_UNSAFE");

@@ -282,10 +282,14 @@ int green__lockwait_begin(struct green__worker *w, struct green__thread *self, c
                           unsigned kind, const char *what)
 {
     struct green__rt *rt = w->rt;
+    self->lockwait_gen++;
+    if (rt->cfg.lock_warn_ms)
+        self->lockwait_since = green__clock_ns();
+    atomic_store(&self->lockwait, (uintptr_t)lock | kind);   /* seq_cst: see the top */
+    if (rt->cfg.handoff == GREEN_HANDOFF_ON)
+        green__handoff_ask(self, holder_of(rt, self, (uintptr_t)lock | kind, true));
     if (rt->cfg.deadlock == GREEN_DEADLOCK_OFF)
         return 0;
-    self->lockwait_gen++;
-    atomic_store(&self->lockwait, (uintptr_t)lock | kind);   /* seq_cst: see the top */
     struct cycle cy;
     if (!follow(rt, self, &cy) || !still(rt, self, &cy))
         return 0;

@@ -19,6 +19,7 @@
 void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now)
 {
     t->next = NULL;
+    __atomic_store_n(&t->pinned, true, __ATOMIC_RELAXED);
     t->pin_mark = atomic_load_explicit(now ? &w->q.head : &w->q.tail, memory_order_relaxed);
     if (w->pinned_tail)
         w->pinned_tail->next = t;

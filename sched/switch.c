@@ -120,6 +120,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     if (!w->pinned_head)
         w->pinned_tail = NULL;
     green__add_relaxed(&w->npinned, (uint32_t)-1);
+    __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
     return t;
 }
 
@@ -159,6 +160,9 @@ struct green__thread *green__pick(struct green__worker *w)
         green__inbox_drain(w);
     if (GREEN_UNLIKELY(w->rt->det))
         return det_pick(w);
+    if (GREEN_UNLIKELY(atomic_load_explicit(&w->handoff, memory_order_relaxed)) &&
+        (t = green__handoff_take(w)) != NULL)
+        return t;
     if (GREEN_UNLIKELY(++w->fair_tick >= GREEN_FAIR_PERIOD)) {
         w->fair_tick = 0;
         if (atomic_load_explicit(&w->rt->glen, memory_order_relaxed) &&

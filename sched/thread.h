@@ -72,6 +72,8 @@ struct green__thread {
     struct green__rt *rt;            /* the run it belongs to; fixed */
     struct green__worker *home;      /* last worker that ran it */
     uint32_t pin_mark;               /* pinned: its worker's ring tail then */
+    bool pinned;                     /* in its worker's pinned queue (owner
+                                      * writes; others read it as a hint) */
 
     /* Identity and join.  jword: any thread, by CAS.  joiner: written by
      * the joiner right after it sets JW_WAITING, read by exit after that. */
@@ -147,6 +149,7 @@ struct green__thread {
      * gen of the wait in which a cycle through it was reported. */
     _Atomic uintptr_t lockwait;
     uint64_t lockwait_gen, cycle_seen;
+    uint64_t lockwait_since;         /* when, if cfg.lock_warn_ms */
 
     /* Its values of pthread keys (keys.c): a page per 256 keys, taken at
      * its first value there, given back at exit (so NULL at rest). */

@@ -56,6 +56,10 @@ struct green__worker {
     struct green__cache key_cache;   /* free key pages (keys.c) */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
+    /* A thread pinned here that holds a lock others wait for: a waiter
+     * asks (handoff.c) that it run next; the owner takes it at its next
+     * pick. */
+    _Atomic(struct green__thread *) handoff;
     /* Holders of foreign locks that run here (foreign.c): its own list.
      * inbox: holders made runnable by other OS threads, under inbox_lock,
      * moved to the pinned queue by the owner at its next pick. */
@@ -179,6 +183,14 @@ void green__switch_finish(struct green__worker *w);
 struct green__worker *green__take_deferred(struct green__worker *w);
 /* Refused preemptions taken at polls and returns, for green_stats. */
 extern _Atomic uint64_t green__deferred_taken;
+/* handoff.c: lock holders run ahead of their queue for a waiter. */
+extern _Atomic uint64_t green__lock_handoffs;
+/* A waiter, about to park on a lock h holds: if h is runnable and pinned
+ * to a worker, ask that worker to run it next. */
+void green__handoff_ask(struct green__thread *self, struct green__thread *h);
+/* The owner of w, at a pick: the holder asked for, taken out of the
+ * pinned queue, or NULL. */
+struct green__thread *green__handoff_take(struct green__worker *w);
 
 /* Wake an idle worker v from its futex or from epoll_wait. */
 void green__worker_wake(struct green__worker *v);

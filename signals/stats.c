@@ -35,4 +35,5 @@ void green_stats(green_stats_t *s)
     s->signal_lost = atomic_load(&c->signal_lost);
     s->hijacks = atomic_load(&c->hijacks);
     s->hijacks_undone = atomic_load(&c->hijacks_undone);
+    s->lock_handoffs = atomic_load(&green__lock_handoffs);
 }

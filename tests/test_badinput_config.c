@@ -204,7 +204,9 @@ Test(badinput, absurd_config_fields_are_einval_with_one_line_each, .timeout = 10
     BAD("cfg.deterministic", c->deterministic = 3);
     BAD("cfg.offload_threads", c->offload_threads = UINT_MAX);
     BAD("cfg.deadlock", c->deadlock = 3);
-    BAD("cfg.reserved", c->reserved[3] = 1);
+    BAD("cfg.handoff", c->handoff = 2);
+    BAD("cfg.lock_warn_ms", c->lock_warn_ms = UINT_MAX);
+    BAD("cfg.reserved", c->reserved[2] = 1);
     BAD("cfg.budget", c->budget = UINT_MAX);
 #undef BAD
     for (size_t i = 0; i < n; i++)

@@ -422,3 +422,104 @@ Test(mutex, a_thread_gets_the_lock_quickly_while_others_hammer_it, .timeout = 20
     cr_expect_lt(worst, MAX_WAIT_NS, "waited %llu us for the lock",
                  (unsigned long long)(worst / 1000));
 }
+
+/* ---- Lock-holder handoff ------------------------------------------------- */
+
+/* One worker: waiters, then CPU hogs, are queued; the holder (spawned last,
+ * so it runs first) takes the mutex and computes until it has been
+ * preempted -- the first waiter has run -- and a little more.  With
+ * handoff, the waiter's park hands the worker to the holder: no hog starts
+ * before the unlock.  Without, the holder waits its turn behind every hog. */
+#define HO_WAITERS 10
+#define HO_HOGS 10
+
+struct ho {
+    green_mutex_t m;
+    _Atomic int asked, hogs_started, hogs_before_unlock, got;
+};
+
+static void ho_compute(unsigned n)
+{
+    for (volatile unsigned i = 0; i < n; i++)
+        ;
+}
+
+static void *ho_holder(void *arg)
+{
+    struct ho *h = arg;
+    green_mutex_lock(&h->m);
+    while (!atomic_load(&h->asked))          /* preempted in here */
+        ho_compute(1000);
+    ho_compute(100000);
+    atomic_store(&h->hogs_before_unlock, atomic_load(&h->hogs_started));
+    green_mutex_unlock(&h->m);
+    return NULL;
+}
+
+static void *ho_waiter(void *arg)
+{
+    struct ho *h = arg;
+    atomic_store(&h->asked, 1);
+    green_mutex_lock(&h->m);
+    atomic_fetch_add(&h->got, 1);
+    green_mutex_unlock(&h->m);
+    return NULL;
+}
+
+static void *ho_hog(void *arg)
+{
+    struct ho *h = arg;
+    atomic_fetch_add(&h->hogs_started, 1);
+    uint64_t end = mono_ns() + 2 * MS;
+    while (mono_ns() < end)
+        ho_compute(1000);
+    return NULL;
+}
+
+static void *ho_main(void *arg)
+{
+    green_t t[HO_WAITERS + HO_HOGS + 1];
+    int n = 0;
+    for (int i = 0; i < HO_WAITERS; i++)
+        cr_assert_eq(green_spawn(&t[n++], ho_waiter, arg), 0);
+    for (int i = 0; i < HO_HOGS; i++)
+        cr_assert_eq(green_spawn(&t[n++], ho_hog, arg), 0);
+    cr_assert_eq(green_spawn(&t[n++], ho_holder, arg), 0);
+    for (int i = 0; i < n; i++)
+        green_join(t[i], NULL);
+    return NULL;
+}
+
+static void ho_run(struct ho *h, unsigned handoff, uint64_t *handoffs)
+{
+    memset(h, 0, sizeof *h);
+    green_config_t cfg = config(1);
+    cfg.preempt = GREEN_PREEMPT_SIGNAL;
+    cfg.handoff = handoff;
+    green_stats_t s0, s1;
+    green_stats(&s0);
+    cr_assert_eq(green_run(ho_main, h, &cfg, NULL), 0);
+    green_stats(&s1);
+    *handoffs = s1.lock_handoffs - s0.lock_handoffs;
+    cr_assert_eq(atomic_load(&h->got), HO_WAITERS);
+}
+
+Test(handoff, a_preempted_holder_runs_next_when_a_waiter_parks, .timeout = 30)
+{
+    static struct ho h;
+    uint64_t n;
+    ho_run(&h, GREEN_HANDOFF_ON, &n);
+    cr_expect_eq(atomic_load(&h.hogs_before_unlock), 0,
+                 "%d hogs ran before the holder let go", atomic_load(&h.hogs_before_unlock));
+    cr_expect_geq(n, 1, "no handoff counted");
+}
+
+Test(handoff, without_it_the_holder_waits_behind_every_hog, .timeout = 30)
+{
+    static struct ho h;
+    uint64_t n;
+    ho_run(&h, GREEN_HANDOFF_OFF, &n);
+    cr_expect_eq(atomic_load(&h.hogs_before_unlock), HO_HOGS,
+                 "%d hogs ran before the holder let go", atomic_load(&h.hogs_before_unlock));
+    cr_expect_eq(n, 0);
+}
