@@ -19,6 +19,9 @@
  * One request per worker at a time (a compare-and-swap from NULL); a
  * request whose holder has gone on meanwhile finds nothing and is dropped.
  * Deterministic runs draw every pick from the seed and take no handoff.
+ *
+ * A holder parked on something else cannot be handed off to: lockwarn.c
+ * names it.
  */
 #include "sched.h"
 

@@ -20,6 +20,13 @@
 #define GREEN_LW_KIND    3u
 #define GREEN_LW_TIMED   4u
 #define GREEN_LW_MASK    7u
+/* holder.c: the green thread holding the lock of lw (a lockwait word), or
+ * NULL (free, or not a green thread's).  direct: self's own lock, which
+ * cannot be freed meanwhile; otherwise it is read without faulting.  self
+ * is the caller, or NULL for a thread that is no green thread (the
+ * monitor). */
+struct green__thread *green__lock_holder(struct green__rt *rt, struct green__thread *self,
+                                        uintptr_t lw, bool direct);
 int green__lockwait_begin(struct green__worker *w, struct green__thread *self, const void *lock,
                           unsigned kind, const char *what);
 static inline void green__lockwait_end(struct green__thread *self)

@@ -86,14 +86,19 @@ static void *sysmon_main(void *arg)
     prctl(PR_SET_NAME, "green-monitor");
     uint64_t period = GREEN_SYSMON_BASE_NS;
     uint64_t next_look = green__clock_ns() + period;
+    uint64_t next_warn = rt->cfg.lock_warn_ms ? next_look : GREEN_FOREVER;
     unsigned quiet = 0;
 
     while (!atomic_load(&rt->done)) {
         if (atomic_load(&rt->nidle) == rt->nworkers) {
             atomic_store(&rt->sysmon_word, 0);
             atomic_thread_fence(memory_order_seq_cst);
+            /* Every worker idle: only the long-wait warning (a holder
+             * parked on a channel while others wait) has a deadline. */
             if (atomic_load(&rt->nidle) == rt->nworkers && !atomic_load(&rt->done))
-                green__futex_wait(&rt->sysmon_word, 0, GREEN_FOREVER);
+                green__futex_wait(&rt->sysmon_word, 0, next_warn);
+            if (next_warn != GREEN_FOREVER && green__clock_ns() >= next_warn)
+                next_warn = green__lock_warn_scan(rt, green__clock_ns());
             period = GREEN_SYSMON_BASE_NS;
             quiet = 0;
             next_look = green__clock_ns() + period;
@@ -114,7 +119,9 @@ static void *sysmon_main(void *arg)
             next_look = now + period;
         }
         green__netpoll_stale(rt, NULL, now, GREEN_NETPOLL_STALE_NS); /* while all are busy */
-        uint64_t wake = next_look;
+        if (now >= next_warn)
+            next_warn = green__lock_warn_scan(rt, now);
+        uint64_t wake = next_look < next_warn ? next_look : next_warn;
         if (h && h->tick) {
             uint64_t t = h->tick(rt, now);
             if (t < wake)

@@ -150,6 +150,8 @@ struct green__thread {
     _Atomic uintptr_t lockwait;
     uint64_t lockwait_gen, cycle_seen;
     uint64_t lockwait_since;         /* when, if cfg.lock_warn_ms */
+    uint64_t lock_warned;            /* the monitor's: parked_tsc of the park
+                                      * it last warned of (handoff.c) */
 
     /* Its values of pthread keys (keys.c): a page per 256 keys, taken at
      * its first value there, given back at exit (so NULL at rest). */

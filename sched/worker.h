@@ -191,6 +191,9 @@ void green__handoff_ask(struct green__thread *self, struct green__thread *h);
 /* The owner of w, at a pick: the holder asked for, taken out of the
  * pinned queue, or NULL. */
 struct green__thread *green__handoff_take(struct green__worker *w);
+/* lockwarn.c: the monitor, when cfg.lock_warn_ms is set: warn of holders
+ * parked while others wait; returns when to look again. */
+uint64_t green__lock_warn_scan(struct green__rt *rt, uint64_t now);
 
 /* Wake an idle worker v from its futex or from epoll_wait. */
 void green__worker_wake(struct green__worker *v);

@@ -423,3 +423,120 @@ Test(cycle, bad_configuration_is_refused)
     cr_expect_eq(cfg.deadlock, GREEN_DEADLOCK_REPORT);
     cr_expect_not_null(strstr(report, "GREEN_DEADLOCK"), "%s", report);
 }
+
+/* ---- The long-wait warning (GREEN_LOCK_WARN_MS) ------------------------------ */
+
+/* A holder parks on a channel while a thread waits for its mutex: the
+ * futurelock shape, named once in one line after lock_warn_ms. */
+struct futurelock {
+    bool pthread;
+    green_mutex_t g;
+    pthread_mutex_t p;
+    green_chan_t *c;
+    _Atomic int held;
+};
+
+static void *fl_holder(void *arg)
+{
+    struct futurelock *f = arg;
+    green_set_name("fl-holder");
+    if (f->pthread)
+        pthread_mutex_lock(&f->p);
+    else
+        green_mutex_lock(&f->g);
+    atomic_store(&f->held, 1);
+    int v;
+    green_chan_recv(f->c, &v);                /* parked, holding */
+    if (f->pthread)
+        pthread_mutex_unlock(&f->p);
+    else
+        green_mutex_unlock(&f->g);
+    return NULL;
+}
+
+static void *fl_waiter(void *arg)
+{
+    struct futurelock *f = arg;
+    green_set_name("fl-waiter");
+    while (!atomic_load(&f->held))
+        green_sleep_ns(100 * US);
+    if (f->pthread) {
+        pthread_mutex_lock(&f->p);
+        pthread_mutex_unlock(&f->p);
+    } else {
+        green_mutex_lock(&f->g);
+        green_mutex_unlock(&f->g);
+    }
+    return NULL;
+}
+
+static void *fl_main(void *arg)
+{
+    struct futurelock *f = arg;
+    green_t h, w;
+    cr_assert_eq(green_chan_create(&f->c, sizeof(int), 0), 0);
+    cr_assert_eq(green_spawn(&h, fl_holder, f), 0);
+    cr_assert_eq(green_spawn(&w, fl_waiter, f), 0);
+    green_sleep_ns(350 * MS);
+    int v = 1;
+    green_chan_send(f->c, &v);
+    green_join(h, NULL);
+    green_join(w, NULL);
+    green_chan_destroy(f->c);
+    return NULL;
+}
+
+static void futurelock_run(bool pthread, unsigned warn_ms)
+{
+    static struct futurelock f;
+    memset(&f, 0, sizeof f);
+    f.pthread = pthread;
+    pthread_mutex_init(&f.p, NULL);
+    green_config_t cfg = config(2);
+    cfg.lock_warn_ms = warn_ms;
+    struct capture cap = capture_begin();
+    int rc = green_run(fl_main, &f, &cfg, NULL);
+    capture_end(cap, report, sizeof report);
+    cr_assert_eq(rc, 0, "%s", report);
+}
+
+static void expect_one_warning(const char *kind)
+{
+    const char *w = strstr(report, "libgreen: warning: green thread");
+    cr_expect_not_null(w, "no warning:\n%s", report);
+    if (!w)
+        return;
+    char want[96];
+    snprintf(want, sizeof want, "\"fl-holder\" holds %s", kind);
+    const char *eol = strchr(w, '\n');
+    const char *a = strstr(w, want), *b = strstr(w, "parked in green_chan_recv"),
+               *c = strstr(w, "while green thread"), *d = strstr(w, "\"fl-waiter\" has waited");
+    cr_expect(a && a < eol && b && b < eol && c && c < eol && d && d < eol,
+              "the warning lacks a part:\n%s", report);
+    cr_expect_null(strstr(w + 1, "libgreen: warning:"), "warned twice:\n%s", report);
+    cr_log_info("%.*s", (int)(eol - w), w);
+}
+
+Test(lockwarn, a_holder_parked_on_a_channel_is_named_once, .timeout = 30)
+{
+    futurelock_run(false, 100);
+    expect_one_warning("green_mutex_t");
+}
+
+Test(lockwarn, a_pthread_mutex_holder_parked_on_a_channel_is_named_once, .timeout = 30)
+{
+    futurelock_run(true, 100);
+    expect_one_warning("pthread_mutex_t");
+}
+
+Test(lockwarn, off_by_default, .timeout = 30)
+{
+    futurelock_run(false, 0);
+    cr_expect_null(strstr(report, "warning"), "%s", report);
+}
+
+Test(lockwarn, a_wait_shorter_than_the_threshold_is_not_named, .timeout = 30)
+{
+    futurelock_run(false, 1000);
+    cr_expect_null(strstr(report, "warning"), "%s", report);
+}
