@@ -10,7 +10,10 @@
 # `green-thread N` must print each one's backtrace -- from its saved
 # context, or its worker's own stack for the spinner -- down to the test's
 # own functions and green__ctx_entry, where every green stack begins.  Then
-# the same against a core of the program.
+# a thread preempted by the signal (tests/gdb_scene preempt: one worker, two
+# spinners), whose backtrace must lead through the preemption trampoline to
+# the loop it was interrupted in.  Then the first checks again, against a
+# core of the program.
 #
 # The core is the kernel's (ulimit -c, kill -ABRT): gdb's gcore drops every
 # green stack on Linux 6.13 and later (gdb/libgreen-gdb.py says why).  The
@@ -42,11 +45,11 @@ fails=0
 fail() { echo "$me: FAIL: $*"; fails=$((fails + 1)); }
 
 # Start the scene (in $1, as the current directory, after the shell
-# commands $2: limits) and wait for its "ready PID" line: sets pid, and exe
+# commands $2: limits; $3: its mode, "preempt" or none) and wait for its "ready PID" line: sets pid, and exe
 # (the program, not libtool's wrapper).
 start_scene() {
-    dir=$1 limits=$2
-    (cd "$dir" && eval "$limits" && exec timeout 120 "$top/tests/gdb_scene" 100) \
+    dir=$1 limits=$2 mode=${3:-}
+    (cd "$dir" && eval "$limits" && exec timeout 120 "$top/tests/gdb_scene" 100 $mode) \
         >"$dir/scene.out" 2>&1 &
     pid=
     for _ in $(seq 100); do
@@ -98,7 +101,7 @@ check() {
     expect "$what" "^  green thread $main \"main\" \\(main\\): parked in green_sleep\$"
     expect "$what" "^  green thread $holder \"holder\": parked in green_chan_recv on 0x[0-9a-f]+\$"
     expect "$what" "^  green thread $waiter \"waiter\": parked in green_mutex_lock on 0x[0-9a-f]+ <scene_mutex>, held by green thread $holder \"holder\"\$"
-    expect "$what" "^  green thread $spinner \"spinner\": (running on worker [01] \\(LWP [0-9]+\\)|runnable(, preempted and pinned to worker [01])?)\$"
+    expect "$what" "^  green thread $spinner \"spinner\": running on worker [01] \\(LWP [0-9]+\\)\$"
 
     out=$work/$what-bt.txt
     run_gdb "$target" -ex "green-thread $holder" -ex "echo ==waiter\\n" \
@@ -146,6 +149,40 @@ kill -9 "$pid" 2>/dev/null
 wait
 pid=
 
+# ---- A preempted thread ------------------------------------------------------
+# One worker, two spinners: one runs, the other was preempted by the signal
+# and waits pinned to the worker.  Its backtrace goes from the switch through
+# the preemption trampoline (a signal frame to gdb) to the loop it was
+# interrupted in.  gdb may stop the program in the middle of a switch, when
+# neither spinner is both preempted and switched out: then it tries again.
+mkdir "$work/preempt"
+start_scene "$work/preempt" true preempt
+ok=
+for try in 1 2 3; do
+    out=$work/preempt-$try.txt
+    run_gdb "-p $pid" -ex "info green-threads" -ex "echo ==4\\n" -ex "green-thread 4" \
+        -ex "echo ==5\\n" -ex "green-thread 5" -ex "echo ==end\\n"
+    for id in 4 5; do
+        # The paragraph of thread $id: a preempted thread's frames in order.
+        if sed -n "/^==$id\$/,/^==/p" "$out" | grep -q ": runnable, preempted and pinned to worker 0\$" &&
+            sed -n "/^==$id\$/,/^==/p" "$out" | tr '\n' ' ' |
+                grep -Eq "#0  0x[0-9a-f]+ in green__switch \(.*<signal handler called> #2  0x[0-9a-f]+ in gdb_scene_spin \(.* spinner_fn \(.* green__ctx_entry \("; then
+            ok=$id
+        fi
+    done
+    [ -n "$ok" ] && break
+done
+if [ -n "$ok" ]; then
+    echo "$me: preempted: green-thread $ok (try $try):"
+    sed -n "/^==$ok\$/,/^==/p" "$out" | sed '/^==/d'
+else
+    fail "preempted: no spinner was shown preempted, down to gdb_scene_spin, in 3 tries; the last:"
+    cat "$out"
+fi
+kill -9 "$pid" 2>/dev/null
+wait
+pid=
+
 # ---- A core ----------------------------------------------------------------
 pattern=$(cat /proc/sys/kernel/core_pattern 2>/dev/null || echo core)
 why=
@@ -168,11 +205,14 @@ kill -ABRT "$pid"
 for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait
 pid=
-core=$(ls -t "$work/core" | grep '^core' | head -n 1)
+core=
+for f in "$work/core"/core*; do
+    [ -f "$f" ] && core=$f
+done
 if [ -z "$core" ]; then
     fail "no core file written in $work/core (core_pattern: $pattern)"
 else
-    check core "$exe $work/core/$core"
+    check core "$exe $core"
 fi
 
 if [ "$fails" != 0 ]; then

@@ -19,6 +19,7 @@
 static green_mutex_t scene_mutex = GREEN_MUTEX_INIT;
 static green_chan_t *scene_chan;
 static atomic_int spin_stop;
+static int preempt_mode;
 
 __attribute__((noinline)) void gdb_scene_hold_and_wait(void)
 {
@@ -58,8 +59,7 @@ __attribute__((noinline)) void gdb_scene_spin(void)
 
 static void *spinner_fn(void *arg)
 {
-    (void)arg;
-    green_set_name("spinner");
+    green_set_name(arg ? "spinner2" : "spinner");
     gdb_scene_spin();
     return NULL;
 }
@@ -67,14 +67,15 @@ static void *spinner_fn(void *arg)
 static void *scene_main(void *arg)
 {
     unsigned seconds = *(unsigned *)arg;
-    green_t holder, waiter, spinner;
+    green_t holder, waiter, spinner, spinner2;
     green_set_name("main");
     if (green_chan_create(&scene_chan, sizeof(int), 0) != 0 ||
         green_spawn(&holder, holder_fn, NULL) != 0)
         abort();
     green_sleep_ns(20000000);                /* the holder has the mutex */
     if (green_spawn(&waiter, waiter_fn, NULL) != 0 ||
-        green_spawn(&spinner, spinner_fn, NULL) != 0)
+        green_spawn(&spinner, spinner_fn, NULL) != 0 ||
+        (preempt_mode && green_spawn(&spinner2, spinner_fn, "2") != 0))
         abort();
     green_sleep_ns(20000000);                /* all in place */
     printf("ready %d\n", (int)getpid());
@@ -86,6 +87,8 @@ static void *scene_main(void *arg)
     green_join(holder, NULL);
     green_join(waiter, NULL);
     green_join(spinner, NULL);
+    if (preempt_mode)
+        green_join(spinner2, NULL);
     green_chan_destroy(scene_chan);
     return NULL;
 }
@@ -93,9 +96,11 @@ static void *scene_main(void *arg)
 int main(int argc, char **argv)
 {
     unsigned seconds = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 10) : 60;
+    preempt_mode = argc > 2 && strcmp(argv[2], "preempt") == 0;
     green_config_t cfg;
     green_config_init(&cfg);
-    cfg.workers = 2;
+    cfg.workers = preempt_mode ? 1 : 2;
+    cfg.preempt = preempt_mode ? GREEN_PREEMPT_SIGNAL : GREEN_PREEMPT_OFF;
     int err = green_run(scene_main, &seconds, &cfg, NULL);
     if (err) {
         fprintf(stderr, "gdb_scene: green_run: %s\n", strerror(err));
