@@ -17,6 +17,8 @@
 #   - runs a tiny program under LD_PRELOAD=<libdir>/libgreen-preload.so on one
 #     worker: a green thread's read() of an empty pipe must park, not block
 #     the worker, so that another green thread can write to the pipe;
+#   - finds the gdb extension where gdb auto-loads it for libgreen.so.0, and
+#     (when gdb is installed) sees gdb load it;
 #   - finds the manual pages with man -w (green_run(3) when it is shipped).
 # Then it purges the packages, and whatever apt-get installed with them, so
 # the machine is left as it was.
@@ -243,6 +245,20 @@ test -e "$shim" || fail "$shim not installed"
 out=$(GREEN_WORKERS=1 LD_PRELOAD=$shim timeout 30 "$bin/blocking" 2>&1) ||
     fail "LD_PRELOAD=$shim blocking (exit $?): $out"
 step "LD_PRELOAD=$shim: $out"
+
+# ---- The gdb extension -----------------------------------------------------
+# In libgreen0, named after the library's real file under gdb's auto-load
+# directory; gdb, where installed, loads it by itself with libgreen.so.0.
+script=/usr/share/gdb/auto-load$(readlink -f "$libdir/libgreen.so.0")-gdb.py
+dpkg -S "$script" 2>/dev/null | grep -q '^libgreen0:' || fail "$script is not libgreen0's"
+if command -v gdb >/dev/null; then
+    out=$(timeout 60 gdb -nx -batch -ex 'break main' -ex run -ex 'info auto-load python-scripts' \
+        -ex kill "$bin/token_ring" 2>&1)
+    echo "$out" | grep -Eq "^Yes +$script\$" || fail "gdb did not load $script: $out"
+    step "gdb loads $script by itself"
+else
+    step "$script installed (no gdb: its loading not tried)"
+fi
 
 # ---- Manual pages ---------------------------------------------------------
 pages=$(dpkg -L libgreen-dev | grep -E '^/usr/share/man/man[37]/.+\.[37](\.gz)?$')
