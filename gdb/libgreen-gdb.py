@@ -71,7 +71,8 @@ def _type(name, block=None):
 def _runs_head():
     """The first run: sched/dump.c's `runs`, or None if there is none."""
     for sym in gdb.lookup_static_symbols("runs"):
-        if sym.symtab and sym.symtab.filename.endswith("dump.c"):
+        if sym.symtab and sym.symtab.filename.endswith("dump.c") and \
+                str(sym.type.strip_typedefs()) == "struct green__rt *":
             return sym.value()
     try:
         return gdb.parse_and_eval("'dump.c'::runs")
@@ -279,11 +280,25 @@ def _print_frames(first, renumber):
         gdb.write("(more frames follow)\n")
 
 
+def _select_level(level):
+    """Select the frame `level` of the current thread again, or the nearest."""
+    f = gdb.newest_frame()
+    for _ in range(level):
+        if f.older() is None:
+            break
+        f = f.older()
+    f.select()
+
+
 def _backtrace_saved(t):
     regs = _saved_regs(t)
     thread = gdb.selected_thread()
     if thread is None:
         raise GreenError("no OS thread selected: is the program running, or a core loaded?")
+    try:
+        level = gdb.selected_frame().level()
+    except gdb.error:
+        level = 0
     _unwinder.ctx = (thread.ptid, regs)
     gdb.invalidate_cached_frames()
     try:
@@ -295,12 +310,13 @@ def _backtrace_saved(t):
     finally:
         _unwinder.ctx = None
         gdb.invalidate_cached_frames()
-        gdb.newest_frame().select()
+        _select_level(level)
 
 
 def _backtrace_running(run, t, worker):
     tid = run.tids[worker]
     here = gdb.selected_thread()
+    level = gdb.selected_frame().level() if here is not None else 0
     for th in gdb.selected_inferior().threads():
         if th.ptid[1] == tid:
             break
@@ -314,6 +330,7 @@ def _backtrace_running(run, t, worker):
     finally:
         if here is not None and here.is_valid():
             here.switch()
+            _select_level(level)
 
 
 # ---- The commands ----------------------------------------------------------
@@ -367,6 +384,9 @@ For a running thread: its worker's OS thread's backtrace.  N is the id
             elif state == _RUNNING and int(t) in run.worker_of:
                 _backtrace_running(run, t, run.worker_of[int(t)])
             else:
+                if state == _RUNNING:
+                    gdb.write("(on no worker: caught in the middle of a switch? "
+                              "the context it saved last may be stale)\n")
                 _backtrace_saved(t)
         except GreenError as e:
             raise gdb.GdbError(str(e))
