@@ -47,7 +47,7 @@ import re
 import gdb
 import gdb.unwinder
 
-_STATES = {0: "free", 1: "runnable", 2: "running", 3: "parked", 4: "dead"}
+# enum green__tstate (sched/thread.h); read again from the debug info.
 _FREE, _RUNNABLE, _RUNNING, _PARKED, _DEAD = 0, 1, 2, 3, 4
 _MAX_FRAMES = 64
 
@@ -85,7 +85,21 @@ def _runs_head():
                      "is its debug info loaded? (Debian: libgreen0-dbgsym)")
 
 
+def _read_states():
+    """The values of enum green__tstate, as libgreen was built with them."""
+    global _FREE, _RUNNABLE, _RUNNING, _PARKED, _DEAD
+    v = {f.name: f.enumval for f in _type("enum green__tstate").fields()}
+    try:
+        _FREE, _RUNNABLE, _RUNNING, _PARKED, _DEAD = (
+            v["GREEN_T_FREE"], v["GREEN_T_RUNNABLE"], v["GREEN_T_RUNNING"],
+            v["GREEN_T_PARKED"], v["GREEN_T_DEAD"])
+    except KeyError as e:
+        raise GreenError("this libgreen's thread states are not the extension's: "
+                         "no %s in enum green__tstate" % e)
+
+
 def _runs():
+    _read_states()
     rt = _runs_head()
     while int(rt) != 0:
         yield rt
