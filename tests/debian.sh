@@ -18,7 +18,8 @@
 #     worker: a green thread's read() of an empty pipe must park, not block
 #     the worker, so that another green thread can write to the pipe;
 #   - finds the gdb extension where gdb auto-loads it for libgreen.so.0, and
-#     (when gdb is installed) sees gdb load it;
+#     when gdb is installed, with libgreen0-dbgsym, sees gdb load it and
+#     list token_ring's green threads;
 #   - finds the manual pages with man -w (green_run(3) when it is shipped).
 # Then it purges the packages, and whatever apt-get installed with them, so
 # the machine is left as it was.
@@ -248,16 +249,33 @@ step "LD_PRELOAD=$shim: $out"
 
 # ---- The gdb extension -----------------------------------------------------
 # In libgreen0, named after the library's real file under gdb's auto-load
-# directory; gdb, where installed, loads it by itself with libgreen.so.0.
+# directory.  Where gdb is installed: with libgreen0-dbgsym (the debug info
+# the extension reads), gdb loads it by itself with libgreen.so.0, and in
+# token_ring stopped at its 200th green_chan_recv it lists the threads
+# parked on the ring's channels and shows the first one's backtrace, down
+# to token_ring's own function.
 script=/usr/share/gdb/auto-load$(readlink -f "$libdir/libgreen.so.0")-gdb.py
 dpkg -S "$script" 2>/dev/null | grep -q '^libgreen0:' || fail "$script is not libgreen0's"
-if command -v gdb >/dev/null; then
-    out=$(timeout 60 gdb -nx -batch -ex 'break main' -ex run -ex 'info auto-load python-scripts' \
-        -ex kill "$bin/token_ring" 2>&1)
-    echo "$out" | grep -Eq "^Yes +$script\$" || fail "gdb did not load $script: $out"
-    step "gdb loads $script by itself"
+dbgsym=$work/libgreen0-dbgsym_${version}_${arch}.deb
+if ! command -v gdb >/dev/null; then
+    step "$script installed (no gdb: not tried)"
+elif ! test -f "$dbgsym"; then
+    step "$script installed (no libgreen0-dbgsym built: not tried)"
 else
-    step "$script installed (no gdb: its loading not tried)"
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "$dbgsym" >"$work/install-dbgsym.log" 2>&1 ||
+        fail "apt-get install $dbgsym (see $work/install-dbgsym.log)"
+    out=$(timeout 120 gdb -nx -batch -ex 'set breakpoint pending on' \
+        -ex 'handle SIGALRM nostop noprint pass' -ex 'break green_chan_recv' -ex 'ignore 1 199' \
+        -ex run -ex 'info auto-load python-scripts' -ex 'info green-threads' \
+        -ex 'python import re; gdb.execute("green-thread " + re.search(r"green thread (\d+): parked", gdb.execute("info green-threads", to_string=True)).group(1))' \
+        -ex kill --args "$bin/token_ring" 1000 3 2>&1)
+    echo "$out" | grep -Eq "^Yes +$script *\$" || fail "gdb did not load $script: $out"
+    echo "$out" | grep -Eq '^  green thread [0-9]+: parked in green_chan_recv on 0x' ||
+        fail "info green-threads lists no thread parked in green_chan_recv: $out"
+    echo "$out" | grep -Eq '^#[0-9]+ +0x[0-9a-f]+ in member \(' ||
+        fail "green-thread N (the first parked) does not reach token_ring's member(): $out"
+    step "gdb loads $script by itself; info green-threads lists $(echo "$out" | grep -c '^  green thread ') threads; green-thread N (the first parked) reaches member()"
 fi
 
 # ---- Manual pages ---------------------------------------------------------
