@@ -3,9 +3,10 @@
 #     info green-threads     every green thread of every run: id, name, state
 #                            (running on worker N / runnable / parked in CALL
 #                            on OBJECT, held by whom / finished)
-#     green-thread N         green thread N's backtrace: from the context it
+#     green-thread N [full]  green thread N's backtrace: from the context it
 #                            saved when it left the CPU, or, if it runs, its
-#                            worker's OS thread's own
+#                            worker's OS thread's own (full: and each frame's
+#                            locals)
 #
 # Loading.  `make install` puts this file where gdb auto-loads it for
 # libgreen.so: $(datadir)/gdb/auto-load$(libdir)/libgreen.so.0.0.0-gdb.py
@@ -274,8 +275,9 @@ def _saved_regs(t):
 _FRAME_NO = re.compile(r"^#(\d+)\s+")
 
 
-def _print_frames(first, renumber):
-    """Print frames from `first` outwards, as gdb's `frame` does."""
+def _print_frames(first, renumber, full):
+    """Print frames from `first` outwards, as gdb's `frame` does (and each
+    one's locals, as `bt full` does, if full)."""
     f, k = first, 0
     while f is not None and k < _MAX_FRAMES:
         f.select()
@@ -284,10 +286,18 @@ def _print_frames(first, renumber):
         if renumber:
             line = _FRAME_NO.sub(lambda m: "#%-3d" % (int(m.group(1)) - 1), line)
         gdb.write(line + "\n")
+        if full:
+            try:
+                local = gdb.execute("info locals", to_string=True)
+            except gdb.error as e:
+                local = "(%s)\n" % e
+            for row in local.splitlines():
+                gdb.write("        " + row + "\n")
         try:
             f = f.older()
         except gdb.error as e:
             gdb.write("(%s)\n" % e)
+            f = None
             break
         k += 1
     if f is not None:
@@ -304,7 +314,7 @@ def _select_level(level):
     f.select()
 
 
-def _backtrace_saved(t):
+def _backtrace_saved(t, full):
     regs = _saved_regs(t)
     thread = gdb.selected_thread()
     if thread is None:
@@ -320,14 +330,14 @@ def _backtrace_saved(t):
         if first is None:
             raise GreenError("%s: gdb found no frame at its saved context (pc 0x%x)"
                              % (_name(t), regs["rip"]))
-        _print_frames(first, True)
+        _print_frames(first, True, full)
     finally:
         _unwinder.ctx = None
         gdb.invalidate_cached_frames()
         _select_level(level)
 
 
-def _backtrace_running(run, t, worker):
+def _backtrace_running(run, t, worker, full):
     tid = run.tids[worker]
     here = gdb.selected_thread()
     level = gdb.selected_frame().level() if here is not None else 0
@@ -340,7 +350,7 @@ def _backtrace_running(run, t, worker):
     th.switch()
     try:
         gdb.write("(its worker's OS thread: gdb thread %d, LWP %d)\n" % (th.num, tid))
-        _print_frames(gdb.newest_frame(), False)
+        _print_frames(gdb.newest_frame(), False, full)
     finally:
         if here is not None and here.is_valid():
             here.switch()
@@ -376,19 +386,22 @@ interposes; a running one, its worker and that worker's OS thread (LWP).
 
 class GreenThread(gdb.Command):
     """Show green thread N's backtrace.
-Usage: green-thread N
+Usage: green-thread N [full]
 For a thread that is not running: unwound from the context it saved when it
 left the CPU (frames numbered from 0, the innermost being libgreen's switch).
 For a running thread: its worker's OS thread's backtrace.  N is the id
-`info green-threads` lists (green_id)."""
+`info green-threads` lists (green_id).  With `full`, each frame's locals
+too, as `backtrace full` shows them.  The frames are printed, not selected:
+`frame K` afterwards is the OS thread's."""
 
     def __init__(self):
         super().__init__("green-thread", gdb.COMMAND_STACK)
 
     def invoke(self, arg, from_tty):
         args = gdb.string_to_argv(arg)
-        if len(args) != 1 or not args[0].isdigit():
-            raise gdb.GdbError("usage: green-thread N (an id from info green-threads)")
+        if not 1 <= len(args) <= 2 or not args[0].isdigit() or args[1:] not in ([], ["full"]):
+            raise gdb.GdbError("usage: green-thread N [full] (N: an id from info green-threads)")
+        full = args[1:] == ["full"]
         try:
             run, t = _find(int(args[0]))
             state = int(t["state"])
@@ -396,12 +409,12 @@ For a running thread: its worker's OS thread's backtrace.  N is the id
             if state == _DEAD:
                 gdb.write("(finished: no stack)\n")
             elif state == _RUNNING and int(t) in run.worker_of:
-                _backtrace_running(run, t, run.worker_of[int(t)])
+                _backtrace_running(run, t, run.worker_of[int(t)], full)
             else:
                 if state == _RUNNING:
                     gdb.write("(on no worker: caught in the middle of a switch? "
                               "the context it saved last may be stale)\n")
-                _backtrace_saved(t)
+                _backtrace_saved(t, full)
         except GreenError as e:
             raise gdb.GdbError(str(e))
 

@@ -9,7 +9,8 @@
 # the call and object it waits on and the mutex's holder, and
 # `green-thread N` must print each one's backtrace -- from its saved
 # context, or its worker's own stack for the spinner -- down to the test's
-# own functions and green__ctx_entry, where every green stack begins.  Then
+# own functions and green__ctx_entry, where every green stack begins (and,
+# with `full`, the holder's local variable in its own function).  Then
 # a thread preempted by the signal (tests/gdb_scene preempt: one worker, two
 # spinners), whose backtrace must lead through the preemption trampoline to
 # the loop it was interrupted in.  Then the first checks again, against a
@@ -106,8 +107,9 @@ check() {
     out=$work/$what-bt.txt
     run_gdb "$target" -ex "green-thread $holder" -ex "echo ==waiter\\n" \
         -ex "green-thread $waiter" -ex "echo ==spinner\\n" -ex "green-thread $spinner" \
-        -ex "echo ==main\\n" -ex "green-thread $main" -ex "echo ==end\\n"
-    echo "$me: $what: green-thread $holder, $waiter, $spinner, $main:"
+        -ex "echo ==main\\n" -ex "green-thread $main" -ex "echo ==full\\n" \
+        -ex "green-thread $holder full" -ex "echo ==end\\n"
+    echo "$me: $what: green-thread $holder, $waiter, $spinner, $main, $holder full:"
     sed -n '/^green thread /,$p' "$out"
     all=$out
     for part in holder waiter spinner main; do
@@ -116,7 +118,7 @@ check() {
             holder) sed -n '/^green thread /,/^==waiter/p' "$all" ;;
             waiter) sed -n '/^==waiter/,/^==spinner/p' "$all" ;;
             spinner) sed -n '/^==spinner/,/^==main/p' "$all" ;;
-            main) sed -n '/^==main/,/^==end/p' "$all" ;;
+            main) sed -n '/^==main/,/^==full/p' "$all" ;;
         esac >"$out"
         case $part in
             holder) fns="green__switch green_chan_recv gdb_scene_hold_and_wait holder_fn" ;;
@@ -129,6 +131,10 @@ check() {
         done
         [ "$part" = spinner ] || expect "$what: green-thread ($part)" "^#0  0x[0-9a-f]+ in green__switch \\("
     done
+    # `full`: the holder's frame in gdb_scene_hold_and_wait, then its local v.
+    out=$work/$what-full.txt
+    sed -n '/^==full/,/^==end/p' "$all" | grep -A1 -E "^#[0-9]+ +0x[0-9a-f]+ in gdb_scene_hold_and_wait \(" >"$out"
+    expect "$what: green-thread $holder full" "^        v = -?[0-9]+\$"
     out=$all
     if grep -Eq "Backtrace stopped|corrupt stack|Python Exception|Error occurred|^no green thread" "$out"; then
         fail "$what: gdb complained:"
