@@ -17,6 +17,9 @@
 #   - runs a tiny program under LD_PRELOAD=<libdir>/libgreen-preload.so on one
 #     worker: a green thread's read() of an empty pipe must park, not block
 #     the worker, so that another green thread can write to the pipe;
+#   - finds the gdb extension where gdb auto-loads it for libgreen.so.0, and
+#     when gdb is installed, with libgreen0-dbgsym, sees gdb load it and
+#     list token_ring's green threads;
 #   - finds the manual pages with man -w (green_run(3) when it is shipped).
 # Then it purges the packages, and whatever apt-get installed with them, so
 # the machine is left as it was.
@@ -243,6 +246,37 @@ test -e "$shim" || fail "$shim not installed"
 out=$(GREEN_WORKERS=1 LD_PRELOAD=$shim timeout 30 "$bin/blocking" 2>&1) ||
     fail "LD_PRELOAD=$shim blocking (exit $?): $out"
 step "LD_PRELOAD=$shim: $out"
+
+# ---- The gdb extension -----------------------------------------------------
+# In libgreen0, named after the library's real file under gdb's auto-load
+# directory.  Where gdb is installed: with libgreen0-dbgsym (the debug info
+# the extension reads), gdb loads it by itself with libgreen.so.0, and in
+# token_ring stopped at its 200th green_chan_recv it lists the threads
+# parked on the ring's channels and shows the first one's backtrace, down
+# to token_ring's own function.
+script=/usr/share/gdb/auto-load$(readlink -f "$libdir/libgreen.so.0")-gdb.py
+dpkg -S "$script" 2>/dev/null | grep -q '^libgreen0:' || fail "$script is not libgreen0's"
+dbgsym=$work/libgreen0-dbgsym_${version}_${arch}.deb
+if ! command -v gdb >/dev/null; then
+    step "$script installed (no gdb: not tried)"
+elif ! test -f "$dbgsym"; then
+    step "$script installed (no libgreen0-dbgsym built: not tried)"
+else
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "$dbgsym" >"$work/install-dbgsym.log" 2>&1 ||
+        fail "apt-get install $dbgsym (see $work/install-dbgsym.log)"
+    out=$(timeout 120 gdb -nx -batch -ex 'set breakpoint pending on' \
+        -ex 'handle SIGALRM nostop noprint pass' -ex 'break green_chan_recv' -ex 'ignore 1 199' \
+        -ex run -ex 'info auto-load python-scripts' -ex 'info green-threads' \
+        -ex 'python import re; gdb.execute("green-thread " + re.search(r"green thread (\d+): parked", gdb.execute("info green-threads", to_string=True)).group(1))' \
+        -ex kill --args "$bin/token_ring" 1000 3 2>&1)
+    echo "$out" | grep -Eq "^Yes +$script *\$" || fail "gdb did not load $script: $out"
+    echo "$out" | grep -Eq '^  green thread [0-9]+: parked in green_chan_recv on 0x' ||
+        fail "info green-threads lists no thread parked in green_chan_recv: $out"
+    echo "$out" | grep -Eq '^#[0-9]+ +0x[0-9a-f]+ in member \(' ||
+        fail "green-thread N (the first parked) does not reach token_ring's member(): $out"
+    step "gdb loads $script by itself; info green-threads lists $(echo "$out" | grep -c '^  green thread ') threads; green-thread N (the first parked) reaches member()"
+fi
 
 # ---- Manual pages ---------------------------------------------------------
 pages=$(dpkg -L libgreen-dev | grep -E '^/usr/share/man/man[37]/.+\.[37](\.gz)?$')

@@ -84,9 +84,9 @@ build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
 # The tarball: it builds from a read-only copy of itself, passes its tests,
 # installs and uninstalls cleanly (make distcheck).  The full suite has just
 # run in build/; here the scripts (layers, exports, man pages, replay, the shim
-# under LD_PRELOAD, jemalloc, gdb) and test_thread, the head of the test
-# order (a subset runs every test before the ones it names).
-dc_tests=${DISTCHECK_TESTS-tests/layers.sh tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/jemalloc.sh tests/hooked_gdb.sh tests/test_thread}
+# under LD_PRELOAD, jemalloc, gdb, the gdb extension) and test_thread, the
+# head of the test order (a subset runs every test before the ones it names).
+dc_tests=${DISTCHECK_TESTS-tests/layers.sh tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/jemalloc.sh tests/hooked_gdb.sh tests/gdb_ext.sh tests/test_thread}
 if test "${RUN_DISTCHECK:-1}" = 1; then
     echo "==> build: make distcheck${dc_tests:+ (TESTS=$dc_tests)}"
     if test -n "$dc_tests"; then
