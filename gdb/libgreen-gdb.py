@@ -136,12 +136,9 @@ def _name(t):
 
 
 def _mutex_holder(obj):
-    """The id of the green thread holding green mutex obj, or 0."""
-    sym = gdb.lookup_global_symbol("green__mutex_holder") or \
-        gdb.lookup_static_symbol("green__mutex_holder")
-    if sym is None or sym.symtab is None:
-        return 0
-    m = obj.cast(_type("struct mutex", sym.symtab.static_block()).pointer())
+    """The id of the green thread holding green mutex obj, or 0: its layout
+    is sched/mutex.h's struct green__mutex."""
+    m = obj.cast(_type("struct green__mutex").pointer())
     return int(m["owner_id"]) if int(m["owner"]) else 0
 
 
