@@ -75,6 +75,7 @@ struct snap {
     uint64_t parked_tsc;
     const void *held[SNAP_HELD];
     uint32_t nheld;                  /* all it holds; SNAP_HELD kept */
+    uint32_t waiters;                /* threads parked on a lock it holds */
     uint8_t state;
     bool is_main, pinned, self;
     int worker;                      /* running or pinned there, or -1 */
@@ -331,6 +332,23 @@ static void dump_run(struct green__out *o, struct green__syms *syms, const struc
             holds[h++] = (struct hold){ ss.v[k].held[i], &ss.v[k] };
     if (nholds)
         qsort(holds, nholds, sizeof *holds, by_lock);
+    /* Who waits for whom: a holder parked while others wait for its lock
+     * is the futurelock shape (lockwarn.c). */
+    for (size_t k = 0; k < ss.n; k++) {
+        struct snap *sn = &ss.v[k];
+        struct snap *h = NULL;
+        if (sn->state != GREEN_T_PARKED || !sn->obj || !sn->what)
+            continue;
+        if (sn->holder) {
+            h = (struct snap *)snap_by_id(&ss, sn->holder);
+        } else if (nholds && strncmp(sn->what, "green_", 6) != 0) {
+            struct hold key = { sn->obj, NULL };
+            const struct hold *f = bsearch(&key, holds, nholds, sizeof key, by_lock);
+            h = f ? (struct snap *)f->by : NULL;
+        }
+        if (h && h != sn)
+            h->waiters++;
+    }
     uint64_t ns_now = green__clock_ns();
     double tsc_per_ns = ns_now > ns0 ? (double)(ss.tsc - tsc0) / (double)(ns_now - ns0) : 0;
 
@@ -358,6 +376,9 @@ static void dump_run(struct green__out *o, struct green__syms *syms, const struc
         green__outf(o, ": ");
         print_state(o, &ss, sn, holds, nholds, tsc_per_ns);
         green__outf(o, "\n");
+        if (sn->waiters && sn->state == GREEN_T_PARKED)
+            green__outf(o, "  %u green thread%s wait%s for a lock it holds while it is parked\n",
+                        sn->waiters, sn->waiters == 1 ? "" : "s", sn->waiters == 1 ? "s" : "");
         for (uint32_t i = 0; i < sn->nheld && i < SNAP_HELD; i++)
             green__outf(o, "  holds %p\n", sn->held[i]);
         if (sn->nheld > SNAP_HELD)

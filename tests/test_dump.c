@@ -175,6 +175,8 @@ static void check_scene(const char *dump, struct scene *s, bool by_green_thread)
     expect_in(h, "spawned at 0x", "holder");
     expect_in(h, " scene_main+", "holder");
     expect_in(h, "(test_dump)", "holder");
+    /* A holder parked while another waits for its mutex: said so. */
+    expect_in(h, "1 green thread waits for a lock it holds while it is parked", "holder");
 
     snprintf(want, sizeof want, "\"waiter\": parked in green_mutex_lock on %p, held by "
              "green thread %llu \"holder\", for 0.", (void *)&s->m,
