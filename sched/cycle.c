@@ -128,17 +128,21 @@ static bool off_cpu(struct green__rt *rt, const struct green__thread *t)
     return true;
 }
 
+/* The reports' buffer and the names they have looked up, kept from one
+ * report to the next: a report is made while the cycle forms, and a fresh
+ * buffer and table cost their page faults every time. */
+static pthread_mutex_t report_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct green__out report_out;
+static struct green__syms report_syms;
+
 static void report(struct green__rt *rt, struct cycle *cy, const char *what, bool error)
 {
-    struct green__out *o = malloc(sizeof *o);
-    if (!o) {
-        green__write_str(2, "libgreen: lock cycle found; no memory to describe it\n");
-        return;
-    }
+    green__os_mutex_lock(&report_out_lock);
+    struct green__out *o = &report_out;
+    struct green__syms *syms = &report_syms;
     o->fd = 2;
     o->err = 0;
     o->n = 0;
-    struct green__syms syms = { 0 };
     green__outf(o, "libgreen: lock cycle: %u green threads wait for each other for good "
                    "(the rest of the program goes on)\n", cy->n);
     for (unsigned k = 0; k < cy->n; k++) {
@@ -158,7 +162,7 @@ static void report(struct green__rt *rt, struct cycle *cy, const char *what, boo
         print_thread(o, next->t);
         green__outf(o, "\n");
         if (mb->bt.nframes)
-            green__bt_print(o, &syms, &mb->bt);
+            green__bt_print(o, syms, &mb->bt);
         else
             green__outf(o, "    (no backtrace: it did not leave its CPU)\n");
     }
@@ -168,8 +172,7 @@ static void report(struct green__rt *rt, struct cycle *cy, const char *what, boo
         green__outf(o, " (GREEN_DEADLOCK=error)\n");
     }
     green__out_flush(o);
-    free(o);
-    free(syms.v);
+    green__os_mutex_unlock(&report_out_lock);
 }
 
 int green__lockwait_begin(struct green__worker *w, struct green__thread *self, const void *lock,
