@@ -34,6 +34,7 @@
 #include "mutex.h"
 
 #include <libunwind.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -66,12 +67,15 @@ void green__runs_remove(struct green__rt *rt)
 /* ---- The snapshot ------------------------------------------------------- */
 
 #define SNAP_HELD 4
+#define SNAP_FDS 4
 
 struct snap {
     uint64_t id;
     uint64_t holder;                 /* of the green mutex it waits on; 0 */
     const char *what;                /* the blocking call (a literal) */
     const void *obj, *spawn_pc;
+    struct pollfd fds[SNAP_FDS];     /* fd waits: the first fds, and how many */
+    uint32_t nfds;
     uint64_t parked_tsc;
     const void *held[SNAP_HELD];
     uint32_t nheld;                  /* all it holds; SNAP_HELD kept */
@@ -93,6 +97,11 @@ struct snapshot {
     uint64_t tsc;
 };
 
+static bool is_fd_wait(const char *what)
+{
+    return what && (strcmp(what, "green_fd_wait") == 0 || strcmp(what, "green_poll") == 0);
+}
+
 static void snap_one(void *obj, void *arg)
 {
     const struct green__thread *t = obj;
@@ -112,6 +121,12 @@ static void snap_one(void *obj, void *arg)
     sn->self = t == ss->self;
     sn->what = t->wait_what;
     sn->obj = t->wait_obj;
+    /* An fd wait's pollfds are on the parked thread's stack: read while
+     * nothing runs. */
+    if (ss->stopped && st == GREEN_T_PARKED && sn->obj && is_fd_wait(t->wait_what)) {
+        sn->nfds = t->wait_n;
+        memcpy(sn->fds, sn->obj, (sn->nfds < SNAP_FDS ? sn->nfds : SNAP_FDS) * sizeof *sn->fds);
+    }
     sn->spawn_pc = t->spawn_pc;
     sn->parked_tsc = t->parked_tsc;
     memcpy(sn->name, t->name, sizeof sn->name);
@@ -264,6 +279,21 @@ static void print_holder(struct green__out *o, const struct snap *h, uint64_t id
         green__outf(o, "green thread %llu", (unsigned long long)id);
 }
 
+static void print_fds(struct green__out *o, const struct snap *sn)
+{
+    green__outf(o, " on ");
+    if (sn->nfds > 1)
+        green__outf(o, "%u fds: ", sn->nfds);
+    for (uint32_t i = 0; i < sn->nfds && i < SNAP_FDS; i++) {
+        short ev = sn->fds[i].events;
+        green__outf(o, "%sfd %d (%s%s%s)", i ? ", " : "", sn->fds[i].fd,
+                    ev & POLLIN ? "in" : "", (ev & POLLIN) && (ev & POLLOUT) ? "+" : "",
+                    ev & POLLOUT ? "out" : "");
+    }
+    if (sn->nfds > SNAP_FDS)
+        green__outf(o, ", ...");
+}
+
 static void print_state(struct green__out *o, const struct snapshot *ss, const struct snap *sn,
                         const struct hold *holds, size_t nholds, double tsc_per_ns)
 {
@@ -296,6 +326,8 @@ static void print_state(struct green__out *o, const struct snapshot *ss, const s
     if (sn->obj && strcmp(what, "green_join") == 0)
         green__outf(o, " on green thread %llu",
              (unsigned long long)((const struct green__thread *)sn->obj)->id);
+    else if (sn->nfds)
+        print_fds(o, sn);
     else if (sn->obj)
         green__outf(o, " on %p", sn->obj);
     if (sn->holder) {

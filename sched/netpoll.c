@@ -224,7 +224,9 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
             return ENOMEM;
         ps = (struct green__pfd **)(wt + 2 * n);
     }
-    green__park_prepare(self, what, NULL, false);
+    /* The fds are on this thread's stack while it waits: dumps read them. */
+    green__park_prepare(self, what, fds, false);
+    self->wait_n = (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX);
     size_t linked = 0;
     bool ready = false, queued = false;
     for (; linked < n && !ready && !err; linked++) {

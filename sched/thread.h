@@ -102,7 +102,9 @@ struct green__thread {
     int wake_err;                    /* 0, ETIMEDOUT, EPIPE, ... */
     struct green__waiter *wake_from; /* the waiter that fired (select) */
     const char *wait_what;           /* the blocking call, for reports */
-    const void *wait_obj;            /* the object waited on, for reports */
+    const void *wait_obj;            /* the object waited on, for reports
+                                      * (fd waits: their struct pollfd array) */
+    uint32_t wait_n;                 /* fd waits: the array's length */
     struct green__waiter *waiters;   /* linked by this park, via ->tnext */
 
     /* Deadline timer.  timer_w: set by the thread before it parks; timer_idx

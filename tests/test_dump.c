@@ -17,6 +17,8 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <poll.h>
 
 #include "green.h"
 #include "common.h"
@@ -63,7 +65,8 @@ struct scene {
     green_mutex_t m;
     green_chan_t *ch;
     atomic_int spin_stop;
-    green_t holder, waiter, sleeper, spinner;
+    green_t holder, waiter, sleeper, spinner, reader;
+    int pipe[2];                     /* the reader waits on pipe[0] */
     char *dump;
     char *from_os_thread;
 };
@@ -117,6 +120,14 @@ static void *spinner_fn(void *arg)
     return NULL;
 }
 
+static void *reader_fn(void *arg)
+{
+    struct scene *s = arg;
+    green_set_name("reader");
+    cr_assert_eq(green_fd_wait(s->pipe[0], POLLIN, GREEN_FOREVER), 0);
+    return NULL;
+}
+
 static void *os_dumper(void *arg)
 {
     struct scene *s = arg;
@@ -135,6 +146,8 @@ static void *scene_main(void *arg)
     cr_assert_eq(green_spawn(&s->waiter, waiter_fn, s), 0);
     cr_assert_eq(green_spawn(&s->sleeper, sleeper_fn, s), 0);
     cr_assert_eq(green_spawn(&s->spinner, spinner_fn, s), 0);
+    cr_assert_eq(pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC), 0);
+    cr_assert_eq(green_spawn(&s->reader, reader_fn, s), 0);
     green_sleep_ns(50 * MS);         /* all in place; the waiter parked 50 ms */
     s->dump = dump_text();
     pthread_t th;
@@ -147,6 +160,10 @@ static void *scene_main(void *arg)
     green_join(s->waiter, NULL);
     green_join(s->sleeper, NULL);
     green_join(s->spinner, NULL);
+    cr_assert_eq(write(s->pipe[1], "x", 1), 1);
+    green_join(s->reader, NULL);
+    close(s->pipe[0]);
+    close(s->pipe[1]);
     green_chan_destroy(s->ch);
     green_mutex_destroy(&s->m);
     return NULL;
@@ -187,6 +204,12 @@ static void check_scene(const char *dump, struct scene *s, bool by_green_thread)
     expect_in(w, "waiter_fn+", "waiter");
 
     expect_in(sl, "\"sleeper\": parked in green_sleep, for ", "sleeper");
+    char *rd = paragraph(dump, green_id(s->reader));
+    snprintf(want, sizeof want, "\"reader\": parked in green_fd_wait on fd %d (in), for ",
+             s->pipe[0]);
+    expect_in(rd, want, "reader");
+    expect_in(rd, "reader_fn+", "reader");
+    free(rd);
     expect_in(sl, "sleeper_fn+", "sleeper");
 
     /* Preempted by the signal (and pinned), or queued: never running while
