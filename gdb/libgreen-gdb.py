@@ -135,6 +135,19 @@ def _name(t):
     return s
 
 
+def _fds(obj, n):
+    """An fd wait's struct pollfd array (on the parked thread's stack), as
+    a dump prints it: "fd 7 (in)", or "3 fds: fd 7 (in), fd 9 (out)"."""
+    fds = obj.cast(gdb.lookup_type("struct pollfd").pointer())
+    parts = []
+    for i in range(min(n, 4)):
+        ev = int(fds[i]["events"])
+        kind = "+".join(k for k, bit in (("in", 1), ("out", 4)) if ev & bit)
+        parts.append("fd %d (%s)" % (int(fds[i]["fd"]), kind))
+    s = ", ".join(parts) + (", ..." if n > 4 else "")
+    return ("%d fds: " % n if n > 1 else "") + s
+
+
 def _mutex_holder(obj):
     """The id of the green thread holding green mutex obj, or 0: its layout
     is sched/mutex.h's struct green__mutex."""
@@ -193,6 +206,8 @@ class _Run:
         if int(obj) and what == "green_join":
             other = obj.cast(t.type)
             s += " on green thread %d" % int(other["id"])
+        elif int(obj) and what in ("green_fd_wait", "green_poll"):
+            s += " on " + _fds(obj, int(t["wait_n"]))
         elif int(obj):
             s += " on " + str(obj.cast(gdb.lookup_type("void").pointer()))
         holder = None

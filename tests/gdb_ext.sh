@@ -98,10 +98,11 @@ check() {
         return
     fi
     expect "$what" '^libgreen: 1 run$'
-    expect "$what" '^run 1: 2 workers \(LWP [0-9]+ [0-9]+\), 4 green threads$'
+    expect "$what" '^run 1: 2 workers \(LWP [0-9]+ [0-9]+\), 5 green threads$'
     expect "$what" "^  green thread $main \"main\" \\(main\\): parked in green_sleep\$"
     expect "$what" "^  green thread $holder \"holder\": parked in green_chan_recv on 0x[0-9a-f]+\$"
     expect "$what" "^  green thread $waiter \"waiter\": parked in green_mutex_lock on 0x[0-9a-f]+ <scene_mutex>, held by green thread $holder \"holder\"\$"
+    expect "$what" "^  green thread [0-9]+ \"reader\": parked in green_fd_wait on fd [0-9]+ \\(in\\)\$"
     expect "$what" "^  green thread $spinner \"spinner\": running on worker [01] \\(LWP [0-9]+\\)\$"
 
     out=$work/$what-bt.txt

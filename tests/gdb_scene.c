@@ -1,13 +1,15 @@
 /*
  * The scene tests/gdb_ext.sh reads with gdb (tools/libgreen-gdb.py): a
  * green mutex held by a thread parked on a channel, a thread parked on that
- * mutex, a thread that computes, and the run's main thread joining the
- * first.  Once everything is in place it prints "ready <pid>" and waits,
+ * mutex, a thread that computes, a thread waiting for a pipe to be
+ * readable, and the run's main thread joining the first.  Once everything is in place it prints "ready <pid>" and waits,
  * until it is killed or, at the latest, after `seconds` (argv[1], default
  * 60).  Each thread waits in a function of its own, which gdb's backtrace
  * must show: gdb_scene_hold_and_wait, gdb_scene_lock, gdb_scene_spin.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,10 +66,20 @@ static void *spinner_fn(void *arg)
     return NULL;
 }
 
+static int scene_pipe[2];
+
+static void *reader_fn(void *arg)
+{
+    (void)arg;
+    green_set_name("reader");
+    green_fd_wait(scene_pipe[0], POLLIN, GREEN_FOREVER);
+    return NULL;
+}
+
 static void *scene_main(void *arg)
 {
     unsigned seconds = *(unsigned *)arg;
-    green_t holder, waiter, spinner, spinner2;
+    green_t holder, waiter, spinner, spinner2, reader;
     green_set_name("main");
     if (green_chan_create(&scene_chan, sizeof(int), 0) != 0 ||
         green_spawn(&holder, holder_fn, NULL) != 0)
@@ -75,7 +87,9 @@ static void *scene_main(void *arg)
     green_sleep_ns(20000000);                /* the holder has the mutex */
     if (green_spawn(&waiter, waiter_fn, NULL) != 0 ||
         green_spawn(&spinner, spinner_fn, NULL) != 0 ||
-        (preempt_mode && green_spawn(&spinner2, spinner_fn, "2") != 0))
+        (preempt_mode && green_spawn(&spinner2, spinner_fn, "2") != 0) ||
+        pipe2(scene_pipe, O_NONBLOCK | O_CLOEXEC) != 0 ||
+        green_spawn(&reader, reader_fn, NULL) != 0)
         abort();
     green_sleep_ns(20000000);                /* all in place */
     printf("ready %d\n", (int)getpid());
@@ -87,6 +101,9 @@ static void *scene_main(void *arg)
     green_join(holder, NULL);
     green_join(waiter, NULL);
     green_join(spinner, NULL);
+    if (write(scene_pipe[1], "x", 1) != 1)
+        abort();
+    green_join(reader, NULL);
     if (preempt_mode)
         green_join(spinner2, NULL);
     green_chan_destroy(scene_chan);
