@@ -131,7 +131,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         return false;
     }
     enum green_code kind = green__sp_lookup(tbl, pc);
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
     if (kind == GREEN_CODE_RUNTIME || green__patch_of(t)->exc || sp < (uintptr_t)t->stack_lo ||
         sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
@@ -159,7 +159,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         struct green__sp_verdict v =
             green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
                            (uintptr_t)green__deferred_trampoline);
-        GREEN_TRACE_STAMP(w, GREEN_STAMP_WALKED);
+        GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_WALKED);
         green__hijack_after_walk(t, v.walk, v.hook_live, v.slot);
         switch (v.walk) {
         case GREEN_WALK_SAFE:
@@ -235,7 +235,7 @@ static void handle(int sig, siginfo_t *si, void *uctx)
         errno = saved;
         return;
     }
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_ENTRY);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_ENTRY);
     const struct green__sp_table *tbl = green__sp_enter();
     bool taken = preempt_or_defer(w, w->cur, tbl, uctx);
     green__sp_exit();
