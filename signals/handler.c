@@ -116,6 +116,19 @@ static _Atomic uint64_t *refusal(const struct green__sp_verdict *v, enum green_c
                                            : &c->refused_unsafe_frame;
 }
 
+/* AS-safe.  A refusal's counter, as the timeline names it. */
+static const char *refusal_name(const _Atomic uint64_t *why)
+{
+    const struct green__sig_stats *c = &green__sig_stats;
+    return why == &c->refused_runtime        ? "in libgreen"
+           : why == &c->refused_nopreempt    ? "nopreempt or a foreign lock held"
+           : why == &c->refused_unsafe_pc    ? "unsafe code (not the program's)"
+           : why == &c->refused_unsafe_frame ? "unsafe caller"
+           : why == &c->refused_headroom     ? "no stack room"
+           : why == &c->refused_unwind       ? "stack walk failed"
+                                             : "?";
+}
+
 /* AS-safe.  May the thread interrupted in uc be switched out here?  If
  * not, count why, leave the preemption pending on it, and -- where the
  * walk found the frame to leave first -- hook that frame's return
@@ -180,6 +193,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         }
     }
     green__count(why);
+    green__trace_refused(w, t, refusal_name(why));
     t->preempt_pending = true;
     return false;
 }

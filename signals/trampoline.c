@@ -110,6 +110,8 @@ void green__preempt_switch(uint64_t *ret_slot)
         green__count(&green__sig_stats.preemptions);
     }
     GREEN_TEST_TRACE_PREEMPT(deferred);
+    green__trace(w, GREEN_TR_PREEMPT, t->id, deferred ? GREEN_TR_ON_WAY_OUT : GREEN_TR_BY_SIGNAL,
+                 0);
     /* A budget's hook ends here too: no signal, so no slice timer. */
     if (w->rt->cfg.preempt & GREEN_PREEMPT_SIGNAL)
         green__slice_timer_arm(w);
