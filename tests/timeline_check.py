@@ -2,7 +2,7 @@
 """Checks a GREEN_TRACE timeline (sched/trace_json.c) -- used by
 tests/test_trace.c, and by hand: python3 tests/timeline_check.py FILE.
 
-  timeline_check.py FILE [--expect spawn,park,...] [--dropped]
+  timeline_check.py FILE [--expect spawn,park,...] [--calls CALL,...] [--dropped]
 
 Exits 0 when the file is well-formed JSON in Chrome's trace-event format
 and:
@@ -10,7 +10,8 @@ and:
   - every park of a green thread (pid 2) is followed by a wake of the same
     thread before its next park, or the trace ends with it parked (then
     its last "parked" slice says so);
-  - every event named in --expect occurs at least once;
+  - every event named in --expect occurs at least once, and a park in
+    every call named in --calls (green_mutex_lock, green_chan_recv, ...);
   - with --dropped, otherData says events were dropped; without it, none.
 Otherwise prints what is wrong, one line each, and exits 1.
 """
@@ -23,7 +24,7 @@ from collections import defaultdict
 EPS = 0.0021
 
 
-def check(path, expect, dropped):
+def check(path, expect, calls, dropped):
     errors = []
     with open(path) as f:
         doc = json.load(f)
@@ -88,6 +89,12 @@ def check(path, expect, dropped):
     for name in expect:
         if name not in seen:
             errors.append("no %r event (seen: %s)" % (name, ", ".join(sorted(seen))))
+    parked_in = {e.get("args", {}).get("call") for e in events
+                 if e["ph"] == "i" and e["name"] == "park"}
+    for call in calls:
+        if call not in parked_in:
+            errors.append("no park in %s (parks in: %s)"
+                          % (call, ", ".join(sorted(str(c) for c in parked_in))))
     if dropped and not other.get("dropped_events"):
         errors.append("expected dropped events, otherData says %r" % other.get("dropped_events"))
     if not dropped and other.get("dropped_events"):
@@ -101,19 +108,21 @@ def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    expect, dropped = [], False
+    expect, calls, dropped = [], [], False
     args = argv[2:]
     while args:
         a = args.pop(0)
         if a == "--expect" and args:
             expect = [x for x in args.pop(0).split(",") if x]
+        elif a == "--calls" and args:
+            calls = [x for x in args.pop(0).split(",") if x]
         elif a == "--dropped":
             dropped = True
         else:
             print("timeline_check.py: unknown argument %r" % a, file=sys.stderr)
             return 2
     try:
-        errors = check(argv[1], expect, dropped)
+        errors = check(argv[1], expect, calls, dropped)
     except (OSError, ValueError) as ex:
         errors = ["%s: %s" % (argv[1], ex)]
     for e in errors[:20]:
