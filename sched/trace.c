@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #define GREEN_TRACE_DEFAULT_EVENTS (1u << 18)
 #define GREEN_TRACE_MIN_EVENTS (1u << 10)
@@ -156,6 +157,13 @@ void green__trace_finish(struct green__rt *rt)
     tr->ns1 = green__clock_ns();
     tr->tsc1 = __rdtsc();
     int err = green__trace_json(rt, tr);
+    /* Cut what a run that ended before this one, with the same file, wrote
+     * past this one's end: the last run to end has the file to itself. */
+    struct stat st;
+    off_t end = lseek(tr->fd, 0, SEEK_CUR);
+    if (!err && end >= 0 && fstat(tr->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        ftruncate(tr->fd, end) != 0)
+        err = errno;
     if (err)
         say("GREEN_TRACE", tr->path, strerror(err));
     green__sys_close(tr->fd);
