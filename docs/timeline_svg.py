@@ -94,20 +94,35 @@ def main(argv):
                  % (LEFT - 6, yy + ROW - 5, escape(label)))
         o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#f4f4f4"/>'
                  % (LEFT, yy, WIDTH - LEFT - RIGHT, ROW))
+    # Slices of one row and colour closer than a third of a pixel are
+    # drawn as one rectangle (its tooltip counts them): the picture is the
+    # same, the file a fraction.
+    rects = []
     for e in xs:
         key = (e["pid"], e["tid"])
         if key not in y_of or e["ts"] > hi or e["ts"] + e["dur"] < lo:
             continue
-        a, b = x(e["ts"]), x(e["ts"] + e["dur"])
         if e["pid"] == 1:
             fill = colour.get(e["args"].get("thread"), "#999")
         elif e["name"].startswith("parked"):
             fill = "#c8c8c8"
         else:
             fill = colour.get(e["tid"], "#999")
-        h = ROW if e["pid"] == 1 or fill != "#c8c8c8" else ROW // 2
+        rects.append((y_of[key], fill, x(e["ts"]), x(e["ts"] + e["dur"]), e["name"]))
+    rects.sort(key=lambda r: (r[0], r[1] != "#c8c8c8", r[1], r[2]))   # grey first, under
+    merged = []
+    for r in rects:
+        m = merged[-1] if merged else None
+        if m and m[0] == r[0] and m[1] == r[1] and r[2] <= m[3] + 0.34:
+            m[3] = max(m[3], r[3])
+            m[5] += 1
+        else:
+            merged.append([r[0], r[1], r[2], r[3], r[4], 1])
+    for yy, fill, a, b, name, n in merged:
+        h = ROW if fill != "#c8c8c8" else ROW // 2
+        title = name if n == 1 else "%s (and %d more)" % (name, n - 1)
         o.append('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s"><title>%s</title></rect>'
-                 % (a, y_of[key] + (ROW - h) // 2, max(b - a, 0.4), h, fill, escape(e["name"])))
+                 % (a, yy + (ROW - h) // 2, max(b - a, 0.4), h, fill, escape(title)))
     for e in ev:
         if e["ph"] != "i" or e["name"] not in ("preempt", "steal") or not lo <= e["ts"] <= hi:
             continue
