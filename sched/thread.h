@@ -92,6 +92,11 @@ struct green__thread {
     char name[GREEN_NAME_MAX];
     const void *spawn_pc;
     uint64_t parked_tsc;
+    /* For the timeline (trace.h), while the run is traced: when and by
+     * whom it was last made runnable, written by the waker that claimed
+     * it, read by the thread when it runs again (0: not since). */
+    uint64_t trace_woken, trace_waker;
+    bool trace_parking;              /* between its park record and its switch */
 
     /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
      * writes wake_err / wake_from before making the thread runnable.
