@@ -156,6 +156,9 @@ struct green__thread {
      * gen of the wait in which a cycle through it was reported. */
     _Atomic uintptr_t lockwait;
     uint64_t lockwait_gen, cycle_seen;
+    bool lockwait_retake;            /* a condition wait takes its mutex back:
+                                      * that call may not fail (cond.c,
+                                      * pthread_wait.c) */
     uint64_t lockwait_since;         /* when, if cfg.lock_warn_ms */
     uint64_t lock_warned;            /* the monitor's: parked_tsc of the park
                                       * it last warned of (handoff.c) */

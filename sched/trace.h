@@ -44,6 +44,8 @@ enum green__trace_kind {
     GREEN_TR_NETPOLL,       /* a: threads made runnable by one poll */
     GREEN_TR_OFFLOAD,       /* tid; a: the function handed to the pool */
     GREEN_TR_NAME,          /* tid; a: 8 bytes of its name at offset b */
+    GREEN_TR_HANDOFF,       /* tid: a lock holder run ahead of its queue for a
+                             * waiter (handoff.c) */
 };
 
 /* Wakers that are no green thread. */

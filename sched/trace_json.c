@@ -329,6 +329,10 @@ static void emit(struct jw *j, const struct item *it, uint64_t *cur, uint64_t *s
         instant(j, 1, w, it->ts, "netpoll");
         green__outf(&j->o, "\"woken\":%llu}}", (unsigned long long)r->a);
         break;
+    case GREEN_TR_HANDOFF:
+        instant(j, 1, w, it->ts, "handoff");
+        green__outf(&j->o, "\"holder\":%llu}}", (unsigned long long)r->tid);
+        break;
     case GREEN_TR_OFFLOAD:
         instant(j, 2, r->tid, it->ts, "offload");
         green__outf(&j->o, "\"fn\":\"%#llx\"}}", (unsigned long long)r->a);
