@@ -131,15 +131,15 @@ static bool off_cpu(struct green__rt *rt, const struct green__thread *t)
 /* The reports' buffer and the names they have looked up, kept from one
  * report to the next: a report is made while the cycle forms, and a fresh
  * buffer and table cost their page faults every time. */
-static pthread_mutex_t report_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_flag report_out_busy = ATOMIC_FLAG_INIT;
 static struct green__out report_out;
 static struct green__syms report_syms;
 
 static void report(struct green__rt *rt, struct cycle *cy, const char *what, bool error)
 {
-    /* Busy (another report; or this is a fork child, and the lock was held
+    /* Busy (another report; or this is a fork child, and it was busy
      * when it forked): a buffer and table of this report's own. */
-    bool kept = pthread_mutex_trylock(&report_out_lock) == 0;
+    bool kept = !atomic_flag_test_and_set_explicit(&report_out_busy, memory_order_acquire);
     struct green__out *o = kept ? &report_out : malloc(sizeof *o);
     struct green__syms own = { 0 }, *syms = kept ? &report_syms : &own;
     if (!o) {
@@ -179,7 +179,7 @@ static void report(struct green__rt *rt, struct cycle *cy, const char *what, boo
     }
     green__out_flush(o);
     if (kept) {
-        pthread_mutex_unlock(&report_out_lock);
+        atomic_flag_clear_explicit(&report_out_busy, memory_order_release);
     } else {
         free(o);
         free(own.v);
