@@ -1,7 +1,7 @@
 /*
  * safepoint_bench: what the safepoint check costs, and where a preemption's
  * time goes.  Linked with the test build libgreen-trace, which time-stamps
- * each stage of a preemption (signals/trace.c); the installed library has
+ * each stage of a preemption (signals/test_trace.c); the installed library has
  * no such stamps.
  *
  *   lookup   ns per green_code_kind() -- the handler's decision: enter the

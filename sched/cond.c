@@ -56,7 +56,12 @@ int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
     green__spin_lock(&c->lock);
     green__assert(green__mutex_unlock(w, self, m) == 0);
     err = green__park_on(&w, &c->lock, &c->q, &wt, "green_cond_wait", c, deadline, false);
+    /* Taking the mutex back cannot fail: a lock cycle it closes is
+     * reported, never answered with EDEADLK (cycle.c). */
+    self = w->cur;
+    self->lockwait_retake = true;
     green__assert(green_mutex_lock(m) == 0);
+    self->lockwait_retake = false;
     return err;
 }
 

@@ -131,15 +131,21 @@ static bool off_cpu(struct green__rt *rt, const struct green__thread *t)
 /* The reports' buffer and the names they have looked up, kept from one
  * report to the next: a report is made while the cycle forms, and a fresh
  * buffer and table cost their page faults every time. */
-static pthread_mutex_t report_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_flag report_out_busy = ATOMIC_FLAG_INIT;
 static struct green__out report_out;
 static struct green__syms report_syms;
 
 static void report(struct green__rt *rt, struct cycle *cy, const char *what, bool error)
 {
-    green__os_mutex_lock(&report_out_lock);
-    struct green__out *o = &report_out;
-    struct green__syms *syms = &report_syms;
+    /* Busy (another report; or this is a fork child, and it was busy
+     * when it forked): a buffer and table of this report's own. */
+    bool kept = !atomic_flag_test_and_set_explicit(&report_out_busy, memory_order_acquire);
+    struct green__out *o = kept ? &report_out : malloc(sizeof *o);
+    struct green__syms own = { 0 }, *syms = kept ? &report_syms : &own;
+    if (!o) {
+        green__write_str(2, "libgreen: lock cycle found; no memory to describe it\n");
+        return;
+    }
     o->fd = 2;
     o->err = 0;
     o->n = 0;
@@ -172,7 +178,12 @@ static void report(struct green__rt *rt, struct cycle *cy, const char *what, boo
         green__outf(o, " (GREEN_DEADLOCK=error)\n");
     }
     green__out_flush(o);
-    green__os_mutex_unlock(&report_out_lock);
+    if (kept) {
+        atomic_flag_clear_explicit(&report_out_busy, memory_order_release);
+    } else {
+        free(o);
+        free(own.v);
+    }
 }
 
 int green__lockwait_begin(struct green__worker *w, struct green__thread *self, const void *lock,
@@ -185,30 +196,35 @@ int green__lockwait_begin(struct green__worker *w, struct green__thread *self, c
     atomic_store(&self->lockwait, (uintptr_t)lock | kind);   /* seq_cst: see the top */
     if (rt->cfg.handoff == GREEN_HANDOFF_ON)
         green__handoff_ask(self, green__lock_holder(rt, self, (uintptr_t)lock | kind, true));
-    if (rt->cfg.deadlock == GREEN_DEADLOCK_OFF)
+    /* A wait with a deadline ends: it closes no cycle for good. */
+    if (rt->cfg.deadlock == GREEN_DEADLOCK_OFF || (kind & GREEN_LW_TIMED))
         return 0;
     struct cycle cy;
     if (!follow(rt, self, &cy) || !still(rt, self, &cy))
         return 0;
 
-    /* One report per cycle: the first closer marks every member's wait. */
-    bool error = rt->cfg.deadlock == GREEN_DEADLOCK_ERROR;
+    /* One report per cycle, and one answer: the first closer to get here
+     * marks every member's wait; another closing it at the same moment
+     * finds its own wait marked, and waits on (the first one's EDEADLK
+     * lets it through).  A condition wait's retake may not fail. */
+    bool error = rt->cfg.deadlock == GREEN_DEADLOCK_ERROR && !self->lockwait_retake;
     green__spin_lock(&report_lock);
-    bool seen = __atomic_load_n(&self->cycle_seen, __ATOMIC_RELAXED) == self->lockwait_gen;
-    if (!seen && still(rt, self, &cy)) {
+    bool mine = __atomic_load_n(&self->cycle_seen, __ATOMIC_RELAXED) != self->lockwait_gen &&
+                still(rt, self, &cy);
+    if (mine)
         for (unsigned k = 0; k < cy.n; k++)
             __atomic_store_n(&cy.m[k].t->cycle_seen,
                              __atomic_load_n(&cy.m[k].t->lockwait_gen, __ATOMIC_RELAXED),
                              __ATOMIC_RELAXED);
-        green__spin_unlock(&report_lock);
-        /* Lock calls libgreen interposes (the allocator's, libunwind's) are
-         * libc's meanwhile: this thread must not park while it reports. */
-        green__in_handler++;
-        report(rt, &cy, what, error);
-        green__in_handler--;
-    } else {
-        green__spin_unlock(&report_lock);
-    }
+    green__spin_unlock(&report_lock);
+    if (!mine)
+        return 0;
+    /* Lock calls libgreen interposes (the allocator's, libunwind's) are
+     * libc's meanwhile: this thread must not park while it reports.  The
+     * other members cannot run until it returns: their stacks hold still. */
+    green__in_handler++;
+    report(rt, &cy, what, error);
+    green__in_handler--;
     if (!error)
         return 0;
     green__lockwait_end(self);

@@ -24,6 +24,7 @@
  * names it.
  */
 #include "sched.h"
+#include "trace.h"
 
 _Atomic uint64_t green__lock_handoffs;
 
@@ -57,6 +58,7 @@ struct green__thread *green__handoff_take(struct green__worker *w)
         green__add_relaxed(&w->npinned, (uint32_t)-1);
         __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
         atomic_fetch_add_explicit(&green__lock_handoffs, 1, memory_order_relaxed);
+        green__trace(w, GREEN_TR_HANDOFF, t->id, 0, 0);
         return t;
     }
     return NULL;

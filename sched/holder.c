@@ -16,16 +16,26 @@
 #include "foreign.h"
 #include "mutex.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #define HOLDERS_WALK_MAX 4096        /* holders looked at on one worker */
 
-/* Read n bytes at src, or fail (false) where nothing is mapped. */
+/* Read n bytes at src, or fail (false) where nothing is mapped.  A
+ * sandbox that refuses the call (seccomp) leaves cycles of more than one
+ * thread and the long-wait warning blind: said once. */
 static bool peek(void *dst, const void *src, size_t n)
 {
+    static _Atomic bool said;
     struct iovec local = { dst, n }, remote = { (void *)src, n };
-    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n)
+        return true;
+    if ((errno == EPERM || errno == ENOSYS) && !atomic_exchange(&said, true))
+        green__write_str(2, "libgreen: warning: process_vm_readv is refused here: lock "
+                            "cycles through other threads' locks and GREEN_LOCK_WARN_MS "
+                            "cannot be seen\n");
+    return false;
 }
 
 

@@ -41,8 +41,8 @@ static void warn_one(void *obj, void *arg)
     if (!lw || green__state(t) != GREEN_T_PARKED)
         return;
     uint64_t since = __atomic_load_n(&t->lockwait_since, __ATOMIC_RELAXED);
-    if (!since || ws->now - since < ws->after)
-        return;
+    if (!since || since >= ws->now || ws->now - since < ws->after)
+        return;                      /* (a wait begun after the look began) */
     struct green__thread *h = green__lock_holder(ws->rt, NULL, lw, false);
     if (!h || h == t || green__state(h) != GREEN_T_PARKED ||
         atomic_load_explicit(&h->lockwait, memory_order_relaxed))

@@ -52,8 +52,10 @@ static struct green__thread *steal_work(struct green__worker *w)
             if (v == w)
                 continue;
             struct green__thread *t = green__runq_steal(w, v);
-            if (t)
+            if (t) {
+                green__trace(w, GREEN_TR_STEAL, t->id, v->index, 0);
                 return t;
+            }
         }
         struct green__thread *t = green__globq_take(w, GREEN_RUNQ_SIZE / 2);
         if (t)
@@ -89,8 +91,10 @@ static struct green__thread *balance(struct green__worker *w)
         struct green__worker *v = &rt->workers[(start + i) % n];
         if (v != w && load_of(v) >= mine + 2) {
             struct green__thread *t = green__runq_steal(w, v);
-            if (t)
+            if (t) {
+                green__trace(w, GREEN_TR_STEAL, t->id, v->index, 0);
                 return t;
+            }
         }
     }
     return NULL;

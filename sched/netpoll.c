@@ -495,7 +495,14 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
         }
         np_event(np, evs[i].data.u64, evs[i].events, &list);
     }
-    return green__ready_list(w, list, false);
+    if (!list)
+        return 0;
+    uint64_t by = green__trace_wakes_by(w, GREEN_TR_BY_NETPOLL);
+    unsigned woken = green__ready_list(w, list, false);
+    green__trace_wakes_by(w, by);
+    if (w)
+        green__trace(w, GREEN_TR_NETPOLL, 0, woken, 0);
+    return woken;
 }
 
 

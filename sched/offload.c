@@ -119,6 +119,7 @@ int green_offload(void *(*fn)(void *), void *arg, void **ret)
     }
     /* Claimable before a pool thread can see the job. */
     green__park_prepare(self, "green_offload", fn, true);
+    green__trace(w, GREEN_TR_OFFLOAD, self->id, (uint64_t)(uintptr_t)fn, 0);
     if (off->tail)
         off->tail->next = &job;
     else

@@ -53,9 +53,15 @@ int green__park(struct green__worker **wp, uint64_t deadline)
          * so we must leave the CPU once, as if we had parked. */
     }
     self->parked_tsc = __rdtsc();    /* for dumps: a cycle, not a clock read */
+    if (GREEN_UNLIKELY(w->trace)) {
+        green__trace_put(&w->trace->ev, self->parked_tsc, GREEN_TR_PARK, self->id,
+                         (uint64_t)(uintptr_t)self->wait_what, (uint64_t)(uintptr_t)self->wait_obj);
+        self->trace_parking = true;  /* its switch away reuses the read */
+    }
     green__set_state(self, GREEN_T_PARKED);
     w = green__sched_leave(w);
     *wp = w;
+    green__trace_resumed(w, self);
     green__timer_cancel(self);
     self->wait_what = NULL;
     return self->wake_err;

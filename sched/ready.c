@@ -68,6 +68,7 @@ void green__ready(struct green__worker *w, struct green__thread *t, bool next)
 {
     struct green__rt *rt = t->rt;
     bool wake = true;
+    green__trace_woken(w, t);
     if (GREEN_UNLIKELY(t->nheld)) {
         green__ready_holder(w && w->rt == rt ? w : NULL, t);
         return;

@@ -44,6 +44,8 @@ struct green__offload {
 
 /* ---- The runtime (one green_run) ---------------------------------------- */
 
+struct green__trace;                 /* trace.h */
+
 /* What a layer above sched/ (signals/) plugs into a run. */
 struct green__hooks {
     int (*start)(struct green__rt *rt);          /* before the workers start */
@@ -133,6 +135,10 @@ struct green__rt {
     _Atomic uint32_t stw;
     _Atomic uint32_t stw_stopped;
     struct green__rt *runs_next;
+
+    /* The timeline (trace.c): GREEN_TRACE's file and clock, or NULL (not
+     * traced).  Set before the workers start, freed after they stop. */
+    struct green__trace *trace;
 };
 
 /* dump.c: the process's runs, for dumps. */

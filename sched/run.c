@@ -54,6 +54,8 @@ static void rt_free(struct green__rt *rt)
     /* First: a pool thread may still be inside green__ready for the last
      * job's thread, waking a worker, after the run has ended. */
     green__offload_free(rt);
+    /* Then the timeline, if traced: every record is in (trace.c). */
+    green__trace_finish(rt);
     if (rt->workers) {
         for (unsigned i = 0; i < rt->nworkers; i++)
             green__timers_free(&rt->workers[i]);
@@ -137,6 +139,10 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
     struct green__rt *rt;
     if ((err = rt_new(cfg, &rt)) != 0)
         return err;
+    if ((err = green__trace_start(rt)) != 0) {
+        rt_free(rt);
+        return err;
+    }
     rt->hooks = hooks;
     if ((err = green__overflow_install()) != 0) {
         rt_free(rt);
@@ -156,6 +162,7 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
         goto out;
     }
     main_t->is_main = true;
+    green__trace(w0, GREEN_TR_SPAWN, main_t->id, 0, 0);
     green__runq_push(w0, main_t);
 
     green__runs_add(rt);

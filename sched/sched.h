@@ -4,8 +4,8 @@
  * Each part's types, invariants and calls are in a header of its own,
  * gathered here from the bottom up: base.h (what every file uses),
  * thread.h, pool.h, worker.h, rt.h (one green_run), runq.h, slice.h,
- * park.h, sync.h; foreign.h and pthread.h for the files that deal in the
- * program's locks.
+ * park.h, sync.h, trace.h (the timeline's records); foreign.h and
+ * pthread.h for the files that deal in the program's locks.
  *
  * Glossary
  *   thread   a green thread: a control block (struct green__thread) at the
@@ -51,6 +51,7 @@
 #include "slice.h"
 #include "park.h"
 #include "sync.h"
+#include "trace.h"
 
 /* foreign.c: the program's and its libraries' locks on green threads --
  * declared in foreign.h, for the files that deal in them. */

@@ -101,6 +101,12 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     green__set_state(to, GREEN_T_RUNNING);
     w->prev = from;
     __atomic_store_n(&w->cur, to, __ATOMIC_RELAXED);   /* the monitor reads it */
+    if (GREEN_UNLIKELY(w->trace)) {
+        /* Everything it needs read back from w: untraced, the switch
+         * keeps no register for it. */
+        w = green__trace_switch(w);
+        to = w->cur;
+    }
     green__slice_start(w, to);
     asan_start(w, from, to);
 #ifdef GREEN_TSAN
@@ -248,8 +254,10 @@ struct green__worker *green__take_deferred(struct green__worker *w)
     if (__atomic_load_n(&t->preempt_pending, __ATOMIC_RELAXED)) {
         __atomic_store_n(&t->preempt_pending, false, __ATOMIC_RELAXED);
         atomic_fetch_add_explicit(&green__deferred_taken, 1, memory_order_relaxed);
+        green__trace(w, GREEN_TR_PREEMPT, t->id, GREEN_TR_AT_POLL, 0);
     } else {
         atomic_fetch_add_explicit(&green__budget_yields, 1, memory_order_relaxed);
+        green__trace(w, GREEN_TR_PREEMPT, t->id, GREEN_TR_BUDGET, 0);
     }
     green_yield();
     return green__worker_self();

@@ -132,6 +132,7 @@ void green__thread_main(struct green__worker *w, struct green__thread *t)
 {
     green__switch_finish(w);
     *w->errno_loc = 0;
+    t->trace_woken = 0;              /* its spawn was no wake (trace.h) */
     void *ret = green__call_entry(t->fn, t->arg);
     struct green__worker *w_end = green__worker_self();
     if (GREEN_UNLIKELY(!w_end))
@@ -149,6 +150,7 @@ void green__thread_exit(struct green__worker *w, void *ret)
         w->rt->main_ret = ret;
 
     green__held_forget(w, self);     /* what it holds stays locked */
+    green__trace(w, GREEN_TR_EXIT, self->id, 0, 0);
     green__set_state(self, GREEN_T_DEAD);
     /* DONE is clear until now and only we set it: adding it is or-ing it,
      * and `lock xadd` needs no compare-and-retry loop. */
@@ -164,6 +166,7 @@ void green__thread_exit(struct green__worker *w, void *ret)
             green__cpu_relax();
         if (green__claim(joiner)) {
             joiner->wake_err = 0;
+            green__trace_woken(w, joiner);
             heir = joiner;
         }
     }
@@ -195,6 +198,7 @@ int green_spawn(green_t *out, void *(*fn)(void *), void *arg)
     if (!t)
         return err;
     t->spawn_pc = __builtin_return_address(0);
+    green__trace(w, GREEN_TR_SPAWN, t->id, self->id, 0);
     if (out) {
         out->p = t;
         out->id = t->id;
@@ -329,6 +333,7 @@ int green_set_name(const char *name)
     char buf[GREEN_NAME_MAX] = { 0 };
     memcpy(buf, name, n);
     memcpy(w->cur->name, buf, sizeof buf);
+    green__trace_name(w, w->cur);
     return 0;
 }
 

@@ -92,6 +92,11 @@ struct green__thread {
     char name[GREEN_NAME_MAX];
     const void *spawn_pc;
     uint64_t parked_tsc;
+    /* For the timeline (trace.h), while the run is traced: when and by
+     * whom it was last made runnable, written by the waker that claimed
+     * it, read by the thread when it runs again (0: not since). */
+    uint64_t trace_woken, trace_waker;
+    bool trace_parking;              /* between its park record and its switch */
 
     /* Parking.  wake: 1 while claimable; the claimer CASes it to 0, then
      * writes wake_err / wake_from before making the thread runnable.
@@ -151,6 +156,9 @@ struct green__thread {
      * gen of the wait in which a cycle through it was reported. */
     _Atomic uintptr_t lockwait;
     uint64_t lockwait_gen, cycle_seen;
+    bool lockwait_retake;            /* a condition wait takes its mutex back:
+                                      * that call may not fail (cond.c,
+                                      * pthread_wait.c) */
     uint64_t lockwait_since;         /* when, if cfg.lock_warn_ms */
     uint64_t lock_warned;            /* the monitor's: parked_tsc of the park
                                       * it last warned of (handoff.c) */

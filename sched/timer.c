@@ -157,11 +157,14 @@ unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_o
 
     /* A sleeper whose time has come runs next (the LIFO slot): its
      * lateness is what users of timers measure. */
+    uint64_t by = fired ? green__trace_wakes_by(w, GREEN_TR_BY_TIMER) : 0;
     while (fired) {
         struct green__thread *t = fired;
         fired = t->next;
         green__ready(w, t, true);
     }
+    if (n)
+        green__trace_wakes_by(w, by);
     return n;
 }
 

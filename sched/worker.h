@@ -33,6 +33,8 @@ struct green__timer {
 
 /* ---- Workers ------------------------------------------------------------ */
 
+struct green__trace_w;               /* trace.h */
+
 struct green__worker {
     /* Fixed at start. */
     struct green__rt *rt;
@@ -43,6 +45,8 @@ struct green__worker {
     struct green__thread *cur;       /* running: a green thread or &g0; the
                                       * monitor and other workers read it:
                                       * relaxed atomic stores and loads */
+    struct green__trace_w *trace;    /* its timeline's rings (trace.h), or NULL:
+                                      * not traced; fixed for the run */
     struct green__thread *prev;      /* context just left; finished by the next */
     struct green__thread *detour;    /* picked while still on another CPU: g0
                                       * switches to it (green__switch) */

@@ -116,6 +116,19 @@ static _Atomic uint64_t *refusal(const struct green__sp_verdict *v, enum green_c
                                            : &c->refused_unsafe_frame;
 }
 
+/* AS-safe.  A refusal's counter, as the timeline names it. */
+static const char *refusal_name(const _Atomic uint64_t *why)
+{
+    const struct green__sig_stats *c = &green__sig_stats;
+    return why == &c->refused_runtime        ? "in libgreen"
+           : why == &c->refused_nopreempt    ? "nopreempt or a foreign lock held"
+           : why == &c->refused_unsafe_pc    ? "unsafe code (not the program's)"
+           : why == &c->refused_unsafe_frame ? "unsafe caller"
+           : why == &c->refused_headroom     ? "no stack room"
+           : why == &c->refused_unwind       ? "stack walk failed"
+                                             : "?";
+}
+
 /* AS-safe.  May the thread interrupted in uc be switched out here?  If
  * not, count why, leave the preemption pending on it, and -- where the
  * walk found the frame to leave first -- hook that frame's return
@@ -131,7 +144,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         return false;
     }
     enum green_code kind = green__sp_lookup(tbl, pc);
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
     if (kind == GREEN_CODE_RUNTIME || green__patch_of(t)->exc || sp < (uintptr_t)t->stack_lo ||
         sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
@@ -159,7 +172,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         struct green__sp_verdict v =
             green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
                            (uintptr_t)green__deferred_trampoline);
-        GREEN_TRACE_STAMP(w, GREEN_STAMP_WALKED);
+        GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_WALKED);
         green__hijack_after_walk(t, v.walk, v.hook_live, v.slot);
         switch (v.walk) {
         case GREEN_WALK_SAFE:
@@ -180,6 +193,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         }
     }
     green__count(why);
+    green__trace_refused(w, t, refusal_name(why));
     t->preempt_pending = true;
     return false;
 }
@@ -235,7 +249,7 @@ static void handle(int sig, siginfo_t *si, void *uctx)
         errno = saved;
         return;
     }
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_ENTRY);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_ENTRY);
     const struct green__sp_table *tbl = green__sp_enter();
     bool taken = preempt_or_defer(w, w->cur, tbl, uctx);
     green__sp_exit();

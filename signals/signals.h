@@ -175,8 +175,8 @@ static inline void green__count(_Atomic uint64_t *c)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-#ifdef GREEN_TRACE
-/* Test builds (libgreen-trace, trace.c): the frames of each preemption,
+#ifdef GREEN_TEST_TRACE
+/* Test builds (libgreen-trace, test_trace.c): the frames of each preemption,
  * from green__preempt_switch before the switch; and the time stamps of its
  * stages, for the cost breakdown in bench/safepoint_bench. */
 enum green__stamp {
@@ -187,16 +187,16 @@ enum green__stamp {
     GREEN_STAMP_ARMED,               /* the slice timer is set */
     GREEN_STAMP_RESUMED,             /* the next thread runs */
 };
-void green__trace_preempt(bool deferred);
-void green__trace_stamp(struct green__worker *w, enum green__stamp s); /* AS-safe */
-void green__trace_deadline(struct green__worker *w, uint64_t ns);
-#define GREEN_TRACE_STAMP(w, s) green__trace_stamp((w), (s))
-#define GREEN_TRACE_DEADLINE(w, ns) green__trace_deadline((w), (ns))
-#define GREEN_TRACE_PREEMPT(deferred) green__trace_preempt(deferred)
+void green__test_trace_preempt(bool deferred);
+void green__test_trace_stamp(struct green__worker *w, enum green__stamp s); /* AS-safe */
+void green__test_trace_deadline(struct green__worker *w, uint64_t ns);
+#define GREEN_TEST_TRACE_STAMP(w, s) green__test_trace_stamp((w), (s))
+#define GREEN_TEST_TRACE_DEADLINE(w, ns) green__test_trace_deadline((w), (ns))
+#define GREEN_TEST_TRACE_PREEMPT(deferred) green__test_trace_preempt(deferred)
 #else
-#define GREEN_TRACE_STAMP(w, s) ((void)0)
-#define GREEN_TRACE_DEADLINE(w, ns) ((void)0)
-#define GREEN_TRACE_PREEMPT(deferred) ((void)0)
+#define GREEN_TEST_TRACE_STAMP(w, s) ((void)0)
+#define GREEN_TEST_TRACE_DEADLINE(w, ns) ((void)0)
+#define GREEN_TEST_TRACE_PREEMPT(deferred) ((void)0)
 #endif
 
 #endif /* GREEN_SIGNALS_H */

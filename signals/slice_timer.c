@@ -54,7 +54,7 @@ void green__slice_timer_arm(struct green__worker *w)
                                     atomic_load_explicit(&w->timer_next, memory_order_relaxed));
     s->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&s->slice_timed, 1, memory_order_relaxed);
-    GREEN_TRACE_DEADLINE(w, end);
+    GREEN_TEST_TRACE_DEADLINE(w, end);
     struct itimerspec it = { { 0, 0 },
                              { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
     if (timer_settime(s->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)

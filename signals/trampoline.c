@@ -100,7 +100,7 @@ void green__preempt_switch(uint64_t *ret_slot)
     struct green__worker *w = green__worker_self();
     struct green__thread *t = w->cur;
     bool deferred = *ret_slot == 0;
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_SAVED);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_SAVED);
     if (deferred) {
         /* A hooked frame returned (hijack.c): back to its caller after
          * this, switching first if the preemption is still wanted. */
@@ -109,11 +109,13 @@ void green__preempt_switch(uint64_t *ret_slot)
     } else {
         green__count(&green__sig_stats.preemptions);
     }
-    GREEN_TRACE_PREEMPT(deferred);
+    GREEN_TEST_TRACE_PREEMPT(deferred);
+    green__trace(w, GREEN_TR_PREEMPT, t->id, deferred ? GREEN_TR_ON_WAY_OUT : GREEN_TR_BY_SIGNAL,
+                 0);
     /* A budget's hook ends here too: no signal, so no slice timer. */
     if (w->rt->cfg.preempt & GREEN_PREEMPT_SIGNAL)
         green__slice_timer_arm(w);
-    GREEN_TRACE_STAMP(w, GREEN_STAMP_ARMED);
+    GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_ARMED);
     green__sched_preempted(w);
-    GREEN_TRACE_STAMP(green__worker_self(), GREEN_STAMP_RESUMED);
+    GREEN_TEST_TRACE_STAMP(green__worker_self(), GREEN_STAMP_RESUMED);
 }

@@ -334,8 +334,12 @@ Test(cycle, by_default_the_cycle_is_reported_once_and_its_threads_wait, .timeout
 
 /* ---- No cycle -------------------------------------------------------------- */
 
-/* A chain through a wait with a deadline is no cycle: that wait ends. */
+/* A wait with a deadline ends: a chain through one is no cycle, and a call
+ * with one that would close a cycle reports nothing and times out as it
+ * would.  a holds a and takes b with a deadline; b holds b and takes a;
+ * timed_closes says which of the two waits second. */
 struct timed {
+    bool timed_closes;
     green_mutex_t a, b;
     _Atomic int stage;
     int a_rc, b_rc;
@@ -348,7 +352,9 @@ static void *ta(void *arg)
     atomic_store(&t->stage, 1);
     while (atomic_load(&t->stage) < 2)
         green_sleep_ns(100 * US);
-    t->a_rc = green_mutex_lock_until(&t->b, green_now_ns() + 100 * MS);
+    if (t->timed_closes)
+        green_sleep_ns(20 * MS);             /* b waits for a by now */
+    t->a_rc = green_mutex_lock_until(&t->b, green_now_ns() + 50 * MS);
     green_mutex_unlock(&t->a);
     return NULL;
 }
@@ -360,8 +366,9 @@ static void *tb(void *arg)
     while (atomic_load(&t->stage) < 1)
         green_sleep_ns(100 * US);
     atomic_store(&t->stage, 2);
-    green_sleep_ns(20 * MS);
-    t->b_rc = green_mutex_lock(&t->a);  /* a's wait times out, then it is b's */
+    if (!t->timed_closes)
+        green_sleep_ns(20 * MS);             /* a waits for b by now */
+    t->b_rc = green_mutex_lock(&t->a);       /* a's wait times out, then it is b's */
     green_mutex_unlock(&t->a);
     green_mutex_unlock(&t->b);
     return NULL;
@@ -377,12 +384,13 @@ static void *timed_main(void *arg)
     return NULL;
 }
 
-Test(cycle, a_chain_through_a_wait_with_a_deadline_is_not_reported, .timeout = 30)
+static void timed_run(bool timed_closes, unsigned deadlock)
 {
     static struct timed t;
     memset(&t, 0, sizeof t);
+    t.timed_closes = timed_closes;
     green_config_t cfg = config(2);
-    cfg.deadlock = GREEN_DEADLOCK_ERROR;
+    cfg.deadlock = deadlock;
     struct capture cap = capture_begin();
     int rc = green_run(timed_main, &t, &cfg, NULL);
     capture_end(cap, report, sizeof report);
@@ -392,17 +400,19 @@ Test(cycle, a_chain_through_a_wait_with_a_deadline_is_not_reported, .timeout = 3
     cr_expect_null(strstr(report, "lock cycle"), "%s", report);
 }
 
+Test(cycle, a_chain_through_a_wait_with_a_deadline_is_not_reported, .timeout = 30)
+{
+    timed_run(false, GREEN_DEADLOCK_ERROR);
+}
+
+Test(cycle, a_closing_call_with_a_deadline_is_not_reported_and_times_out, .timeout = 30)
+{
+    timed_run(true, GREEN_DEADLOCK_ERROR);
+}
+
 Test(cycle, off_means_no_report_and_no_edeadlk, .timeout = 30)
 {
-    static struct timed t;
-    memset(&t, 0, sizeof t);
-    green_config_t cfg = config(2);
-    cfg.deadlock = GREEN_DEADLOCK_OFF;
-    struct capture cap = capture_begin();
-    int rc = green_run(timed_main, &t, &cfg, NULL);
-    capture_end(cap, report, sizeof report);
-    cr_expect_eq(rc, 0);
-    cr_expect_null(strstr(report, "lock cycle"), "%s", report);
+    timed_run(false, GREEN_DEADLOCK_OFF);
 }
 
 Test(cycle, bad_configuration_is_refused)
@@ -539,4 +549,175 @@ Test(lockwarn, a_wait_shorter_than_the_threshold_is_not_named, .timeout = 30)
 {
     futurelock_run(false, 1000);
     cr_expect_null(strstr(report, "warning"), "%s", report);
+}
+
+/* ---- Calls that may not fail, and waits that end ------------------------- */
+
+/* A condition wait's retake of its mutex closes the cycle: it is reported,
+ * and the retake waits (a condition wait returns holding its mutex, always)
+ * -- even with GREEN_DEADLOCK=error.  The two then wait for good, and
+ * green_run says so. */
+struct retake {
+    bool pthread;
+    green_mutex_t g1, g2;
+    green_cond_t c;
+    pthread_mutex_t p1;
+    pthread_cond_t pc;
+    _Atomic int stage;
+    _Atomic int t1_returned;
+};
+
+static void *rt_t1(void *arg)
+{
+    struct retake *r = arg;
+    green_set_name("retaker");
+    green_mutex_lock(&r->g2);
+    if (r->pthread) {
+        pthread_mutex_lock(&r->p1);
+        atomic_store(&r->stage, 1);
+        while (atomic_load(&r->stage) < 2)
+            pthread_cond_wait(&r->pc, &r->p1);
+        atomic_store(&r->t1_returned, 1);     /* never: the retake waits */
+    } else {
+        green_mutex_lock(&r->g1);
+        atomic_store(&r->stage, 1);
+        while (atomic_load(&r->stage) < 2)
+            green_cond_wait(&r->c, &r->g1);
+        atomic_store(&r->t1_returned, 1);
+    }
+    return NULL;
+}
+
+static void *rt_t2(void *arg)
+{
+    struct retake *r = arg;
+    green_set_name("holder");
+    while (atomic_load(&r->stage) < 1)
+        green_sleep_ns(100 * US);
+    green_sleep_ns(5 * MS);                   /* t1 is parked on the condition */
+    if (r->pthread)
+        pthread_mutex_lock(&r->p1);
+    else
+        green_mutex_lock(&r->g1);
+    atomic_store(&r->stage, 2);
+    green_mutex_lock(&r->g2);                 /* held by t1, not waiting: no cycle */
+    return NULL;
+}
+
+/* Wakes t1 once t2 waits for g2: t1's retake of g1 closes the cycle. */
+static void *rt_t3(void *arg)
+{
+    struct retake *r = arg;
+    while (atomic_load(&r->stage) < 2)
+        green_sleep_ns(100 * US);
+    green_sleep_ns(5 * MS);
+    if (r->pthread)
+        pthread_cond_signal(&r->pc);
+    else
+        green_cond_signal(&r->c);
+    return NULL;
+}
+
+static void *retake_main(void *arg)
+{
+    green_t a, b, c;
+    cr_assert_eq(green_spawn(&a, rt_t1, arg), 0);
+    cr_assert_eq(green_spawn(&b, rt_t2, arg), 0);
+    cr_assert_eq(green_spawn(&c, rt_t3, arg), 0);
+    green_join(c, NULL);
+    green_join(a, NULL);
+    return NULL;
+}
+
+static void retake_run(bool pthread)
+{
+    static struct retake r;
+    memset(&r, 0, sizeof r);
+    r.pthread = pthread;
+    pthread_mutex_init(&r.p1, NULL);
+    pthread_cond_init(&r.pc, NULL);
+    green_config_t cfg = config(2);
+    cfg.deadlock = GREEN_DEADLOCK_ERROR;
+    struct capture cap = capture_begin();
+    int rc = green_run(retake_main, &r, &cfg, NULL);
+    capture_end(cap, report, sizeof report);
+    cr_expect_eq(rc, EDEADLK, "green_run: %d\n%s", rc, report);
+    cr_expect_eq(atomic_load(&r.t1_returned), 0, "the condition wait returned");
+    const char *first = strstr(report, "lock cycle: 2 green threads");
+    cr_expect_not_null(first, "%s", report);
+    cr_expect(first && !strstr(first + 1, "lock cycle:"), "reported twice:\n%s", report);
+    /* The retaker closed it, and its call went on waiting. */
+    const char *closer = first ? strstr(first, "\n  green thread") : NULL;
+    const char *eol = closer ? strchr(closer + 1, '\n') : NULL;
+    const char *name = closer ? strstr(closer, "\"retaker\" holds") : NULL;
+    cr_expect(name && eol && name < eol, "the retaker did not close it:\n%s", report);
+    cr_expect_null(strstr(report, "returns EDEADLK"), "%s", report);
+}
+
+Test(cycle, a_condition_wait_retaking_its_mutex_is_reported_and_never_fails, .timeout = 30)
+{
+    retake_run(false);
+}
+
+Test(cycle, a_pthread_condition_wait_retaking_its_mutex_is_reported_and_never_fails,
+     .timeout = 30)
+{
+    retake_run(true);
+}
+
+
+/* Many short timed waits begin while the monitor looks: a wait begun after
+ * its look began is not "waited 18446744073709 ms" (it was, once). */
+struct shortwaits {
+    green_mutex_t m;
+    _Atomic int held, stop;
+};
+
+static void *sw_holder(void *arg)
+{
+    struct shortwaits *w = arg;
+    green_mutex_lock(&w->m);
+    atomic_store(&w->held, 1);
+    green_sleep_ns(300 * MS);
+    atomic_store(&w->stop, 1);
+    green_mutex_unlock(&w->m);
+    return NULL;
+}
+
+static void *sw_waiter(void *arg)
+{
+    struct shortwaits *w = arg;
+    while (!atomic_load(&w->held))
+        green_sleep_ns(100 * US);
+    while (!atomic_load(&w->stop))
+        if (green_mutex_lock_until(&w->m, green_now_ns() + 300 * US) == 0)
+            green_mutex_unlock(&w->m);
+    return NULL;
+}
+
+static void *sw_main(void *arg)
+{
+    green_t t[9];
+    cr_assert_eq(green_spawn(&t[0], sw_holder, arg), 0);
+    for (int i = 1; i < 9; i++)
+        cr_assert_eq(green_spawn(&t[i], sw_waiter, arg), 0);
+    for (int i = 0; i < 9; i++)
+        green_join(t[i], NULL);
+    return NULL;
+}
+
+Test(lockwarn, short_waits_begun_during_a_look_are_never_named_with_a_wrapped_time, .timeout = 30)
+{
+    static struct shortwaits w;
+    memset(&w, 0, sizeof w);
+    green_config_t cfg = config(2);
+    cfg.lock_warn_ms = 1;
+    struct capture cap = capture_begin();
+    int rc = green_run(sw_main, &w, &cfg, NULL);
+    capture_end(cap, report, sizeof report);
+    cr_assert_eq(rc, 0);
+    for (const char *p = strstr(report, "has waited "); p; p = strstr(p + 1, "has waited ")) {
+        unsigned long long ms = strtoull(p + 11, NULL, 10);
+        cr_expect_lt(ms, 1000, "a wait of %llu ms in 0.3 s:\n%.200s", ms, p - 150);
+    }
 }

@@ -480,11 +480,16 @@ static void *ho_main(void *arg)
 {
     green_t t[HO_WAITERS + HO_HOGS + 1];
     int n = 0;
+    /* The queue must be built whole before anyone runs: preempted while it
+     * spawns, main would let the waiters take the free mutex and the hogs
+     * start before the holder exists. */
+    green_nopreempt_begin();
     for (int i = 0; i < HO_WAITERS; i++)
         cr_assert_eq(green_spawn(&t[n++], ho_waiter, arg), 0);
     for (int i = 0; i < HO_HOGS; i++)
         cr_assert_eq(green_spawn(&t[n++], ho_hog, arg), 0);
     cr_assert_eq(green_spawn(&t[n++], ho_holder, arg), 0);
+    green_nopreempt_end();
     for (int i = 0; i < n; i++)
         green_join(t[i], NULL);
     return NULL;

@@ -1,4 +1,4 @@
-/* The preemption trace of the test build (signals/trace.c, libgreen-trace):
+/* The preemption trace of the test build (signals/test_trace.c, libgreen-trace):
  * fn gets the frames of every preemption taken (backtrace(): libgcc's
  * unwinder, independent of the handler's libunwind walk), on the preempted
  * thread, before it is switched out.  deferred: taken when a

@@ -1,5 +1,5 @@
 /*
- * Preemption tracing, for test builds only (libgreen-trace, GREEN_TRACE).
+ * Preemption tracing, for test builds only (libgreen-trace, built with -DGREEN_TEST_TRACE).
  *
  * The tests must check where preemptions were taken with something other
  * than the code that decided: here each taken preemption's frames are read
@@ -31,7 +31,7 @@ void green_trace_set(green_trace_fn *fn)
     atomic_store(&trace_fn, fn);
 }
 
-void green__trace_preempt(bool deferred)
+void green__test_trace_preempt(bool deferred)
 {
     green_trace_fn *fn = atomic_load(&trace_fn);
     if (!fn)
@@ -82,14 +82,14 @@ size_t green_trace_costs(struct green_trace_cost *buf, size_t cap)
     return n < old_cap ? n : old_cap;
 }
 
-void green__trace_deadline(struct green__worker *w, uint64_t ns)
+void green__test_trace_deadline(struct green__worker *w, uint64_t ns)
 {
     if (w->index < TRACE_WORKERS)
         wt[w->index].deadline = ns;
 }
 
 /* AS-safe */
-void green__trace_stamp(struct green__worker *w, enum green__stamp s)
+void green__test_trace_stamp(struct green__worker *w, enum green__stamp s)
 {
     if (!cost_buf || w->index >= TRACE_WORKERS)
         return;
