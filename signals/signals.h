@@ -46,18 +46,16 @@ struct green__sig_worker {
     /* The request: set by the monitor (CAS 0 -> 1), consumed by this
      * worker's handler; 2 while an exec closes it (exec.c). */
     _Atomic uint32_t preempt_req;
-    /* The slice timer (slice_timer.c): a periodic POSIX timer that
-     * signals this worker alone, started at a preemption.  slice_timed:
-     * running, and the monitor leaves this worker to it; set by the owner,
-     * cleared by the owner (or its signal handler).  The rest is the
-     * owner's and its handler's. */
+    /* The slice timer (slice_timer.c): a one-shot POSIX timer that
+     * signals this worker alone, armed at a preemption and re-armed while
+     * the worker stays busy.  slice_timed: armed, and the monitor leaves
+     * this worker to it; set by the owner, cleared by the owner's signal
+     * handler.  The rest is the owner's and its handler's. */
     _Atomic uint32_t slice_timed;
     uint32_t slice_tick;             /* w->tick of the slice being timed */
-    uint32_t slice_idle;             /* firings in a row that found w idle */
     bool slice_timer_ok;             /* created */
     timer_t slice_timer;
-    uint64_t slice_next;             /* its next expiry (green__clock_ns) */
-    uint64_t slice_seen_ns;          /* at its last look: the clock, */
+    uint64_t slice_seen_ns;          /* when it was armed: the clock, */
     uint64_t slice_seen_cpu;         /* and this OS thread's CPU time */
     _Alignas(GREEN_CACHELINE) struct green__watch watch;
 };
@@ -123,12 +121,11 @@ int green__hijack_personality(int version, int actions, uint64_t exception_class
 
 /* ---- slice_timer.c ------------------------------------------------------ */
 
-/* w's periodic slice timer: time the slice the next pick starts with it,
- * starting it if it is not running (on w, in the switch of a preemption);
- * has the slice it fired on run a quantum (AS-safe; it may stop the timer
- * and send w back to the monitor)?  Stop it and leave w to the monitor
- * (AS-safe); stop it (exec); delete it, on w's own thread as w stops
- * (rt->hooks->worker_exit). */
+/* w's slice timer: arm it for the slice the next pick starts (on w, in
+ * the switch of a preemption); has the slice it fired on run a quantum
+ * (AS-safe; it re-arms itself for a slice begun since, or sends w back to
+ * the monitor)?  Leave w to the monitor (AS-safe); disarm it (exec);
+ * delete it, on w's own thread as w stops (rt->hooks->worker_exit). */
 void green__slice_timer_arm(struct green__worker *w);
 bool green__slice_timer_fired(struct green__worker *w);
 void green__slice_timer_release(struct green__worker *w);
