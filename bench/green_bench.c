@@ -17,6 +17,9 @@
  *                   park_rss_total <MiB> MiB        (VmRSS with all parked)
  *                   park_pte_total <MiB> MiB        (VmPTE with all parked)
  *                   park_stack <bytes> B            (cfg.stack_size used)
+ *                   park_spawn <ns> ns/thread       (first spawn to the last
+ *                                                    one parked: wg_wait)
+ *                   park_release <ns> ns/thread     (close to the last one out)
  *
  * Preemption (issue 3), each also printing the green_stats() deltas of its
  * timed pass as <name>_signals, <name>_preemptions, <name>_refusals:
@@ -302,6 +305,7 @@ static void *parker(void *arg)
 
 struct park_result {
     uint64_t rss_before_kb, rss_kb, pte_kb;
+    uint64_t spawn_ns, release_ns;   /* first spawn to all parked; close to all out */
 };
 
 static struct park_result run_park(uint64_t n)
@@ -314,14 +318,18 @@ static struct park_result run_park(uint64_t n)
     CHECK(green_wg_add(&p.parked, (int64_t)n));
     CHECK(green_wg_add(&p.exited, (int64_t)n));
     r.rss_before_kb = status_kb("VmRSS");
+    uint64_t t0 = now_ns();
     for (uint64_t i = 0; i < n; i++)
         CHECK(green_spawn(NULL, parker, &p));   /* detached: no handle array */
     CHECK(green_wg_wait(&p.parked));
+    r.spawn_ns = now_ns() - t0;
     CHECK(green_sleep_ns(100 * 1000 * 1000));   /* the last ones reach recv */
     r.rss_kb = status_kb("VmRSS");
     r.pte_kb = status_kb("VmPTE");
+    t0 = now_ns();
     CHECK(green_chan_close(p.gate));
     CHECK(green_wg_wait(&p.exited));
+    r.release_ns = now_ns() - t0;
     CHECK(green_chan_destroy(p.gate));
     CHECK(green_wg_destroy(&p.parked));
     CHECK(green_wg_destroy(&p.exited));
@@ -601,6 +609,8 @@ static void park_print(const struct job *j, const green_config_t *cfg)
     printf("park_rss_total %.1f MiB\n", (double)j->park.rss_kb / 1024.0);
     printf("park_pte_total %.1f MiB\n", (double)j->park.pte_kb / 1024.0);
     printf("park_stack %zu B\n", cfg->stack_size);
+    printf("park_spawn %.0f ns/thread\n", (double)j->park.spawn_ns / (double)j->n);
+    printf("park_release %.0f ns/thread\n", (double)j->park.release_ns / (double)j->n);
 }
 
 static const char *bench_name;          /* set once in main */

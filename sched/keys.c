@@ -245,5 +245,5 @@ struct green__worker *green__keys_exit(struct green__worker *w, struct green__th
 int green__keys_init(struct green__rt *rt)
 {
     return green__pool_init(&rt->keypages, sizeof(struct keypage), 0, 0, 0,
-                            KEYPAGE_REGION, false);
+                            KEYPAGE_REGION, false, 0);
 }

@@ -16,6 +16,7 @@ struct green__region {
     char *base;
     size_t size;
     _Atomic size_t used;             /* bytes handed out, from base */
+    size_t prepared;                 /* bytes of slots guarded and touched ahead */
 };
 
 /* A worker's private LIFO of free objects of one pool. */
@@ -32,6 +33,9 @@ struct green__pool {
     ptrdiff_t link_off;              /* a free object's cache link: obj + link_off */
     bool release;                    /* give free slots' pages back */
     bool use_mprotect;               /* kernel lacks MADV_GUARD_INSTALL */
+    bool no_batch;                   /* process_madvise refused: a call a slot */
+    size_t touch;                    /* bytes at each slot's top populated ahead */
+    unsigned batch;                  /* slots the next preparation covers */
     pthread_mutex_t lock;            /* regions (append), free array */
     struct green__region regions[GREEN_MAX_REGIONS];
     _Atomic unsigned nregions;
@@ -44,7 +48,7 @@ struct green__pool {
 /* pool.c */
 size_t green__page_size(void);
 int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t obj_off,
-                     ptrdiff_t link_off, size_t first_region, bool release);
+                     ptrdiff_t link_off, size_t first_region, bool release, size_t touch);
 void green__pool_destroy(struct green__pool *p);
 void *green__pool_get_slow(struct green__pool *p, struct green__cache *c, int *err);
 void green__pool_spill(struct green__pool *p, struct green__cache *c);

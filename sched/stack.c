@@ -7,7 +7,9 @@
  *            low                                             high = the handle
  *
  * The guard (16 KiB of address space, no memory) sits below the stack; the
- * pool installs it once per slot.  The thread's control block lives in a
+ * pool installs it once per slot, a batch of fresh slots at a time, and
+ * populates their top pages with it (pool.c): a cold spawn then costs no
+ * page fault of its own.  The thread's control block lives in a
  * pool of its own: a thread that has finished gives its stack back at once,
  * even while it waits to be joined, so "spawn a million, then join them"
  * recycles warm stacks instead of touching a million new pages.  A parked
@@ -45,7 +47,7 @@ int green__stacks_init(struct green__rt *rt, size_t stack_size)
     /* The handle is the top of the stack; a free stack keeps its cache
      * link in its top word. */
     return green__pool_init(&rt->stacks, slot, guard, slot, -(ptrdiff_t)sizeof(void *),
-                            GREEN_STACK_REGION, true);
+                            GREEN_STACK_REGION, true, page);
 }
 
 int green__stack_get(struct green__worker *w, struct green__thread *t)

@@ -124,7 +124,7 @@ int green__threads_init(struct green__rt *rt)
         size *= 2;
     /* A free block keeps its cache link in `sp` (offset 0), never in jword:
      * a stale handle must keep reading "no such thread" there. */
-    return green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false);
+    return green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false, size);
 }
 
 
