@@ -27,7 +27,7 @@
 #                      ("5:5000 4:10000")
 #   BIMODAL_LONG_FRAC  the long requests' share (0.005)
 #   BIMODAL_REPS       repetitions (BENCH_REPS, else 5)
-#   BIMODAL_SECS       counted seconds per run (2)
+#   BIMODAL_SECS       counted seconds per run (1.5)
 #   BIMODAL_WARMUP     seconds sent before counting (0.2)
 #   BIMODAL_CONNS      connections (64)
 #   BIMODAL_SERVERS    which servers, in the first repetition's order
@@ -57,7 +57,7 @@ LOADS=${BIMODAL_LOADS:-10 20 30 40 50 60 70 80}
 MIXES=${BIMODAL_MIXES:-5:5000 4:10000}
 LONG_FRAC=${BIMODAL_LONG_FRAC:-0.005}
 REPS=${BIMODAL_REPS:-${BENCH_REPS:-5}}
-SECS=${BIMODAL_SECS:-2}
+SECS=${BIMODAL_SECS:-1.5}
 WARMUP=${BIMODAL_WARMUP:-0.2}
 CONNS=${BIMODAL_CONNS:-64}
 SERVERS=${BIMODAL_SERVERS:-green_q1000 green_q100 green_q50 green_budget go pthread}
@@ -84,9 +84,9 @@ SPID=
 stop_server() {
     [ -n "$SPID" ] || return 0
     kill -TERM "$SPID" 2>/dev/null
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in $(seq 50); do
         kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.1
+        sleep 0.02
     done
     kill -KILL "$SPID" 2>/dev/null
     wait "$SPID" 2>/dev/null
@@ -166,7 +166,7 @@ start_server() { # server: start it, wait for its "listening on" line; sets SPID
     # shellcheck disable=SC2086  # a command line
     ${CMD[$1]} >"$TMP/srv.out" 2>"$TMP/srv.err" &
     SPID=$!
-    PORT=$(echo_port "$TMP/srv.out" "$SPID") && return 0
+    PORT=$(echo_port "$TMP/srv.out" "$SPID" 0.02) && return 0
     echo "bimodal_bench.sh: $1 server did not start:" >&2
     tail -n 5 "$TMP/srv.err" | sed 's/^/  /' >&2
     stop_server
