@@ -25,6 +25,10 @@
  *   - a worker about to go idle, without blocking;
  *   - a worker at a preemption, without blocking, when no worker is idle
  *     and nobody has polled for GREEN_NETPOLL_PREEMPT_NS;
+ *   - a worker about to resume a preempted thread (its pick, switch.c),
+ *     without blocking, once per turn, when nobody has polled for
+ *     GREEN_NETPOLL_PINNED_NS: threads whose fds became ready while the
+ *     ring ran go before it, rather than a whole quantum later;
  *   - the monitor, without blocking, when no worker has polled for
  *     GREEN_NETPOLL_STALE_NS while threads wait -- so I/O completes even
  *     when CPU-bound threads keep every worker busy.
@@ -47,7 +51,7 @@
  * given the same number then waits forever.  The LD_PRELOAD shim's close()
  * calls green_fd_forget.
  */
-#include "sched.h"
+#include "netpoll.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -58,20 +62,6 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
-
-#define GREEN_PFD_CHUNK 1024u
-#define GREEN_PFD_MIN_FDS (1u << 20)
-#define GREEN_PFD_MAX_FDS (1u << 26)
-#define GREEN_NETPOLL_EVENTS 128
-#define BREAK_TAG UINT64_MAX
-
-struct green__pfd {
-    green__spin_t lock;
-    uint32_t gen;
-    bool registered;
-    bool rready, wready;
-    struct green__wq rq, wq;
-};
 
 /* Every run's netpoller that exists, for green_fd_forget, which must reach
  * the waiters of an fd whatever run they belong to. */
@@ -147,37 +137,6 @@ void green__netpoll_free(struct green__rt *rt)
     green__sys_close(np->evfd);
 }
 
-/* fd's descriptor; made if `make`.  NULL: fd out of range, or no memory. */
-static struct green__pfd *lookup(struct green__netpoll *np, int fd, bool make)
-{
-    size_t c = (size_t)fd / GREEN_PFD_CHUNK;
-    if (fd < 0 || c >= np->nchunks)
-        return NULL;
-    struct green__pfd *chunk = atomic_load_explicit(&np->chunks[c], memory_order_acquire);
-    if (!chunk && make) {
-        struct green__pfd *fresh = calloc(GREEN_PFD_CHUNK, sizeof *fresh);
-        if (!fresh)
-            return NULL;
-        if (atomic_compare_exchange_strong(&np->chunks[c], &chunk, fresh))
-            chunk = fresh;
-        else
-            free(fresh);             /* another thread made it first */
-    }
-    return chunk ? &chunk[(size_t)fd % GREEN_PFD_CHUNK] : NULL;
-}
-
-/* Claim every waiter of q with err, chaining the threads on *list. */
-static void claim_all(struct green__wq *q, int err, struct green__thread **list)
-{
-    struct green__waiter *wt;
-    while ((wt = green__wq_claim(q)) != NULL) {
-        wt->err = err;
-        wt->t->wake_err = err;
-        wt->t->next = *list;
-        *list = wt->t;
-    }
-}
-
 /* Requires: pfd->lock held.  Register fd (edge-triggered, both ways). */
 static int np_register(struct green__netpoll *np, struct green__pfd *p, int fd)
 {
@@ -234,7 +193,7 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
         struct green__waiter *rw = &wt[2 * linked], *ww = rw + 1;
         *rw = (struct green__waiter){ .t = self };
         *ww = (struct green__waiter){ .t = self };
-        struct green__pfd *p = ps[linked] = fd < 0 ? NULL : lookup(np, fd, true);
+        struct green__pfd *p = ps[linked] = fd < 0 ? NULL : green__pfd_lookup(np, fd, true);
         if (fd < 0)
             continue;
         if (!p) {
@@ -356,7 +315,7 @@ int green_poll(struct pollfd *fds, size_t n, uint64_t deadline, int *nready)
 /* Requires: np is listed.  Forget fd in one run's netpoller. */
 static void forget_in(struct green__worker *w, struct green__netpoll *np, int fd)
 {
-    struct green__pfd *p = lookup(np, fd, false);
+    struct green__pfd *p = green__pfd_lookup(np, fd, false);
     if (!p)
         return;
     struct green__thread *list = NULL;
@@ -365,8 +324,8 @@ static void forget_in(struct green__worker *w, struct green__netpoll *np, int fd
         epoll_ctl(np->epfd, EPOLL_CTL_DEL, fd, NULL);
     p->registered = p->rready = p->wready = false;
     p->gen++;
-    claim_all(&p->rq, EBADF, &list);
-    claim_all(&p->wq, EBADF, &list);
+    green__pfd_claim_all(&p->rq, EBADF, &list);
+    green__pfd_claim_all(&p->wq, EBADF, &list);
     green__spin_unlock(&p->lock);
     green__ready_list(w, list, false);
 }
@@ -417,106 +376,4 @@ int green_fd_close(int fd)
 {
     green_fd_forget(fd);
     return green__sys_close(fd) == 0 ? 0 : errno;
-}
-
-/* An epoll event for (gen, fd): wake its waiters, or remember the edge. */
-static void np_event(struct green__netpoll *np, uint64_t tag, uint32_t ev,
-                     struct green__thread **list)
-{
-    struct green__pfd *p = lookup(np, (int)(uint32_t)tag, false);
-    if (!p)
-        return;
-    bool in = ev & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
-    bool out = ev & (EPOLLOUT | EPOLLHUP | EPOLLERR);
-    green__spin_lock(&p->lock);
-    if (p->gen == (uint32_t)(tag >> 32)) {
-        /* Nobody claimed (none waits, or all just timed out): keep the
-         * edge for the next wait. */
-        struct green__thread *before = *list;
-        if (in) {
-            claim_all(&p->rq, 0, list);
-            p->rready |= *list == before;
-        }
-        before = *list;
-        if (out) {
-            claim_all(&p->wq, 0, list);
-            p->wready |= *list == before;
-        }
-    }
-    green__spin_unlock(&p->lock);
-}
-
-/* epoll_pwait2 (Linux 5.11: a timeout in ns); on an older kernel -- or
- * under Valgrind 3.19, which does not know it -- epoll_wait, with the
- * timeout rounded up to whole milliseconds. */
-static _Atomic bool no_pwait2;
-
-static int epoll_wait_ts(int epfd, struct epoll_event *evs, const struct timespec *ts)
-{
-    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
-        int n = epoll_pwait2(epfd, evs, GREEN_NETPOLL_EVENTS, ts, NULL);
-        if (n >= 0 || errno != ENOSYS)
-            return n;
-        atomic_store(&no_pwait2, true);
-    }
-    int ms = -1;
-    if (ts) {
-        uint64_t t = ((uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec + 999999) /
-                     1000000;
-        ms = t > INT_MAX ? INT_MAX : (int)t;
-    }
-    return epoll_wait(epfd, evs, GREEN_NETPOLL_EVENTS, ms);
-}
-
-unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline)
-{
-    struct green__netpoll *np = &rt->np;
-    if (!atomic_load_explicit(&np->ready, memory_order_acquire))
-        return 0;
-    struct epoll_event evs[GREEN_NETPOLL_EVENTS];
-    struct timespec ts = { 0, 0 }, *tsp = &ts;
-    if (deadline == GREEN_FOREVER) {
-        tsp = NULL;
-    } else if (deadline) {
-        uint64_t now = green__clock_ns(), d = deadline > now ? deadline - now : 0;
-        ts.tv_sec = (time_t)(d / 1000000000u);
-        ts.tv_nsec = (long)(d % 1000000000u);
-    }
-    int n = epoll_wait_ts(np->epfd, evs, tsp);
-    atomic_store_explicit(&np->last_poll, green__clock_ns(), memory_order_relaxed);
-    struct green__thread *list = NULL;
-    for (int i = 0; i < n; i++) {
-        if (evs[i].data.u64 == BREAK_TAG) {
-            uint64_t v;
-            while (green__sys_read(np->evfd, &v, sizeof v) > 0)
-                ;
-            atomic_store(&np->broken, 0);
-            continue;
-        }
-        np_event(np, evs[i].data.u64, evs[i].events, &list);
-    }
-    if (!list)
-        return 0;
-    uint64_t by = green__trace_wakes_by(w, GREEN_TR_BY_NETPOLL);
-    unsigned woken = green__ready_list(w, list, false);
-    green__trace_wakes_by(w, by);
-    if (w)
-        green__trace(w, GREEN_TR_NETPOLL, 0, woken, 0);
-    return woken;
-}
-
-
-bool green__netpoll_waiting(struct green__rt *rt)
-{
-    return atomic_load_explicit(&rt->np.waiters, memory_order_relaxed) != 0;
-}
-
-void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_t now,
-                          uint64_t stale_ns)
-{
-    struct green__netpoll *np = &rt->np;
-    if (!green__netpoll_waiting(rt) || atomic_load(&np->blocked) ||
-        now - atomic_load_explicit(&np->last_poll, memory_order_relaxed) < stale_ns)
-        return;
-    green__netpoll(rt, w, 0);
 }

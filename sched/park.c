@@ -78,16 +78,3 @@ void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)
     q->head = wt;
     green__wq_linked(q, wt);
 }
-
-struct green__waiter *green__wq_claim(struct green__wq *q)
-{
-    struct green__waiter *wt;
-    while ((wt = q->head) != NULL) {
-        green__wq_remove(q, wt);
-        if (green__claim(wt->t)) {
-            wt->t->wake_from = wt;
-            return wt;
-        }
-    }
-    return NULL;
-}

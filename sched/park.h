@@ -67,7 +67,7 @@ static inline bool green__wq_busy(green__spin_t *lock, const struct green__wq *q
     return busy;
 }
 
-/* Pop the first waiter whose thread can be claimed; NULL if none.
+/* ready.c.  Pop the first waiter whose thread can be claimed; NULL if none.
  * Unclaimable waiters met on the way are unlinked (their threads were woken
  * by someone else and will not look at them again). */
 struct green__waiter *green__wq_claim(struct green__wq *q);

@@ -20,6 +20,7 @@ void green__pinned_push(struct green__worker *w, struct green__thread *t, bool n
 {
     t->next = NULL;
     __atomic_store_n(&t->pinned, true, __ATOMIC_RELAXED);
+    t->pin_polled = false;
     t->pin_mark = atomic_load_explicit(now ? &w->q.head : &w->q.tail, memory_order_relaxed);
     if (w->pinned_tail)
         w->pinned_tail->next = t;
@@ -142,4 +143,19 @@ void green__inbox_drain(struct green__worker *w)
         green__pinned_push(w, t, true);
         t = next;
     }
+}
+
+/* ---- Waiters ------------------------------------------------------------ */
+
+struct green__waiter *green__wq_claim(struct green__wq *q)
+{
+    struct green__waiter *wt;
+    while ((wt = q->head) != NULL) {
+        green__wq_remove(q, wt);
+        if (green__claim(wt->t)) {
+            wt->t->wake_from = wt;
+            return wt;
+        }
+    }
+    return NULL;
 }

@@ -166,6 +166,7 @@ void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_
                           uint64_t stale_ns);
 #define GREEN_NETPOLL_STALE_NS 10000000u  /* the monitor's: 10 ms, as Go's sysmon */
 #define GREEN_NETPOLL_PREEMPT_NS 500000u  /* a worker's, at a preemption */
+#define GREEN_NETPOLL_PINNED_NS 20000u    /* before a preempted thread's turn */
 void green__netpoll_free(struct green__rt *rt);
 
 /* offload.c */

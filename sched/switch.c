@@ -153,6 +153,29 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
     }
 }
 
+/* The pinned queue's first thread has waited out the ring.  Before it
+ * takes a whole quantum again, let in, once, the threads whose fds became
+ * ready while the ring ran: short requests that arrived while long ones
+ * ran wait for one ring's worth of them, not for the next quantum.  (A
+ * preempted thread thus waits at most two rings, never longer.)  One
+ * non-blocking epoll_wait, only if threads wait on fds and nobody polled
+ * in the last GREEN_NETPOLL_PINNED_NS. */
+static struct green__thread *turn_of_pinned(struct green__worker *w)
+{
+    struct green__thread *p = w->pinned_head, *t;
+    if (!p->pin_polled && green__netpoll_waiting(w->rt)) {
+        p->pin_polled = true;
+        uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+        green__netpoll_stale(w->rt, w, green__clock_ns(), GREEN_NETPOLL_PINNED_NS);
+        if (atomic_load_explicit(&w->q.tail, memory_order_relaxed) != tail &&
+            (t = green__runq_pop(w)) != NULL) {
+            p->pin_mark = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+            return t;
+        }
+    }
+    return pinned_pop(w);
+}
+
 /* The next thread from w's own queues, or NULL: a scheduling decision. */
 struct green__thread *green__pick(struct green__worker *w)
 {
@@ -183,11 +206,12 @@ struct green__thread *green__pick(struct green__worker *w)
     }
     w->runnext_streak = 0;
     /* Threads preempted here wait in the pinned queue until the ring has
-     * run what it held when they were preempted. */
+     * run what it held when they were preempted -- and, once, what became
+     * ready on an fd meanwhile (turn_of_pinned). */
     if (w->pinned_head &&
         (int32_t)(atomic_load_explicit(&w->q.head, memory_order_relaxed) -
                   w->pinned_head->pin_mark) >= 0)
-        return pinned_pop(w);
+        return turn_of_pinned(w);
     if ((t = green__runq_pop(w)) != NULL)
         return t;
     if (w->pinned_head)
