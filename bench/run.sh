@@ -29,6 +29,15 @@
 # bench/echo_load at 100, 1000 and 10000 connections (ECHO_* variables,
 # described in echo_bench.sh).  Its raw figures go to the same log.
 #
+# A seventh table, "bimodal", is not run by default either
+# (BENCH_TABLES=bimodal; about 20 minutes at BENCH_REPS=5):
+# bench/bimodal_bench.sh runs bench/bimodal_server -- a thread per connection
+# doing the requested microseconds of busy work -- on green threads under the
+# shim (quanta 1 ms, 100 us, 50 us, and budget mode in the instrumented
+# build), on pthreads, and Go's peer (go_bench bimodal_server), each on one
+# CPU, loaded by bench/bimodal_load's open-loop Poisson mix of short and long
+# requests (BIMODAL_* variables, described in bimodal_bench.sh).
+#
 # A second table, "Preemption", runs the preemption benchmarks (ticker,
 # preempt_cost, yield_signals) in several variants -- libgreen with
 # preemption off and by signal at several quanta, Go with and without its
@@ -46,7 +55,7 @@
 #                         thread), YIELD_SIGNALS (milliseconds)
 #   BENCH_PTHREAD_<NAME>_N  N for pthreads (far slower, and park cannot reach 1M)
 #   BENCH_TABLES          which tables to run: "main preempt safepoint budget locks"
-#                         (the default); "echo" is the fifth, run only when named
+#                         (the default); "echo" and "bimodal" run only when named
 #   BENCH_BUDGET_TICKS    ticks per latency run in the budget table (1000)
 #   BENCH_TIMEOUT         seconds before a single run is killed (300)
 #   GO                    the go binary; set but empty: no Go column
@@ -517,5 +526,9 @@ esac
 case " $TABLES " in *" echo "*)
     # It finds its binaries in $BUILD, and reports failures itself.
     GO_BENCH=${BIN[go]} ECHO_LOG=$LOG "$SRC/echo_bench.sh" "$BUILD" || die "echo_bench.sh failed"
+esac
+case " $TABLES " in *" bimodal "*)
+    GO_BENCH=${BIN[go]} BIMODAL_LOG=$LOG BIMODAL_REPS=${BIMODAL_REPS:-$REPS} \
+        "$SRC/bimodal_bench.sh" "$BUILD" || die "bimodal_bench.sh failed"
 esac
 echo "raw figures: $LOG"

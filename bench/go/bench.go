@@ -43,6 +43,15 @@
 //	                    EOF -- the Go of examples/echo_server.c; prints
 //	                    "listening on 127.0.0.1:PORT" once listening
 //
+// The bimodal table's Go peer (bench/bimodal_bench.sh), also a server:
+//
+//	bimodal_server [PORT]  one goroutine per connection reading 16-byte
+//	                       requests { id uint64, service_us uint32, magic
+//	                       uint32 } (bench/bimodal.h), doing service_us
+//	                       calls of a calibrated ~1 us chunk of xorshift64
+//	                       steps, and writing the 16 bytes back -- the Go of
+//	                       bench/bimodal_server.c, calibrated the same way
+//
 // yield and ticker set GOMAXPROCS to 1, preempt_cost and yield_signals to 2,
 // unless the GOMAXPROCS variable is set (run.sh sets it).  Timing is the
 // monotonic clock around the whole pass, after an untimed warm-up pass of
@@ -52,6 +61,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -473,6 +483,101 @@ func runEchoServer(args []string) {
 	}
 }
 
+// ---- Bimodal server ------------------------------------------------------
+
+const bimodalMagic = 0x62696d6f // bench/bimodal.h
+
+var bimodalStepsPerUs uint64
+var bimodalSink uint64
+
+// bimodalChunk: n xorshift64 steps, a serial chain with no call in it.
+//
+//go:noinline
+func bimodalChunk(x, n uint64) uint64 {
+	for i := uint64(0); i < n; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	return x
+}
+
+//go:noinline
+func bimodalServe(us uint32, seed uint64) {
+	x := seed | 1
+	for i := uint32(0); i < us; i++ {
+		x = bimodalChunk(x, bimodalStepsPerUs)
+	}
+	atomic.StoreUint64(&bimodalSink, x)
+}
+
+// bimodalCalibrate: the fastest of 8 trials of 2 ms, as bimodal_server.c.
+func bimodalCalibrate() {
+	best, x := uint64(0), uint64(88172645463325252)
+	for t := 0; t < 8; t++ {
+		steps, t0 := uint64(0), time.Now()
+		var dt time.Duration
+		for dt < 2*time.Millisecond {
+			x = bimodalChunk(x, 1000)
+			steps += 1000
+			dt = time.Since(t0)
+		}
+		if v := steps * 1000 / uint64(dt.Nanoseconds()); v > best {
+			best = v
+		}
+	}
+	atomic.StoreUint64(&bimodalSink, x)
+	if best == 0 {
+		best = 1
+	}
+	bimodalStepsPerUs = best
+	fmt.Fprintf(os.Stderr, "go_bench: bimodal_server: calibrated: %d steps/us\n", best)
+}
+
+func bimodalConn(c net.Conn) {
+	defer c.Close()
+	var m [16]byte
+	for {
+		if _, err := io.ReadFull(c, m[:]); err != nil {
+			return
+		}
+		id := binary.LittleEndian.Uint64(m[0:8])
+		if binary.LittleEndian.Uint32(m[12:16]) != bimodalMagic {
+			return
+		}
+		bimodalServe(binary.LittleEndian.Uint32(m[8:12]), id)
+		if _, err := c.Write(m[:]); err != nil {
+			return
+		}
+	}
+}
+
+func runBimodalServer(args []string) {
+	port := "0"
+	if len(args) > 1 {
+		usage()
+	} else if len(args) == 1 {
+		if v, err := strconv.ParseUint(args[0], 10, 16); err != nil {
+			fail("bad port %q", args[0])
+		} else {
+			port = strconv.FormatUint(v, 10)
+		}
+	}
+	bimodalCalibrate()
+	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		fail("bimodal_server: %v", err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fail("bimodal_server: accept: %v", err)
+		}
+		go bimodalConn(c)
+	}
+}
+
 type bench struct {
 	defaultN uint64
 	run      func(n uint64) time.Duration // nil: own runs and prints all
@@ -498,7 +603,8 @@ var benches = map[string]bench{
 
 func usage() {
 	fail("usage: go_bench yield|spawn|spawnmany|chan|mutex|park|ticker|ticker_calls|ticker_libc|preempt_cost|yield_signals [N]\n" +
-		"       go_bench echo_server [PORT]")
+		"       go_bench echo_server [PORT]\n" +
+		"       go_bench bimodal_server [PORT]")
 }
 
 func main() {
@@ -508,6 +614,10 @@ func main() {
 	name := os.Args[1]
 	if name == "echo_server" {
 		runEchoServer(os.Args[2:])
+		return
+	}
+	if name == "bimodal_server" {
+		runBimodalServer(os.Args[2:])
 		return
 	}
 	b, ok := benches[name]
