@@ -177,12 +177,14 @@ static int prepare(struct green__pool *p, struct green__region *r)
     char *first = r->base + r->prepared;
     bool batched = !p->no_batch && n > 1;
     if (p->guard) {
-        for (unsigned i = 0; i < n; i++)
-            iov[i] = (struct iovec){ first + i * p->slot, p->guard };
-        if (batched && !p->use_mprotect && !madvise_ranges(iov, n, MADV_GUARD_INSTALL))
-            batched = false, p->no_batch = true;
+        if (batched && !p->use_mprotect) {
+            for (unsigned i = 0; i < n; i++)
+                iov[i] = (struct iovec){ first + i * p->slot, p->guard };
+            if (!madvise_ranges(iov, n, MADV_GUARD_INSTALL))
+                batched = false, p->no_batch = true;
+        }
         if (!batched || p->use_mprotect) {
-            n = 1;                   /* one at a time: a failure skips one slot */
+            n = 1;                   /* one at a time: a failure fails one spawn */
             int err = guard_install(p, first);
             if (err)
                 return err;
@@ -218,8 +220,15 @@ static void *bump(struct green__pool *p, int *err)
     }
     size_t used = atomic_load_explicit(&r->used, memory_order_relaxed);
     char *base = r->base + used;
-    if (used + p->slot > r->prepared && (*err = prepare(p, r)) != 0)
-        return NULL;                 /* its guard failed: tried again next time */
+    if (used + p->slot > r->prepared) {
+        *err = 0;
+        if (!p->no_batch)
+            *err = prepare(p, r);
+        else if (!p->guard || (*err = guard_install(p, base)) == 0)
+            r->prepared += p->slot;  /* the old way: a call a guard */
+        if (*err)
+            return NULL;             /* its guard failed: tried again next time */
+    }
     atomic_store_explicit(&r->used, used + p->slot, memory_order_release);
     return base + p->obj_off;
 }

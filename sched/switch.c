@@ -160,7 +160,7 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
  * preempted thread thus waits at most two rings, never longer.)  One
  * non-blocking epoll_wait, only if threads wait on fds and nobody polled
  * in the last GREEN_NETPOLL_PINNED_NS. */
-static struct green__thread *turn_of_pinned(struct green__worker *w)
+__attribute__((noinline)) static struct green__thread *turn_of_pinned(struct green__worker *w)
 {
     struct green__thread *p = w->pinned_head, *t;
     if (!p->pin_polled && green__netpoll_waiting(w->rt)) {
