@@ -90,8 +90,17 @@ int green__pool_init(struct green__pool *p, size_t slot, size_t guard, size_t ob
     p->release = release;
     p->touch = touch < slot - guard ? touch : slot - guard;
     p->batch = GREEN_PREPARE_MIN;
+    if (guard || touch) {
+        p->prep_iov = malloc(GREEN_PREPARE_MAX * sizeof *p->prep_iov);
+        p->no_batch = !p->prep_iov;  /* the old way, then */
+    } else {
+        p->no_batch = true;
+    }
     p->next_region_size = first_region;
-    return pthread_mutex_init(&p->lock, NULL) == 0 ? 0 : EAGAIN;
+    if (pthread_mutex_init(&p->lock, NULL) == 0)
+        return 0;
+    free(p->prep_iov);
+    return EAGAIN;
 }
 
 void green__pool_destroy(struct green__pool *p)
@@ -100,6 +109,7 @@ void green__pool_destroy(struct green__pool *p)
     for (unsigned i = 0; i < n; i++)
         munmap(p->regions[i].base, p->regions[i].size);
     free(p->free);
+    free(p->prep_iov);
     pthread_mutex_destroy(&p->lock);
 }
 
@@ -173,7 +183,7 @@ static int prepare(struct green__pool *p, struct green__region *r)
     unsigned n = p->batch < left ? p->batch : (unsigned)left;
     if (n == 0)
         return ENOMEM;
-    struct iovec iov[GREEN_PREPARE_MAX];
+    struct iovec *iov = p->prep_iov;
     char *first = r->base + r->prepared;
     bool batched = !p->no_batch && n > 1;
     if (p->guard) {
@@ -192,7 +202,7 @@ static int prepare(struct green__pool *p, struct green__region *r)
     }
     if (p->touch && batched) {
         unsigned k = n;
-        if (p->touch == p->slot - p->guard) {
+        if (!p->guard && p->touch == p->slot) {   /* whole slots, back to back */
             iov[0] = (struct iovec){ first, n * p->slot };
             k = 1;
         } else {

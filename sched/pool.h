@@ -8,6 +8,8 @@
 
 #include "base.h"
 
+#include <sys/uio.h>
+
 /* ---- Pools (pool.c) ---------------------------------------------------- */
 
 #define GREEN_MAX_REGIONS 48
@@ -36,6 +38,8 @@ struct green__pool {
     bool no_batch;                   /* process_madvise refused: a call a slot */
     size_t touch;                    /* bytes at each slot's top populated ahead */
     unsigned batch;                  /* slots the next preparation covers */
+    struct iovec *prep_iov;          /* its ranges (under lock; not on a
+                                      * green thread's small stack) */
     pthread_mutex_t lock;            /* regions (append), free array */
     struct green__region regions[GREEN_MAX_REGIONS];
     _Atomic unsigned nregions;

@@ -157,13 +157,14 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
  * takes a whole quantum again, let in, once, the threads whose fds became
  * ready while the ring ran: short requests that arrived while long ones
  * ran wait for one ring's worth of them, not for the next quantum.  (A
- * preempted thread thus waits at most two rings, never longer.)  One
+ * preempted thread thus waits at most two rings, never longer; a holder
+ * of foreign locks, which others may wait for, is not held back.)  One
  * non-blocking epoll_wait, only if threads wait on fds and nobody polled
  * in the last GREEN_NETPOLL_PINNED_NS. */
 __attribute__((noinline)) static struct green__thread *turn_of_pinned(struct green__worker *w)
 {
     struct green__thread *p = w->pinned_head, *t;
-    if (!p->pin_polled && green__netpoll_waiting(w->rt)) {
+    if (!p->pin_polled && !p->nheld && green__netpoll_waiting(w->rt)) {
         p->pin_polled = true;
         uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
         green__netpoll_stale(w->rt, w, green__clock_ns(), GREEN_NETPOLL_PINNED_NS);

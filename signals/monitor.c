@@ -215,7 +215,7 @@ uint64_t green__sig_tick(struct green__rt *rt, uint64_t now)
         uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
         if (atomic_load_explicit(&w->tid, memory_order_acquire) == 0 ||
             __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == &w->g0 ||
-            atomic_load_explicit(&all[i].slice_timed, memory_order_relaxed)) {
+            green__slice_timer_watching(w, now)) {
             m->busy = false;         /* not started, idle, or its slice timer watches it */
             continue;
         }

@@ -46,17 +46,16 @@ struct green__sig_worker {
     /* The request: set by the monitor (CAS 0 -> 1), consumed by this
      * worker's handler; 2 while an exec closes it (exec.c). */
     _Atomic uint32_t preempt_req;
-    /* The slice timer (slice_timer.c): a one-shot POSIX timer that
-     * signals this worker alone, armed at a preemption and re-armed while
-     * the worker stays busy.  slice_timed: armed, and the monitor leaves
-     * this worker to it; set by the owner, cleared by the owner's signal
-     * handler.  The rest is the owner's and its handler's. */
+    /* The slice timer (slice_timer.c): a POSIX timer that signals this
+     * worker alone, armed at each preemption for the next slice.
+     * slice_timed: armed and the monitor leaves this worker to it; set by
+     * the owner, cleared by the owner's signal handler -- or by the
+     * monitor, when an expiry was lost (green__slice_timer_watching). */
     _Atomic uint32_t slice_timed;
-    uint32_t slice_tick;             /* w->tick of the slice being timed */
+    uint32_t slice_tick;             /* w->tick of the slice it was armed for */
     bool slice_timer_ok;             /* created */
     timer_t slice_timer;
-    uint64_t slice_seen_ns;          /* when it was armed: the clock, */
-    uint64_t slice_seen_cpu;         /* and this OS thread's CPU time */
+    uint64_t slice_armed_ns;         /* when it was armed (the monitor reads it) */
     _Alignas(GREEN_CACHELINE) struct green__watch watch;
 };
 
@@ -121,14 +120,17 @@ int green__hijack_personality(int version, int actions, uint64_t exception_class
 
 /* ---- slice_timer.c ------------------------------------------------------ */
 
-/* w's slice timer: arm it for the slice the next pick starts (on w, in
- * the switch of a preemption); has the slice it fired on run a quantum
- * (AS-safe; it re-arms itself for a slice begun since, or sends w back to
- * the monitor)?  Leave w to the monitor (AS-safe); disarm it (exec);
- * delete it, on w's own thread as w stops (rt->hooks->worker_exit). */
+/* w's one-shot slice timer: arm it for the slice the next pick starts (on
+ * w, in the switch of a preemption); is the slice it fired for still
+ * running (AS-safe; false sends w back to the monitor)?  Leave it to the
+ * monitor (AS-safe); disarm it (exec); delete it, on w's own thread as w
+ * stops (rt->hooks->worker_exit). */
 void green__slice_timer_arm(struct green__worker *w);
 bool green__slice_timer_fired(struct green__worker *w);
 void green__slice_timer_release(struct green__worker *w);
+/* The monitor's look: does w's slice timer still watch it?  (An armed
+ * timer not heard from is taken as lost.) */
+bool green__slice_timer_watching(struct green__worker *w, uint64_t now);
 void green__slice_timer_disarm(struct green__worker *w);
 void green__slice_timer_delete(struct green__worker *w);
 

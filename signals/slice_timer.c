@@ -1,35 +1,25 @@
 /*
- * The slice timer: a busy worker times its own slices.
+ * The slice timer: a worker that keeps being preempted times its own
+ * slices.
  *
  * The monitor finds a thread that overran its quantum and asks for it; from
- * then on the worker arms a one-shot POSIX timer for its next slice at each
- * preemption, and the kernel signals that worker alone when it fires -- no
- * monitor wake and no cross-CPU signal per quantum, which on the VM this
- * was measured on cost ~25 us and ~15 us each.  When it fires:
- * - the slice it was armed for still runs: preempt it;
- * - the worker switched by itself since, and its OS thread ran most of
- *   that time: re-arm for the slice now running, a quantum from now (so it
- *   is preempted between one and two quanta after it began).  The timer
- *   keeps watching a worker that, once preempted, goes on serving short
- *   requests among long ones -- when preemption matters -- where the
- *   monitor would wake every quantum to find it switching (at 100 us on
- *   one CPU: 7 000 wakes a second, a sixth of that CPU, and short requests'
- *   p99 5.9/4.3/5.3/5.1 ms against 7.0/11.7/14.8/307 ms, bench/bimodal);
- * - otherwise the worker goes back to the monitor's watch, with its
- *   backoff: it is idle; or its OS thread ran less than half the time
- *   since the timer was armed -- blocked in a system call libgreen does
- *   not wrap, or kept off the CPU by the host -- where the monitor, which
- *   reads a worker's CPU clock before each signal, sends none (a signal
- *   would only interrupt the call with EINTR: at most this one did);
- *   or the preemption it asked for is refused.
+ * then on, while its worker goes from one preempted slice to the next (CPU
+ * hogs taking turns), the worker arms a one-shot POSIX timer for its next
+ * slice at each preemption, and the kernel signals that worker alone when it
+ * fires -- no monitor wake and no cross-CPU signal per quantum, which on the
+ * VM this was measured on cost ~25 us and ~15 us each, far more than the
+ * timer (see the closing note of issue 3).  When the timer finds that the
+ * slice it was armed for has ended (the thread blocked or yielded: one
+ * signal for nothing, at the end of a CPU-bound run), or the preemption is
+ * refused, the worker goes back to the monitor's watch, with its backoff --
+ * and so it does when the monitor finds the timer silent for two quanta
+ * and 10 ms: an expiry lost to a handler of the program's.
  *
  * The timer's signal carries w itself as its value: the handler tells it
  * from a request and from the program's signals by that (handler.c).
  *
  * Rejected: a periodic per-worker timer from the start (handler.c says
- * why); and a periodic timer from the first preemption on, which saves the
- * re-arming system call but fires on idle workers and, measured in the
- * same runs, left short requests slower (p99 8.0-10.6 ms).
+ * why).
  */
 #define _GNU_SOURCE
 #include "signals.h"
@@ -38,14 +28,8 @@
 #include <string.h>
 #include <time.h>
 
-/* AS-safe.  CPU time this OS thread has run, ns. */
-static uint64_t own_cpu_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return 0;
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* How late an expiry may be before the monitor takes it as lost. */
+#define GREEN_SLICE_LOST_NS 10000000u    /* 10 ms */
 
 /* AS-safe.  The worker leaves its slice timer; the monitor takes over. */
 void green__slice_timer_release(struct green__worker *w)
@@ -54,64 +38,72 @@ void green__slice_timer_release(struct green__worker *w)
     green__sysmon_poke(w->rt);
 }
 
-/* AS-safe.  Arm s for the slice numbered tick, from now. */
-static bool arm_at(struct green__worker *w, struct green__sig_worker *s, uint32_t tick,
-                   uint64_t now)
-{
-    uint64_t end = green__slice_end(now, green__quantum_ns(w->rt),
-                                    atomic_load_explicit(&w->timer_next, memory_order_relaxed));
-    s->slice_tick = tick;
-    s->slice_seen_ns = now;
-    s->slice_seen_cpu = own_cpu_ns();
-    atomic_store_explicit(&s->slice_timed, 1, memory_order_relaxed);
-    GREEN_TEST_TRACE_DEADLINE(w, end);
-    struct itimerspec it = { { 0, 0 },
-                             { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
-    if (timer_settime(s->slice_timer, TIMER_ABSTIME, &it, NULL) == 0)
-        return true;
-    atomic_store_explicit(&s->slice_timed, 0, memory_order_relaxed);
-    return false;
-}
-
 /* Called by the trampoline's switch, on w, before it picks the next
  * thread: arm the timer for the slice that pick starts (tick + 1). */
 void green__slice_timer_arm(struct green__worker *w)
 {
+    struct green__rt *rt = w->rt;
     struct green__sig_worker *s = green__sig_worker(w);
     if (!s->slice_timer_ok) {
         struct sigevent ev;
         memset(&ev, 0, sizeof ev);
         ev.sigev_notify = SIGEV_THREAD_ID;
-        ev.sigev_signo = w->rt->cfg.signo;
+        ev.sigev_signo = rt->cfg.signo;
         ev.sigev_value.sival_ptr = w;
         ev._sigev_un._tid = atomic_load_explicit(&w->tid, memory_order_relaxed);
         if (timer_create(CLOCK_MONOTONIC, &ev, &s->slice_timer) != 0)
             return;                  /* the monitor keeps watching w */
         s->slice_timer_ok = true;
     }
-    arm_at(w, s, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1, green__clock_ns());
+    uint64_t now = green__clock_ns();
+    uint64_t end = green__slice_end(now, green__quantum_ns(rt),
+                                    atomic_load_explicit(&w->timer_next, memory_order_relaxed));
+    s->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
+    __atomic_store_n(&s->slice_armed_ns, now, __ATOMIC_RELAXED);
+    atomic_store_explicit(&s->slice_timed, 1, memory_order_relaxed);
+    GREEN_TEST_TRACE_DEADLINE(w, end);
+    struct itimerspec it = { { 0, 0 },
+                             { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
+    if (timer_settime(s->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)
+        atomic_store_explicit(&s->slice_timed, 0, memory_order_relaxed);
+}
+
+/* The monitor's look.  An expiry that never reached libgreen's handler --
+ * the program had a handler of its own installed for the signal at that
+ * moment, or ignored it, or a green thread took it with sigwait or
+ * signalfd -- would leave slice_timed set with no timer armed, and the
+ * worker unwatched for good: a thread computing there was never preempted
+ * again (tests/test_hostile.c).  An armed timer not heard from in two
+ * quanta and GREEN_SLICE_LOST_NS more is taken as lost, and the monitor
+ * watches w again (should it merely be late, both watch w a while: a
+ * request and an expiry merge). */
+bool green__slice_timer_watching(struct green__worker *w, uint64_t now)
+{
+    struct green__sig_worker *s = green__sig_worker(w);
+    if (!atomic_load_explicit(&s->slice_timed, memory_order_relaxed))
+        return false;
+    uint64_t armed = __atomic_load_n(&s->slice_armed_ns, __ATOMIC_RELAXED);
+    if (now < armed || now - armed <= 2 * green__quantum_ns(w->rt) + GREEN_SLICE_LOST_NS)
+        return true;
+    atomic_store_explicit(&s->slice_timed, 0, memory_order_relaxed);
+    return false;
 }
 
 /* AS-safe.  w's slice timer fired: true if its slice is still running and
- * should be asked to switch.  (A run that does not preempt by signal has
- * no slice timer: stale.) */
+ * should be asked to switch; otherwise w goes back to the monitor.  (A run
+ * that does not preempt by signal has no slice timer: stale.) */
 bool green__slice_timer_fired(struct green__worker *w)
 {
     struct green__sig_worker *s = green__sig_worker(w);
     green__count(&green__sig_stats.signals_sent);
     if (!s || !atomic_load_explicit(&s->slice_timed, memory_order_relaxed))
         return false;                /* released meanwhile: stale */
-    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
-    if (w->cur != &w->g0 && tick == s->slice_tick)
-        return true;
-    /* Busy with a slice begun since, and it really ran: time that one. */
-    uint64_t now = green__clock_ns();
-    if (w->cur != &w->g0 &&
-        own_cpu_ns() - s->slice_seen_cpu >= (now - s->slice_seen_ns) / 2 &&
-        arm_at(w, s, tick, now))
+    if (w->cur == &w->g0 ||
+        atomic_load_explicit(&w->tick, memory_order_relaxed) != s->slice_tick) {
+        green__slice_timer_release(w);   /* that slice ended by itself */
         return false;
-    green__slice_timer_release(w);
-    return false;
+    }
+    return true;
 }
 
 /* Before an exec on w (exec.c, through green__sig_quiet): the timer will

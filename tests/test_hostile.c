@@ -225,6 +225,80 @@ Test(hostile, a_handler_installed_during_a_run_is_reported_and_not_fed, .timeout
     takeover(false);
 }
 
+/* A slice-timer expiry that reaches the program's handler instead of
+ * libgreen's is lost; preemption must come back once libgreen's handler
+ * is.  One worker, two hogs taking turns by preemption (so the worker's
+ * slice timer watches it); one of them puts a handler of the program's in
+ * for a while -- the timer's next expiry goes there -- then puts
+ * libgreen's back and spins on: the other must get the CPU again. */
+struct lost {
+    atomic_long b_progress;
+    atomic_int stop;
+    long app_calls;
+    uint64_t back_ns;                /* libgreen's handler back -> B ran; 0: never */
+};
+
+static void *lost_b(void *arg)
+{
+    struct lost *l = arg;
+    while (!atomic_load_explicit(&l->stop, memory_order_relaxed)) {
+        spin_cycles(100000);
+        atomic_fetch_add_explicit(&l->b_progress, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static void *lost_a(void *arg)
+{
+    struct lost *l = arg;
+    /* Taking turns: B has run since A began, more than once. */
+    long b0 = atomic_load(&l->b_progress);
+    uint64_t give_up = mono_ns() + 5000000000u;
+    while (atomic_load(&l->b_progress) < b0 + 3 && mono_ns() < give_up)
+        spin_cycles(100000);
+    struct sigaction old;
+    atomic_store(&app_handled, 0);
+    install_app_handler(&old);
+    uint64_t until = mono_ns() + 30000000u;      /* 30 ms of the program's handler */
+    while (mono_ns() < until)
+        spin_cycles(100000);
+    l->app_calls = atomic_load(&app_handled);
+    cr_assert_eq(sigaction(SIGALRM, &old, NULL), 0);
+    uint64_t back = mono_ns();
+    long b1 = atomic_load(&l->b_progress);
+    while (atomic_load(&l->b_progress) == b1 && mono_ns() < back + 1000000000u)
+        spin_cycles(100000);
+    if (atomic_load(&l->b_progress) != b1)
+        l->back_ns = mono_ns() - back;
+    atomic_store(&l->stop, 1);
+    return NULL;
+}
+
+static void *lost_main(void *arg)
+{
+    green_t a, b;
+    cr_assert_eq(green_spawn(&b, lost_b, arg), 0);
+    cr_assert_eq(green_spawn(&a, lost_a, arg), 0);
+    green_join(a, NULL);
+    green_join(b, NULL);
+    return NULL;
+}
+
+Test(hostile, preemption_comes_back_after_a_timer_signal_went_to_the_programs_handler,
+     .timeout = 60)
+{
+    static struct lost l;
+    memset(&l, 0, sizeof l);
+    cr_redirect_stderr();
+    cr_assert_eq(run(lost_main, &l, 1, GREEN_PREEMPT_SIGNAL, NULL), 0);
+    cr_log_info("the program's handler got %ld signals; the other hog ran %.1f ms after "
+                "libgreen's handler was back", l.app_calls, (double)l.back_ns / 1e6);
+    cr_expect_gt(l.app_calls, 0, "no signal reached the program's handler: nothing was lost");
+    cr_expect_gt(l.back_ns, 0, "the other hog never ran again: preemption did not come back");
+    cr_expect_lt(l.back_ns, 500000000u, "preemption came back only after %.0f ms",
+                 (double)l.back_ns / 1e6);
+}
+
 Test(hostile, a_worker_blocking_the_signal_is_reported, .timeout = 60)
 {
     takeover(true);
