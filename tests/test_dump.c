@@ -128,11 +128,25 @@ static void *reader_fn(void *arg)
     return NULL;
 }
 
+/* The dump from a plain OS thread, taken once main is seen inside
+ * pthread_join: main may still be between pthread_create and the join (a
+ * preemption can land there), so dump again until it is in (2 s at most). */
 static void *os_dumper(void *arg)
 {
     struct scene *s = arg;
-    s->from_os_thread = dump_text();
-    return NULL;
+    uint64_t until = mono_ns() + 2000ull * MS;
+    for (;;) {
+        char *text = dump_text();
+        char *m = paragraph(text, 1);
+        bool joining = m && strstr(m, "pthread_join+");
+        free(m);
+        if (joining || mono_ns() > until) {
+            s->from_os_thread = text;
+            return NULL;
+        }
+        free(text);
+        nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+    }
 }
 
 static void *scene_main(void *arg)
