@@ -92,11 +92,11 @@ static int epoll_wait_ts(int epfd, struct epoll_event *evs, const struct timespe
     return epoll_wait(epfd, evs, GREEN_NETPOLL_EVENTS, ms);
 }
 
-unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline)
+struct green__thread *green__netpoll_collect(struct green__rt *rt, uint64_t deadline)
 {
     struct green__netpoll *np = &rt->np;
     if (!atomic_load_explicit(&np->ready, memory_order_acquire))
-        return 0;
+        return NULL;
     struct epoll_event evs[GREEN_NETPOLL_EVENTS];
     struct timespec ts = { 0, 0 }, *tsp = &ts;
     if (deadline == GREEN_FOREVER) {
@@ -119,6 +119,11 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
         }
         np_event(np, evs[i].data.u64, evs[i].events, &list);
     }
+    return list;
+}
+
+unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list)
+{
     if (!list)
         return 0;
     uint64_t by = green__trace_wakes_by(w, GREEN_TR_BY_NETPOLL);
@@ -129,6 +134,10 @@ unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t 
     return woken;
 }
 
+unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline)
+{
+    return green__netpoll_ready(w, green__netpoll_collect(rt, deadline));
+}
 
 bool green__netpoll_waiting(struct green__rt *rt)
 {

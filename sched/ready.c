@@ -12,15 +12,15 @@
 #include "foreign.h"
 
 /* A preempted thread waits behind the threads queued in the ring when it
- * was preempted (pin_mark), as it would at the tail of a FIFO: the ring
- * cannot make it wait longer, and it cannot take a quantum per thread the
- * ring holds.  now: a holder of foreign locks made runnable -- others may
- * wait for what it holds, so it need not wait for the ring. */
+ * was preempted (pin_mark), as it would at the tail of a FIFO, and then
+ * behind fresh work for at most GREEN_PINNED_WAIT_QUANTA quanta (switch.c,
+ * turn_of_pinned).  now: a holder of
+ * foreign locks made runnable -- others may wait for what it holds, so it
+ * need not wait for the ring. */
 void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now)
 {
     t->next = NULL;
     __atomic_store_n(&t->pinned, true, __ATOMIC_RELAXED);
-    t->pin_polled = false;
     t->pin_mark = atomic_load_explicit(now ? &w->q.head : &w->q.tail, memory_order_relaxed);
     if (w->pinned_tail)
         w->pinned_tail->next = t;

@@ -158,6 +158,12 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
  * ready runnable, in w's queues (w NULL: the global queue).  Returns how
  * many. */
 unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline);
+/* The two halves of green__netpoll: one epoll_wait, and the threads whose
+ * fds are ready, claimed but not yet runnable (an idle worker leaves idle
+ * before it makes them runnable, or it would wake itself); then made
+ * runnable in w's queues.  Returns how many. */
+struct green__thread *green__netpoll_collect(struct green__rt *rt, uint64_t deadline);
+unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list);
 /* Do threads wait on fds? */
 bool green__netpoll_waiting(struct green__rt *rt);
 /* Poll without blocking if threads wait and nobody has polled for
@@ -167,6 +173,8 @@ void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_
 #define GREEN_NETPOLL_STALE_NS 10000000u  /* the monitor's: 10 ms, as Go's sysmon */
 #define GREEN_NETPOLL_PREEMPT_NS 500000u  /* a worker's, at a preemption */
 #define GREEN_NETPOLL_PINNED_NS 20000u    /* before a preempted thread's turn */
+/* How long fresh work goes before preempted threads, in quanta (switch.c). */
+#define GREEN_PINNED_WAIT_QUANTA 2u
 void green__netpoll_free(struct green__rt *rt);
 
 /* offload.c */

@@ -153,27 +153,38 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
     }
 }
 
-/* The pinned queue's first thread has waited out the ring.  Before it
- * takes a whole quantum again, let in, once, the threads whose fds became
- * ready while the ring ran: short requests that arrived while long ones
- * ran wait for one ring's worth of them, not for the next quantum.  (A
- * preempted thread thus waits at most two rings, never longer; a holder
- * of foreign locks, which others may wait for, is not held back.)  One
- * non-blocking epoll_wait, only if threads wait on fds and nobody polled
- * in the last GREEN_NETPOLL_PINNED_NS. */
+/* The pinned queue's first thread has waited out the ring as it was when
+ * the thread was preempted.  Threads that used up a quantum yield to
+ * threads that did not -- woken, spawned, yielded: the ring -- for up to
+ * GREEN_PINNED_WAIT_QUANTA quanta from the first pick that held it back;
+ * then it runs, whatever the ring holds.  So a short request
+ * that arrives while long ones take turns waits for the running quantum,
+ * not for one quantum per long request, and preempted threads still get
+ * one quantum in GREEN_PINNED_WAIT_QUANTA + 1 when fresh work never stops.
+ * A holder of foreign locks, which others may wait for, is not held back.
+ *
+ * The threads whose fds became ready meanwhile count as fresh work: before
+ * the pinned thread's turn, one non-blocking epoll_wait lets them in, if
+ * threads wait on fds and nobody polled in the last GREEN_NETPOLL_PINNED_NS.
+ * NULL: the ring goes first. */
 __attribute__((noinline)) static struct green__thread *turn_of_pinned(struct green__worker *w)
 {
-    struct green__thread *p = w->pinned_head, *t;
-    if (!p->pin_polled && !p->nheld && green__netpoll_waiting(w->rt)) {
-        p->pin_polled = true;
-        uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
-        green__netpoll_stale(w->rt, w, green__clock_ns(), GREEN_NETPOLL_PINNED_NS);
-        if (atomic_load_explicit(&w->q.tail, memory_order_relaxed) != tail &&
-            (t = green__runq_pop(w)) != NULL) {
-            p->pin_mark = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
-            return t;
+    struct green__thread *p = w->pinned_head;
+    if (!p->nheld) {
+        uint64_t now = green__clock_ns();
+        if (!w->pinned_held_since)
+            w->pinned_held_since = now;
+        uint64_t wait = (uint64_t)w->rt->cfg.quantum_us * 1000u * GREEN_PINNED_WAIT_QUANTA;
+        if (now - w->pinned_held_since < wait) {
+            if (!green__runq_empty(w))
+                return NULL;
+            uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+            green__netpoll_stale(w->rt, w, now, GREEN_NETPOLL_PINNED_NS);
+            if (atomic_load_explicit(&w->q.tail, memory_order_relaxed) != tail)
+                return NULL;
         }
     }
+    w->pinned_held_since = 0;
     return pinned_pop(w);
 }
 
@@ -207,12 +218,13 @@ struct green__thread *green__pick(struct green__worker *w)
     }
     w->runnext_streak = 0;
     /* Threads preempted here wait in the pinned queue until the ring has
-     * run what it held when they were preempted -- and, once, what became
-     * ready on an fd meanwhile (turn_of_pinned). */
+     * run what it held when they were preempted, and then behind fresh
+     * work for a while (turn_of_pinned). */
     if (w->pinned_head &&
         (int32_t)(atomic_load_explicit(&w->q.head, memory_order_relaxed) -
-                  w->pinned_head->pin_mark) >= 0)
-        return turn_of_pinned(w);
+                  w->pinned_head->pin_mark) >= 0 &&
+        (t = turn_of_pinned(w)) != NULL)
+        return t;
     if ((t = green__runq_pop(w)) != NULL)
         return t;
     if (w->pinned_head)

@@ -74,7 +74,6 @@ struct green__thread {
     uint32_t pin_mark;               /* pinned: its worker's ring tail then */
     bool pinned;                     /* in its worker's pinned queue (owner
                                       * writes; others read it as a hint) */
-    bool pin_polled;                 /* pinned: fds polled once at its turn */
 
     /* Identity and join.  jword: any thread, by CAS.  joiner: written by
      * the joiner right after it sets JW_WAITING, read by exit after that. */

@@ -60,6 +60,9 @@ struct green__worker {
     struct green__cache key_cache;   /* free key pages (keys.c) */
     struct green__thread *pinned_head, *pinned_tail; /* preempted: stay here */
     _Atomic uint32_t npinned;        /* their number; others read it */
+    uint64_t pinned_held_since;      /* when fresh work first went before the
+                                      * pinned queue's first thread; 0: it has
+                                      * not (turn_of_pinned) */
     /* A thread pinned here that holds a lock others wait for: a waiter
      * asks (handoff.c) that it run next; the owner takes it at its next
      * pick. */

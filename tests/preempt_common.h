@@ -28,15 +28,32 @@
 /* ---- helpers ------------------------------------------------------------ */
 
 /* green_run with the fields these tests care about set explicitly, so that a
- * GREEN_* variable in the environment does not change what is tested. */
-static inline int run_mode(void *(*fn)(void *), void *arg, unsigned workers, int preempt,
-                    unsigned quantum_us)
+ * GREEN_* variable in the environment does not change what is tested;
+ * run_mode_ok also asserts that fn returned NULL (its way to say that its
+ * setup failed is any other value). */
+static inline green_config_t mode_config(unsigned workers, int preempt, unsigned quantum_us)
 {
     green_config_t cfg = config(workers);
     cfg.preempt = preempt;
     cfg.quantum_us = quantum_us;
     cfg.signo = SIGALRM;
+    return cfg;
+}
+
+static inline int run_mode(void *(*fn)(void *), void *arg, unsigned workers, int preempt,
+                    unsigned quantum_us)
+{
+    green_config_t cfg = mode_config(workers, preempt, quantum_us);
     return green_run(fn, arg, &cfg, NULL);
+}
+
+static inline void run_mode_ok(void *(*fn)(void *), void *arg, unsigned workers, int preempt,
+                               unsigned quantum_us)
+{
+    green_config_t cfg = mode_config(workers, preempt, quantum_us);
+    void *ret = NULL;
+    cr_assert_eq(green_run(fn, arg, &cfg, &ret), 0);
+    cr_assert_null(ret, "setup failed");
 }
 
 /* Deadlines for the busy loops, on the TSC: __rdtsc() is one instruction,

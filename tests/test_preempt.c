@@ -866,13 +866,7 @@ Test(preempt, a_preempted_thread_resumes_on_the_worker_it_left, .timeout = 30)
     memset(&st, 0, sizeof st);
     st.until = tsc_after(1 * SEC);
     green_stats_t s0 = stats_now();
-    void *ret = NULL;
-    green_config_t cfg = config(2);
-    cfg.preempt = GREEN_PREEMPT_SIGNAL;
-    cfg.quantum_us = 50;
-    cfg.signo = SIGALRM;
-    cr_assert_eq(green_run(stay_main, &st, &cfg, &ret), 0);
-    cr_assert_null(ret, "setup failed");
+    run_mode_ok(stay_main, &st, 2, GREEN_PREEMPT_SIGNAL, 50);
     green_stats_t s1 = stats_now();
     uint64_t preemptions = s1.preemptions - s0.preemptions;
     cr_log_info("same worker: %llu of %llu spins interrupted, %llu moved; %llu preemptions",
@@ -889,3 +883,84 @@ Test(preempt, a_preempted_thread_resumes_on_the_worker_it_left, .timeout = 30)
                  (unsigned long long)atomic_load(&st.interrupted));
 }
 
+
+/* ---- fresh work before preempted threads, for two quanta at most --------- */
+
+/* Threads that used up a quantum wait behind threads that did not (woken,
+ * spawned, yielded), for up to two quanta since a preempted thread last had
+ * a turn (sched/switch.c, turn_of_pinned).  On one worker at 1 ms: three
+ * hogs, preempted at every quantum, and two threads that compute 50 us and
+ * yield, for 400 ms.  The yielders are fresh work at every turn: they get
+ * about two thirds of the worker (two quanta, then one hog's quantum) -- not
+ * 50 us per hog quantum, 5%, as when a preempted thread came back at its
+ * turn of the ring -- and the hogs the rest: the bound holds, or they would
+ * run only their first quantum each.  Shares are of the worker's CPU time
+ * (the thread CPU clock), so a host that takes the vCPU away does not move
+ * them. */
+#define FRESH_HOGS 3
+#define FRESH_YIELDERS 2
+
+struct fresh {
+    struct hog hog[FRESH_HOGS];
+    uint64_t until;                    /* TSC deadline of the yielders */
+    _Atomic uint64_t yielder_cpu_ns;   /* CPU time the yielders computed */
+    uint64_t worker_cpu_ns;            /* the worker's, over the run */
+};
+
+static void *fresh_yielder(void *arg)
+{
+    struct fresh *f = arg;
+    uint64_t mine = 0;
+    while (!tsc_passed(f->until)) {
+        uint64_t c0 = thread_cpu_ns();
+        spin_for(50 * US);
+        mine += thread_cpu_ns() - c0;
+        green_yield();
+    }
+    atomic_fetch_add(&f->yielder_cpu_ns, mine);
+    return NULL;
+}
+
+static void *fresh_main(void *arg)
+{
+    struct fresh *f = arg;
+    green_t t[FRESH_HOGS + FRESH_YIELDERS];
+    uint64_t c0 = thread_cpu_ns();
+    for (int i = 0; i < FRESH_HOGS; i++)
+        if (green_spawn(&t[i], hog_run, &f->hog[i]) != 0)
+            return P(1);
+    for (int i = 0; i < FRESH_YIELDERS; i++)
+        if (green_spawn(&t[FRESH_HOGS + i], fresh_yielder, f) != 0)
+            return P(1);
+    for (int i = 0; i < FRESH_HOGS + FRESH_YIELDERS; i++)
+        green_join(t[i], NULL);
+    f->worker_cpu_ns = thread_cpu_ns() - c0;
+    return NULL;
+}
+
+Test(preempt, fresh_work_goes_before_preempted_threads_for_two_quanta_at_most, .timeout = 30)
+{
+    static struct fresh f;
+    memset(&f, 0, sizeof f);
+    f.until = tsc_after(400 * MS);
+    for (int i = 0; i < FRESH_HOGS; i++)
+        f.hog[i].until = f.until;
+    green_stats_t s0 = stats_now();
+    run_mode_ok(fresh_main, &f, 1, GREEN_PREEMPT_SIGNAL, 1000);
+    green_stats_t s1 = stats_now();
+    double share = (double)atomic_load(&f.yielder_cpu_ns) / (double)f.worker_cpu_ns;
+    uint64_t preemptions = s1.preemptions - s0.preemptions;
+    cr_log_info("yielders' share of the worker: %.0f%% (%.0f ms of %.0f); %llu preemptions; "
+                "hogs' iterations %llu %llu %llu",
+                100 * share, atomic_load(&f.yielder_cpu_ns) / 1e6, f.worker_cpu_ns / 1e6,
+                (unsigned long long)preemptions, (unsigned long long)f.hog[0].count,
+                (unsigned long long)f.hog[1].count, (unsigned long long)f.hog[2].count);
+    cr_expect_gt(share, 0.40, "fresh work got %.0f%% of the worker beside preempted hogs",
+                 100 * share);
+    cr_expect_lt(share, 0.85, "preempted hogs got %.0f%% of the worker: starved",
+                 100 * (1 - share));
+    cr_expect_gt(preemptions, 30, "only %llu preemptions: the hogs did not get turns",
+                 (unsigned long long)preemptions);
+    for (int i = 0; i < FRESH_HOGS; i++)
+        cr_expect_gt(f.hog[i].count, 0, "hog %d never ran", i);
+}

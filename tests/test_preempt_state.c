@@ -338,13 +338,7 @@ Test(preempt, registers_survive_preemption, .timeout = 30)
 
     t[0].until = t[1].until = tsc_after(2 * SEC);
     green_stats_t s0 = stats_now();
-    void *ret = NULL;
-    green_config_t cfg = config(1);
-    cfg.preempt = GREEN_PREEMPT_SIGNAL;
-    cfg.quantum_us = 50;
-    cfg.signo = SIGALRM;
-    cr_assert_eq(green_run(regs_main, t, &cfg, &ret), 0);
-    cr_assert_null(ret, "setup failed");
+    run_mode_ok(regs_main, t, 1, GREEN_PREEMPT_SIGNAL, 50);
     green_stats_t s1 = stats_now();
 
     uint64_t preemptions = s1.preemptions - s0.preemptions;
