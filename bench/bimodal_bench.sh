@@ -45,13 +45,8 @@ set -u
 die() { echo "bimodal_bench.sh: $*" >&2; exit 1; }
 . "$(dirname "$0")/../examples/echo_port.sh"
 
-[ $# -eq 1 ] || die "usage: bench/bimodal_bench.sh BUILD_DIR"
-[ -d "$1" ] || die "no build directory '$1'"
-BUILD=$(cd "$1" && pwd) || die "cannot enter '$1'"
-SRC=$(cd "$(dirname "$0")" && pwd) || die "cannot find bench/"
-. "$SRC/stats.sh"
-OUT=$BUILD/bench
-mkdir -p "$OUT" || die "cannot create $OUT"
+. "$(dirname "$0")/stats.sh"
+bench_dirs "$@"
 
 LOADS=${BIMODAL_LOADS:-10 20 30 40 50 60 70 80}
 MIXES=${BIMODAL_MIXES:-5:5000 4:10000}
@@ -100,32 +95,7 @@ trap 'exit 130' INT TERM
 LOAD=$OUT/bimodal_load
 [ -x "$LOAD" ] || die "$LOAD missing (build it with 'make bench')"
 
-real_bin() { # path -> the ELF behind a libtool wrapper script, or the path
-    local dir base
-    dir=$(dirname "$1") base=$(basename "$1")
-    if [ "$(head -c 2 "$1" 2>/dev/null)" = "#!" ]; then
-        for f in "$dir/.libs/lt-$base" "$dir/.libs/$base"; do
-            [ -x "$f" ] && { echo "$f"; return; }
-        done
-    fi
-    echo "$1"
-}
-
-if [ -z "${GO_BENCH+set}" ]; then
-    [ -n "${GO+set}" ] || GO=$(command -v go || true)
-    GO_BENCH=
-    if [ -z "$GO" ]; then
-        echo "bimodal_bench.sh: no go: the Go column is n/a" >&2
-    elif (cd "$SRC/go" &&
-          GOCACHE="$OUT/.gocache" GOPATH="$OUT/.gopath" GOENV=off GOFLAGS='' \
-          GOPROXY=off GO111MODULE=on GOTOOLCHAIN=local \
-          "$GO" build -o "$OUT/go_bench" .) >"$TMP/gobuild" 2>&1; then
-        GO_BENCH=$OUT/go_bench
-    else
-        echo "bimodal_bench.sh: go build failed, the Go column is n/a:" >&2
-        sed 's/^/  /' "$TMP/gobuild" >&2
-    fi
-fi
+[ -n "${GO_BENCH+set}" ] || GO_BENCH=$(go_peer "$TMP")
 
 declare -A CMD LABEL
 PIN="taskset -c $SCPU"

@@ -38,13 +38,8 @@ set -u
 die() { echo "echo_bench.sh: $*" >&2; exit 1; }
 . "$(dirname "$0")/../examples/echo_port.sh"
 
-[ $# -eq 1 ] || die "usage: bench/echo_bench.sh BUILD_DIR"
-[ -d "$1" ] || die "no build directory '$1'"
-BUILD=$(cd "$1" && pwd) || die "cannot enter '$1'"
-SRC=$(cd "$(dirname "$0")" && pwd) || die "cannot find bench/"
-. "$SRC/stats.sh"
-OUT=$BUILD/bench
-mkdir -p "$OUT" || die "cannot create $OUT"
+. "$(dirname "$0")/stats.sh"
+bench_dirs "$@"
 
 CONNS=${ECHO_CONNS:-100 1000 10000}
 REPS=${ECHO_REPS:-3}
@@ -97,19 +92,6 @@ fi
 LOAD=$OUT/echo_load
 [ -x "$LOAD" ] || die "$LOAD missing (build it with 'make bench')"
 
-# A libtool wrapper script is a shell: run the program behind it, so that
-# LD_PRELOAD lands in the server and nowhere else.
-real_bin() { # path -> the ELF to run
-    local dir base
-    dir=$(dirname "$1") base=$(basename "$1")
-    if [ "$(head -c 2 "$1" 2>/dev/null)" = "#!" ]; then
-        for f in "$dir/.libs/lt-$base" "$dir/.libs/$base"; do
-            [ -x "$f" ] && { echo "$f"; return; }
-        done
-    fi
-    echo "$1"
-}
-
 declare -A CMD
 SERVER=$BUILD/examples/echo_server
 if [ -x "$SERVER" ]; then
@@ -128,21 +110,7 @@ else
     CMD[pthread]=
 fi
 
-if [ -z "${GO_BENCH+set}" ]; then
-    [ -n "${GO+set}" ] || GO=$(command -v go || true)
-    GO_BENCH=
-    if [ -z "$GO" ]; then
-        echo "echo_bench.sh: no go: the Go column is n/a" >&2
-    elif (cd "$SRC/go" &&
-          GOCACHE="$OUT/.gocache" GOPATH="$OUT/.gopath" GOENV=off GOFLAGS='' \
-          GOPROXY=off GO111MODULE=on GOTOOLCHAIN=local \
-          "$GO" build -o "$OUT/go_bench" .) >"$TMP/gobuild" 2>&1; then
-        GO_BENCH=$OUT/go_bench
-    else
-        echo "echo_bench.sh: go build failed, the Go column is n/a:" >&2
-        sed 's/^/  /' "$TMP/gobuild" >&2
-    fi
-fi
+[ -n "${GO_BENCH+set}" ] || GO_BENCH=$(go_peer "$TMP")
 if [ -n "$BASE" ]; then
     bserver=$BASE/examples/echo_server bshim=$BASE/preload/.libs/libgreen-preload.so
     [ -x "$bserver" ] && [ -f "$bshim" ] || die "ECHO_BASE: no $bserver or $bshim"

@@ -67,13 +67,8 @@ set -u
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: bench/run.sh BUILD_DIR"
-[ -d "$1" ] || die "no build directory '$1'"
-BUILD=$(cd "$1" && pwd) || die "cannot enter '$1'"
-SRC=$(cd "$(dirname "$0")" && pwd) || die "cannot find bench/"
-. "$SRC/stats.sh"
-OUT=$BUILD/bench
-mkdir -p "$OUT" || die "cannot create $OUT"
+. "$(dirname "$0")/stats.sh"
+bench_dirs "$@"
 
 REPS=${BENCH_REPS:-5}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
@@ -131,19 +126,7 @@ for p in green pthread; do
     fi
 done
 
-if [ -z "${GO+set}" ]; then GO=$(command -v go || true); fi
-BIN[go]=
-if [ -z "$GO" ]; then
-    echo "run.sh: no go: the Go column is n/a" >&2
-elif (cd "$SRC/go" &&
-      GOCACHE="$OUT/.gocache" GOPATH="$OUT/.gopath" GOENV=off GOFLAGS='' \
-      GOPROXY=off GO111MODULE=on GOTOOLCHAIN=local \
-      "$GO" build -o "$OUT/go_bench" .) >"$TMP/gobuild" 2>&1; then
-    BIN[go]=$OUT/go_bench
-else
-    echo "run.sh: go build failed, the Go column is n/a:" >&2
-    sed 's/^/  /' "$TMP/gobuild" >&2
-fi
+BIN[go]=$(go_peer "$TMP")
 
 # ---- Running ---------------------------------------------------------------
 

@@ -19,11 +19,8 @@ fail() { echo "preload.sh: FAIL: $*"; exit 1; }
 . "$(dirname "$0")/../examples/echo_port.sh"
 test -f "$shim" || { echo "preload.sh: $shim not built (static only?): skipped"; exit 77; }
 
-preload=$shim
-# An ASan build: its runtime must come first among the preloaded objects.
-if ldd "$prog" 2>/dev/null | grep -q libasan; then
-    preload="$(${CC:-gcc} -print-file-name=libasan.so):$shim"
-fi
+. "$(dirname "$0")/shim_preload.sh"
+preload=$(shim_preload "$prog" "$shim")
 
 out=$(mktemp) || fail "mktemp"
 GREEN_WORKERS=1 LD_PRELOAD=$preload LD_LIBRARY_PATH=$top/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \

@@ -29,11 +29,8 @@ case $? in
 *) echo "sqlite.sh: ERROR: tests/sqlite_clients does not run"; exit 99 ;;
 esac
 
-preload=$shim
-# An ASan build: its runtime must come first among the preloaded objects.
-if ldd "$prog" 2>/dev/null | grep -q libasan; then
-    preload="$(${CC:-gcc} -print-file-name=libasan.so):$shim"
-fi
+. "$(dirname "$0")/shim_preload.sh"
+preload=$(shim_preload "$prog" "$shim")
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/green-sqlite.XXXXXX") || exit 99
 trap 'rm -rf "$dir"' EXIT

@@ -68,11 +68,8 @@ else
     as_pg() { "$@"; }
 fi
 
-preload=$shim
-# An ASan build: its runtime must come first among the preloaded objects.
-if ldd "$prog" 2>/dev/null | grep -q libasan; then
-    preload="$(${CC:-gcc} -print-file-name=libasan.so):$shim"
-fi
+. "$(dirname "$0")/shim_preload.sh"
+preload=$(shim_preload "$prog" "$shim")
 
 # ---- The temporary directory, and the servers' end -------------------------
 
