@@ -55,8 +55,7 @@ struct green__thread *green__handoff_take(struct green__worker *w)
             w->pinned_head = t->next;
         if (w->pinned_tail == t)
             w->pinned_tail = prev;
-        green__add_relaxed(&w->npinned, (uint32_t)-1);
-        __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
+        green__pinned_left(w, t);
         atomic_fetch_add_explicit(&green__lock_handoffs, 1, memory_order_relaxed);
         green__trace(w, GREEN_TR_HANDOFF, t->id, 0, 0);
         return t;

@@ -274,9 +274,11 @@ static void go_idle(struct green__worker *w)
     }
     /* While threads wait on fds, one idle worker sleeps in epoll_wait
      * instead (netpoll.c); its wakers break it through the eventfd.  The
-     * threads it finds ready are made runnable once it has left idle: made
-     * runnable by an idle worker, they would wake one -- itself, through
-     * its futex and the eventfd, four system calls for nothing. */
+     * threads it finds ready are made runnable once it has left idle, the
+     * first in its own LIFO slot: made runnable by an idle worker, they
+     * would wake one -- often itself, through its futex and the eventfd,
+     * four system calls for nothing -- and the first would wake another
+     * worker to steal what this one is about to run. */
     uint32_t zero = 0;
     struct green__thread *ready = NULL;
     if (green__netpoll_waiting(rt) &&
@@ -303,7 +305,7 @@ static void go_idle(struct green__worker *w)
         green__spin_unlock(&rt->idle_lock);
     }
     unidle(w);
-    green__netpoll_ready(w, ready);
+    green__netpoll_ready(w, ready, true);
 }
 
 /* A dump is listing the threads (dump.c): wait, in the scheduler loop,
@@ -346,7 +348,7 @@ static struct green__thread *find_runnable(struct green__worker *w)
         /* Once per hunt, not on every turn of the spin: a system call
          * each, ~1.3 us here; the blocking poll of go_idle catches the rest. */
         if (!spin_until && green__netpoll_waiting(rt) && !atomic_load(&rt->np.blocked) &&
-            green__netpoll(rt, w, 0) > 0)
+            green__netpoll(rt, w, 0, true) > 0)
             continue;                /* fds became ready: run their threads */
         if (GREEN_UNLIKELY(rt->det)) {
             /* One worker, nothing to steal, and no timer but on the virtual

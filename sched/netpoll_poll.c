@@ -122,21 +122,30 @@ struct green__thread *green__netpoll_collect(struct green__rt *rt, uint64_t dead
     return list;
 }
 
-unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list)
+unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list, bool keep_one)
 {
     if (!list)
         return 0;
     uint64_t by = green__trace_wakes_by(w, GREEN_TR_BY_NETPOLL);
-    unsigned woken = green__ready_list(w, list, false);
+    unsigned woken = 0;
+    if (keep_one) {
+        /* The first for w itself: its LIFO slot, which wakes nobody. */
+        struct green__thread *t = list;
+        list = t->next;
+        green__ready(w, t, true);
+        woken++;
+    }
+    woken += green__ready_list(w, list, false);
     green__trace_wakes_by(w, by);
     if (w)
         green__trace(w, GREEN_TR_NETPOLL, 0, woken, 0);
     return woken;
 }
 
-unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline)
+unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline,
+                        bool keep_one)
 {
-    return green__netpoll_ready(w, green__netpoll_collect(rt, deadline));
+    return green__netpoll_ready(w, green__netpoll_collect(rt, deadline), keep_one);
 }
 
 bool green__netpoll_waiting(struct green__rt *rt)
@@ -151,5 +160,5 @@ void green__netpoll_stale(struct green__rt *rt, struct green__worker *w, uint64_
     if (!green__netpoll_waiting(rt) || atomic_load(&np->blocked) ||
         now - atomic_load_explicit(&np->last_poll, memory_order_relaxed) < stale_ns)
         return;
-    green__netpoll(rt, w, 0);
+    green__netpoll(rt, w, 0, false);
 }

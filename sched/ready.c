@@ -22,6 +22,9 @@ void green__pinned_push(struct green__worker *w, struct green__thread *t, bool n
     t->next = NULL;
     __atomic_store_n(&t->pinned, true, __ATOMIC_RELAXED);
     t->pin_mark = atomic_load_explicit(now ? &w->q.head : &w->q.tail, memory_order_relaxed);
+    t->pin_polled = false;
+    t->pin_holder = t->nheld != 0;
+    w->pinned_holders += t->pin_holder;
     if (w->pinned_tail)
         w->pinned_tail->next = t;
     else

@@ -155,15 +155,17 @@ int green__run(void *(*main_fn)(void *), void *arg, const green_config_t *cfg,
 /* netpoll.c */
 /* Poll the run's fds until deadline (absolute green__clock_ns; 0: do not
  * block, GREEN_FOREVER: no timeout) and make the threads whose fds are
- * ready runnable, in w's queues (w NULL: the global queue).  Returns how
- * many. */
-unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline);
+ * ready runnable, in w's queues (w NULL: the global queue).  keep_one: w
+ * has nothing to run, the first goes to its LIFO slot and wakes no other
+ * worker (the rest may).  Returns how many. */
+unsigned green__netpoll(struct green__rt *rt, struct green__worker *w, uint64_t deadline,
+                        bool keep_one);
 /* The two halves of green__netpoll: one epoll_wait, and the threads whose
  * fds are ready, claimed but not yet runnable (an idle worker leaves idle
  * before it makes them runnable, or it would wake itself); then made
  * runnable in w's queues.  Returns how many. */
 struct green__thread *green__netpoll_collect(struct green__rt *rt, uint64_t deadline);
-unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list);
+unsigned green__netpoll_ready(struct green__worker *w, struct green__thread *list, bool keep_one);
 /* Do threads wait on fds? */
 bool green__netpoll_waiting(struct green__rt *rt);
 /* Poll without blocking if threads wait and nobody has polled for

@@ -125,8 +125,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     w->pinned_head = t->next;
     if (!w->pinned_head)
         w->pinned_tail = NULL;
-    green__add_relaxed(&w->npinned, (uint32_t)-1);
-    __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
+    green__pinned_left(w, t);
     return t;
 }
 
@@ -154,37 +153,49 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
 }
 
 /* The pinned queue's first thread has waited out the ring as it was when
- * the thread was preempted.  Threads that used up a quantum yield to
- * threads that did not -- woken, spawned, yielded: the ring -- for up to
- * GREEN_PINNED_WAIT_QUANTA quanta from the first pick that held it back;
- * then it runs, whatever the ring holds.  So a short request
- * that arrives while long ones take turns waits for the running quantum,
- * not for one quantum per long request, and preempted threads still get
+ * the thread was preempted.  Under preemption by signal, threads that used
+ * up a quantum then yield to threads that did not -- woken, spawned,
+ * yielded: the ring -- for up to GREEN_PINNED_WAIT_QUANTA quanta from the
+ * first pick that held the queue's first thread back; then it runs,
+ * whatever the ring holds.  So a short request that arrives while long
+ * ones take turns waits for the quantum that is running, not for one
+ * quantum per long request, and the preempted threads together still get
  * one quantum in GREEN_PINNED_WAIT_QUANTA + 1 when fresh work never stops.
- * A holder of foreign locks, which others may wait for, is not held back.
+ * (The budget's slices are counted in reductions, not time: there the
+ * preempted thread's turn comes when the ring has run.)  Nobody is held
+ * back while a holder of foreign locks, which others may wait for, is in
+ * the pinned queue.
  *
- * The threads whose fds became ready meanwhile count as fresh work: before
- * the pinned thread's turn, one non-blocking epoll_wait lets them in, if
- * threads wait on fds and nobody polled in the last GREEN_NETPOLL_PINNED_NS.
+ * Threads whose fds became ready count as fresh work: while the queue is
+ * held back and the ring is empty -- and once before each preempted
+ * thread's turn -- one non-blocking epoll_wait lets them in, if threads
+ * wait on fds and nobody polled in the last GREEN_NETPOLL_PINNED_NS.
  * NULL: the ring goes first. */
 __attribute__((noinline)) static struct green__thread *turn_of_pinned(struct green__worker *w)
 {
     struct green__thread *p = w->pinned_head;
-    if (!p->nheld) {
+    if (!w->pinned_holders) {
+        struct green__rt *rt = w->rt;
         uint64_t now = green__clock_ns();
         if (!w->pinned_held_since)
             w->pinned_held_since = now;
-        uint64_t wait = (uint64_t)w->rt->cfg.quantum_us * 1000u * GREEN_PINNED_WAIT_QUANTA;
-        if (now - w->pinned_held_since < wait) {
-            if (!green__runq_empty(w))
-                return NULL;
+        uint64_t wait = rt->cfg.preempt == GREEN_PREEMPT_SIGNAL
+                            ? (uint64_t)rt->cfg.quantum_us * 1000u * GREEN_PINNED_WAIT_QUANTA
+                            : 0;
+        bool held = now - w->pinned_held_since < wait;
+        if (held && !green__runq_empty(w))
+            return NULL;
+        if (held || !p->pin_polled) {
+            p->pin_polled = true;
             uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
-            green__netpoll_stale(w->rt, w, now, GREEN_NETPOLL_PINNED_NS);
-            if (atomic_load_explicit(&w->q.tail, memory_order_relaxed) != tail)
+            green__netpoll_stale(rt, w, now, GREEN_NETPOLL_PINNED_NS);
+            uint32_t after = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+            if (after != tail) {
+                p->pin_mark = after;     /* behind what the poll let in, at least */
                 return NULL;
+            }
         }
     }
-    w->pinned_held_since = 0;
     return pinned_pop(w);
 }
 

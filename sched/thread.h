@@ -74,6 +74,8 @@ struct green__thread {
     uint32_t pin_mark;               /* pinned: its worker's ring tail then */
     bool pinned;                     /* in its worker's pinned queue (owner
                                       * writes; others read it as a hint) */
+    bool pin_polled;                 /* pinned: fds polled before its turn */
+    bool pin_holder;                 /* pinned holding foreign locks */
 
     /* Identity and join.  jword: any thread, by CAS.  joiner: written by
      * the joiner right after it sets JW_WAITING, read by exit after that. */

@@ -63,6 +63,7 @@ struct green__worker {
     uint64_t pinned_held_since;      /* when fresh work first went before the
                                       * pinned queue's first thread; 0: it has
                                       * not (turn_of_pinned) */
+    uint32_t pinned_holders;         /* pinned threads that hold foreign locks */
     /* A thread pinned here that holds a lock others wait for: a waiter
      * asks (handoff.c) that it run next; the owner takes it at its next
      * pick. */
@@ -216,6 +217,15 @@ static inline void green__add_relaxed(_Atomic uint32_t *c, uint32_t d)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
                           memory_order_relaxed);
+}
+/* t has left w's pinned queue, by its turn or a handoff: the next thread
+ * there starts a new hold (switch.c, turn_of_pinned). */
+static inline void green__pinned_left(struct green__worker *w, struct green__thread *t)
+{
+    green__add_relaxed(&w->npinned, (uint32_t)-1);
+    w->pinned_holders -= t->pin_holder;
+    w->pinned_held_since = 0;
+    __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
 }
 /* A scheduling decision: the monitor dates slices by it. */
 static inline void green__new_slice(struct green__worker *w) { green__add_relaxed(&w->tick, 1); }

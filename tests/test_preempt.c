@@ -887,14 +887,15 @@ Test(preempt, a_preempted_thread_resumes_on_the_worker_it_left, .timeout = 30)
 /* ---- fresh work before preempted threads, for two quanta at most --------- */
 
 /* Threads that used up a quantum wait behind threads that did not (woken,
- * spawned, yielded), for up to two quanta since a preempted thread last had
- * a turn (sched/switch.c, turn_of_pinned).  On one worker at 1 ms: three
+ * spawned, yielded), for up to two quanta from the first pick that held
+ * them back (sched/switch.c, turn_of_pinned).  On one worker at 1 ms: three
  * hogs, preempted at every quantum, and two threads that compute 50 us and
  * yield, for 400 ms.  The yielders are fresh work at every turn: they get
  * about two thirds of the worker (two quanta, then one hog's quantum) -- not
  * 50 us per hog quantum, 5%, as when a preempted thread came back at its
  * turn of the ring -- and the hogs the rest: the bound holds, or they would
- * run only their first quantum each.  Shares are of the worker's CPU time
+ * run only their first quantum each (3 preemptions in all, not 100 or more,
+ * and the yielders near 100%).  Shares are of the worker's CPU time
  * (the thread CPU clock), so a host that takes the vCPU away does not move
  * them. */
 #define FRESH_HOGS 3
