@@ -273,6 +273,8 @@ def _saved_regs(t):
     """The registers green__ctx_switch saved on t's stack, or a reason."""
     sp = int(t["sp"])
     lo, hi = int(t["stack_lo"]), int(t["stack_hi"])
+    if not sp and int(t["on_cpu"]) == 2:     # GREEN_ON_CPU_LAUNCH
+        raise GreenError("%s: has not run yet: no frames" % _name(t))
     if not sp or sp < lo or sp + 64 > hi:
         raise GreenError("%s: its saved stack pointer 0x%x is not on its stack "
                          "[0x%x, 0x%x)" % (_name(t), sp, lo, hi))

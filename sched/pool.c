@@ -22,7 +22,8 @@
  * opened for the call).  A first touch is a page fault, ~11 us on the VM
  * this was measured on, a guard one madvise, ~1.4 us: in a batch, 0.6 us
  * and 0.25 us a slot (what is left of the fault is the hypervisor's, at the
- * first touch, ~5 us, out of reach from here).  A batch starts at
+ * first touch, ~5 us: for a stack, paid by the worker that first runs its
+ * thread, see launch() in switch.c).  A batch starts at
  * GREEN_PREPARE_MIN slots and doubles while the pool keeps growing, up to
  * GREEN_PREPARE_MAX, so a program of a few threads populates a few pages
  * ahead and one that spawns a million amortises each call over 512.  Where

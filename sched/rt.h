@@ -78,6 +78,10 @@ struct green__rt {
     struct green__worker *workers;
     bool runnext_atomic;             /* no membarrier: LIFO slots use xchg */
     uint64_t fp_control;             /* new threads' MXCSR | x87 CW << 32 */
+    void (*thread_main)(struct green__worker *, struct green__thread *);
+                                     /* new threads' first function, set by
+                                      * thread.c for launch() in switch.c
+                                      * (which may not call up to it) */
 
     /* Global inject queue, under glock; glen readable without it. */
     green__spin_t glock;

@@ -26,6 +26,23 @@
 
 /* ---- Switching ---------------------------------------------------------- */
 
+/* A thread's first switch-in ("The on_cpu protocol", sched.h): its stack's
+ * top record (thread.h), then the frame green__ctx_switch restores
+ * (switch_x86_64.S), written by the worker about to run it (switch_busy). */
+static void launch(struct green__thread *t)
+{
+    struct green__stack_top *top = green__stack_top(t);
+    top->mark = GREEN_STACK_TOP_MARK;
+    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15);
+    sp[-1] = (uint64_t)(uintptr_t)green__ctx_entry;   /* return address */
+    sp[-2] = 0;                                        /* rbp */
+    sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
+    sp[-4] = (uint64_t)(uintptr_t)t->rt->thread_main;  /* r12 */
+    sp[-5] = sp[-6] = sp[-7] = 0;                      /* r13 r14 r15 */
+    sp[-8] = t->rt->fp_control;                        /* MXCSR, x87 CW */
+    t->sp = &sp[-8];
+}
+
 #ifdef GREEN_ASAN
 static void asan_start(struct green__worker *w, struct green__thread *from,
                        struct green__thread *to)
@@ -69,6 +86,31 @@ void green__switch_finish(struct green__worker *w)
     atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
 }
 
+/* green__switch's way out when `to` has on_cpu set: a thread that has
+ * never run (launch it), or one still switching out on another worker.
+ * Returns the thread to switch to.  Out of line, so that the switch's
+ * common path keeps its registers. */
+__attribute__((noinline, cold)) static struct green__thread *
+switch_busy(struct green__worker *w, struct green__thread *from, struct green__thread *to)
+{
+    if (atomic_load_explicit(&to->on_cpu, memory_order_relaxed) == GREEN_ON_CPU_LAUNCH) {
+        launch(to);                     /* its first run */
+        return to;
+    }
+    /* Picked while still switching out on another worker.  Wait for it
+     * only on g0: `from` stays on this CPU while we wait, and that worker
+     * may be waiting the same way for `from` -- each on the other's
+     * thread, for good.  So leave `from` first, by way of g0, which takes
+     * `to` as its next pick (find_runnable). */
+    if (from != &w->g0) {
+        w->detour = to;
+        return &w->g0;
+    }
+    while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
+        green__cpu_relax();
+    return to;
+}
+
 struct green__worker *green__switch(struct green__worker *w, struct green__thread *to)
 {
     struct green__thread *from = w->cur;
@@ -80,20 +122,8 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
     /* Any switch satisfies a refused preemption (a hook that waited for
      * it finds nothing pending when it fires). */
     __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
-    if (to != &w->g0 && GREEN_UNLIKELY(atomic_load_explicit(&to->on_cpu, memory_order_acquire))) {
-        /* Picked while still switching out on another worker.  Wait for it
-         * only on g0: `from` stays on this CPU while we wait, and that
-         * worker may be waiting the same way for `from` -- each on the
-         * other's thread, for good.  So leave `from` first, by way of g0,
-         * which takes `to` as its next pick (find_runnable). */
-        if (from != &w->g0) {
-            w->detour = to;
-            to = &w->g0;
-        } else {
-            while (atomic_load_explicit(&to->on_cpu, memory_order_acquire))
-                green__cpu_relax();
-        }
-    }
+    if (to != &w->g0 && GREEN_UNLIKELY(atomic_load_explicit(&to->on_cpu, memory_order_acquire)))
+        to = switch_busy(w, from, to);
     if (to != &w->g0) {
         atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
         __atomic_store_n(&to->home, w, __ATOMIC_RELAXED);  /* can_spin reads it */

@@ -95,18 +95,10 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->name[0] = '\0';
     t->spawn_pc = NULL;
 
-    /* The stack's top record (sched.h), then the frame green__ctx_switch
-     * restores: see switch_x86_64.S. */
-    struct green__stack_top *top = green__stack_top(t);
-    top->mark = GREEN_STACK_TOP_MARK;
-    uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15);
-    sp[-1] = (uint64_t)(uintptr_t)green__ctx_entry;   /* return address */
-    sp[-2] = 0;                                        /* rbp */
-    sp[-3] = (uint64_t)(uintptr_t)t;                   /* rbx */
-    sp[-4] = (uint64_t)(uintptr_t)green__thread_main;  /* r12 */
-    sp[-5] = sp[-6] = sp[-7] = 0;                      /* r13 r14 r15 */
-    sp[-8] = w->rt->fp_control;                        /* MXCSR, x87 CW */
-    t->sp = &sp[-8];
+    /* Its stack is not touched here: its first switch-in builds its
+     * first frame (launch() in switch.c, "The on_cpu protocol"). */
+    t->sp = NULL;
+    atomic_store_explicit(&t->on_cpu, GREEN_ON_CPU_LAUNCH, memory_order_relaxed);
 
     atomic_store_explicit(&t->jword, id << GREEN_JW_SHIFT | (detached ? GREEN_JW_DETACHED : 0),
                           memory_order_release);
@@ -118,6 +110,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
 
 int green__threads_init(struct green__rt *rt)
 {
+    rt->thread_main = green__thread_main;
     /* A power of two: checking a handle is then a mask, not a division. */
     size_t size = GREEN_CACHELINE;
     while (size < sizeof(struct green__thread))

@@ -53,6 +53,8 @@ struct green__stack_top {
 };
 #define GREEN_STACK_TOP_MARK 0x9c3e6f1a5b27d48eull
 
+#define GREEN_ON_CPU_LAUNCH 2u       /* on_cpu of a thread that has not run */
+
 #define GREEN_KEYS_MAX 1024u         /* glibc's PTHREAD_KEYS_MAX */
 #define GREEN_KEY_PAGES 4u
 
@@ -63,7 +65,8 @@ struct green__stack_top {
 struct green__thread {
     /* Switch state.  Owner: the worker running it, then whoever runs it next. */
     void *sp;                        /* saved stack pointer while switched out */
-    _Atomic uint32_t on_cpu;         /* see "The on_cpu protocol" */
+    _Atomic uint32_t on_cpu;         /* see "The on_cpu protocol"; 2 (GREEN_ON_CPU_LAUNCH)
+                                      * until it first runs */
     uint8_t state;                   /* enum green__tstate; reports only */
     bool free_on_switch;             /* dead and detached: next context frees it */
     bool is_main;                    /* runs green_run's main_fn */
