@@ -13,7 +13,9 @@
 //	             sync.Mutex -> mutex <ns> ns/lock+unlock
 //	park N       N goroutines blocked receiving on one unbuffered channel
 //	             -> park_rss <bytes> B/thread (VmRSS growth / N),
-//	                park_rss_total <MiB> MiB, park_pte_total <MiB> MiB
+//	                park_rss_total <MiB> MiB, park_pte_total <MiB> MiB,
+//	                park_spawn <ns> ns/thread (first go statement to the
+//	                last one parked: green_bench's park_spawn)
 //
 // Preemption (Go preempts a goroutine that has run 10 ms with a signal,
 // unless GODEBUG=asyncpreemptoff=1; it has no counters of its own to print):
@@ -206,6 +208,7 @@ func runPark(n uint64) {
 	exited.Add(int(n))
 	runtime.GC()
 	before := statusKB("VmRSS")
+	t0 := time.Now()
 	for i := uint64(0); i < n; i++ {
 		go func() {
 			parked.Done()
@@ -214,6 +217,7 @@ func runPark(n uint64) {
 		}()
 	}
 	parked.Wait()
+	spawn := time.Since(t0)
 	time.Sleep(100 * time.Millisecond) // the last ones reach the receive
 	runtime.GC()
 	rss, pte := statusKB("VmRSS"), statusKB("VmPTE")
@@ -222,6 +226,7 @@ func runPark(n uint64) {
 	fmt.Printf("park_rss %.0f B/thread\n", (float64(rss)-float64(before))*1024/float64(n))
 	fmt.Printf("park_rss_total %.1f MiB\n", float64(rss)/1024)
 	fmt.Printf("park_pte_total %.1f MiB\n", float64(pte)/1024)
+	fmt.Printf("park_spawn %.0f ns/thread\n", float64(spawn.Nanoseconds())/float64(n))
 }
 
 // ---- Preemption ----------------------------------------------------------
