@@ -39,6 +39,12 @@ packages="build-essential autoconf automake libtool pkg-config libunwind-dev lib
     libhiredis-dev redis-server libcurl4-openssl-dev libpq-dev nginx postgresql openssl
     libsqlite3-dev libssl-dev libjemalloc2 gdb clang dpkg-dev debhelper lintian fakeroot git man-db"
 
+# A stage's header, with the time since run.sh began: where CI's minutes go.
+started=$(date +%s)
+stage() {
+    echo "==> $* ($(( $(date +%s) - started )) s in)"
+}
+
 # Print the logs of the failing tests (test-suite.log gathers them).
 show_logs() {
     if test -f "$1/test-suite.log"; then
@@ -49,12 +55,12 @@ show_logs() {
 
 build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
     dir=$1; secs=$2; signals=$3; shift 3
-    echo "==> $dir: configure $*"
+    stage "$dir: configure $*"
     mkdir -p "$dir"
     (cd "$dir" && ../configure "$@") || { echo "run.sh: configure failed in $dir (see $dir/config.log)" >&2; exit 1; }
-    echo "==> $dir: make"
+    stage "$dir: make"
     (cd "$dir" && make -j"$jobs") || { echo "run.sh: build failed in $dir" >&2; exit 1; }
-    echo "==> $dir: make check"
+    stage "$dir: make check"
     # Build the test programs in parallel, then run the tests one at a time
     # (CHECK_JOBS): timing tests and the stress run must not share the CPUs.
     (cd "$dir" && make -j"$jobs" check TESTS=) || { echo "run.sh: building the tests failed in $dir" >&2; exit 1; }
@@ -88,7 +94,7 @@ build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
 # head of the test order (a subset runs every test before the ones it names).
 dc_tests=${DISTCHECK_TESTS-tests/layers.sh tests/exports.sh tests/manpages.sh tests/replay.sh tests/preload.sh tests/jemalloc.sh tests/hooked_gdb.sh tests/gdb_ext.sh tests/test_thread}
 if test "${RUN_DISTCHECK:-1}" = 1; then
-    echo "==> build: make distcheck${dc_tests:+ (TESTS=$dc_tests)}"
+    stage "build: make distcheck${dc_tests:+ (TESTS=$dc_tests)}"
     if test -n "$dc_tests"; then
         (cd build && make -j"$jobs" distcheck TESTS="$dc_tests") || dc_failed=1
     else
@@ -110,7 +116,7 @@ build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}
 # The Debian packages, built from this tree, installed, used through
 # pkg-config and LD_PRELOAD, and purged again (tests/debian.sh).
 if test "${RUN_DEBIAN:-1}" = 1; then
-    echo "==> tests/debian.sh"
+    stage "tests/debian.sh"
     sh_rc=0
     bash tests/debian.sh || sh_rc=$?
     if test "$sh_rc" -ne 0; then
@@ -119,7 +125,7 @@ if test "${RUN_DEBIAN:-1}" = 1; then
     fi
 fi
 
-echo "==> run.sh: all tests passed (build/ and build-asan/)"
+stage "run.sh: all tests passed (build/ and build-asan/)"
 # One closing line for whoever reads only the end: every Criterion test case
 # of both builds (the stress runs and the exports check passed above).
 cat build/tests/*.log build-asan/tests/*.log 2>/dev/null | awk '
