@@ -66,7 +66,7 @@ static bool can_spin(struct green__mutex *m, struct green__worker *w, int round)
     if (round >= GREEN_SPIN_ROUNDS || w->rt->nworkers < 2)
         return false;
     struct green__thread *o = green__mutex_owner(m);
-    return o && atomic_load_explicit(&o->on_cpu, memory_order_relaxed) &&
+    return o && atomic_load_explicit(&o->on_cpu, memory_order_relaxed) == 1 &&
            __atomic_load_n(&o->home, __ATOMIC_RELAXED) != w && green__runq_empty(w) &&
            !atomic_load_explicit(&w->runnext, memory_order_relaxed);
 }

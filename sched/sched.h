@@ -27,7 +27,8 @@
  * to switch to it until the next context has saved its registers.  A waker may
  * make a parking thread runnable -- and another worker may pick it -- before
  * the parking thread has finished switching out; the worker that picks it
- * waits for on_cpu to drop (a few instructions) before switching in.  This is
+ * waits for on_cpu to drop before switching in: a few instructions, or a
+ * page fault when that switch launches a new thread (below).  This is
  * the Linux scheduler's p->on_cpu, and it lets every sync object release its
  * own lock before parking instead of holding it across the switch.  It waits
  * on g0 only, never while a thread of its own is still on its CPU: two

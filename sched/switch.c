@@ -119,11 +119,13 @@ struct green__worker *green__switch(struct green__worker *w, struct green__threa
      * see it (foreign.c). */
     if (GREEN_UNLIKELY(from->nheld) && !from->hold_linked)
         green__holders_link(w, from);
-    /* Any switch satisfies a refused preemption (a hook that waited for
-     * it finds nothing pending when it fires). */
-    __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
     if (to != &w->g0 && GREEN_UNLIKELY(atomic_load_explicit(&to->on_cpu, memory_order_acquire)))
         to = switch_busy(w, from, to);
+    /* Any switch satisfies a refused preemption (a hook that waited for
+     * it finds nothing pending when it fires).  After switch_busy: a
+     * preemption refused while it launched a thread (a page fault long)
+     * was meant for `from`, and this switch satisfies it too. */
+    __atomic_store_n(&from->preempt_pending, false, __ATOMIC_RELAXED);
     if (to != &w->g0) {
         atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
         __atomic_store_n(&to->home, w, __ATOMIC_RELAXED);  /* can_spin reads it */

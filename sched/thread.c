@@ -1,12 +1,14 @@
 /*
  * Green threads: birth, identity, join, detach, death.
  *
- * A thread is born RUNNABLE in its spawner's LIFO slot, with an initial frame
- * that makes the first switch to it "return" into green__ctx_entry, which
- * calls green__thread_main.  It starts with the floating-point controls
- * (MXCSR, x87 control word) that green_run's caller had: a program that sets
- * flush-to-zero or a rounding mode before green_run gets it everywhere, and a
- * spawn costs no STMXCSR (11 cycles on this machine's CPU).
+ * A thread is born RUNNABLE in its spawner's LIFO slot, its stack untouched:
+ * the worker that first switches to it builds the initial frame there
+ * (launch() in switch.c), which makes that switch "return" into
+ * green__ctx_entry, which calls green__thread_main.  It starts with the
+ * floating-point controls (MXCSR, x87 control word) that green_run's caller
+ * had: a program that sets flush-to-zero or a rounding mode before green_run
+ * gets it everywhere, and a spawn costs no STMXCSR (11 cycles on this
+ * machine's CPU).
  *
  * Join and detach.  t->jword holds the thread's id and three flags:
  *
@@ -83,7 +85,7 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
 
     /* Everything else is at rest already: zero in a fresh slot, and put
      * back to rest by the previous owner's death (green__thread_free and
-     * the paths to it: see "rest state" in sched.h). */
+     * the paths to it: see "Rest state" in thread.h). */
     green__set_state(t, GREEN_T_RUNNABLE);
     t->rt = w->rt;
     t->id = id;
