@@ -90,6 +90,7 @@ struct ticked {
     struct lhog hog[2];
     atomic_int stop;
     int64_t late[TICKS];
+    int64_t off_cpu[TICKS];          /* how long the worker was off its CPU meanwhile */
     green_stats_t s0, s1;
 };
 
@@ -104,9 +105,12 @@ static void *ticked_main(void *arg)
     green_sleep_ns(20 * MS);         /* the hogs are in their stride */
     k->s0 = stats_now();
     for (int i = 0; i < TICKS; i++) {
-        uint64_t t0 = mono_ns();
+        uint64_t c0 = thread_cpu_ns(), t0 = mono_ns();
         green_sleep_ns(MS);
-        k->late[i] = (int64_t)(mono_ns() - t0) - (int64_t)MS;
+        uint64_t t1 = mono_ns(), c1 = thread_cpu_ns();
+        k->late[i] = (int64_t)(t1 - t0) - (int64_t)MS;
+        int64_t off = (int64_t)(t1 - t0) - (int64_t)(c1 - c0);
+        k->off_cpu[i] = off > 0 ? off : 0;
     }
     k->s1 = stats_now();
     atomic_store(&k->stop, 1);
@@ -116,27 +120,43 @@ static void *ticked_main(void *arg)
 }
 
 /* Before hooked returns the ticker never ran again: every retry of the
- * monitor landed in libc again (107 signals, 0 preemptions in 10 s). */
+ * monitor landed in libc again (107 signals, 0 preemptions in 10 s).
+ *
+ * The lateness is the runtime's part: while the ticker sleeps the hogs keep
+ * the worker busy, so wall time minus the worker's CPU time over one sleep
+ * is the time the host kept the worker off its CPU, and it comes out of
+ * each sample (as in test_preempt.c's ticker).  Measured: p99 0.16-0.23 ms
+ * on a quiet machine; 6.6-13.4 ms raw beside tls.sh's clients, and CI
+ * failed once at 2.3 ms raw. */
 Test(hijack, libc_heavy_threads_leave_a_1ms_ticker_on_time, .timeout = 60)
 {
     static struct ticked k;
+    static int64_t own[TICKS];
     memset(&k, 0, sizeof k);
     cr_assert_eq(run_q(ticked_main, &k, 1, 1000), 0);
-    int64_t worst = 0;
-    for (int i = 0; i < TICKS; i++)
-        worst = k.late[i] > worst ? k.late[i] : worst;
-    int64_t p99 = p99_of(k.late, TICKS);
+    int64_t worst = 0, off_max = 0;
+    for (int i = 0; i < TICKS; i++) {
+        own[i] = k.late[i] - k.off_cpu[i];
+        worst = own[i] > worst ? own[i] : worst;
+        off_max = k.off_cpu[i] > off_max ? k.off_cpu[i] : off_max;
+    }
+    int64_t raw_p99 = p99_of(k.late, TICKS);
+    int64_t p99 = p99_of(own, TICKS);
     uint64_t hooked = k.s1.hijacks - k.s0.hijacks;
     cr_log_info("1 ms ticker beside two libc-heavy threads, one worker, 1 ms quantum: "
-                "p99 %.3f ms, worst %.3f ms late; %llu signals, %llu preemptions, %llu hooked "
+                "p99 %.3f ms, worst %.3f ms late without the worker's off-CPU time (raw p99 "
+                "%.3f ms, off-CPU max %.3f ms); %llu signals, %llu preemptions, %llu hooked "
                 "returns, %llu taken later; hog rounds %llu / %llu",
-                (double)p99 / 1e6, (double)worst / 1e6,
+                (double)p99 / 1e6, (double)worst / 1e6, (double)raw_p99 / 1e6,
+                (double)off_max / 1e6,
                 (unsigned long long)(k.s1.signals_sent - k.s0.signals_sent),
                 (unsigned long long)(k.s1.preemptions - k.s0.preemptions),
                 (unsigned long long)hooked,
                 (unsigned long long)(k.s1.deferred_taken - k.s0.deferred_taken),
                 (unsigned long long)k.hog[0].rounds, (unsigned long long)k.hog[1].rounds);
-    cr_expect_leq(p99, 2 * (int64_t)MS, "p99 lateness %.3f ms", (double)p99 / 1e6);
+    cr_expect_leq(p99, 2 * (int64_t)MS,
+                  "p99 lateness %.3f ms without the worker's off-CPU time (raw %.3f ms)",
+                  (double)p99 / 1e6, (double)raw_p99 / 1e6);
     cr_expect_gt(hooked, 10, "the hogs must have been caught on their way out of libc");
     cr_expect_gt(k.hog[0].rounds, 0);
     cr_expect_gt(k.hog[1].rounds, 0);
