@@ -90,9 +90,10 @@ green__ctx_switch:
 
 /*
  * The first return address of a new thread.  Its initial frame (built by
- * launch() in switch.c, at its first switch-in) holds rbx = the thread, r12 = green__thread_main, and rax carries
- * the transfer value: the worker that switched to it.  rsp is 16-byte aligned
- * here, as the call below needs.  The CFI ends every backtrace at this frame.
+ * launch() in switch.c, at its first switch-in) holds rbx = the thread,
+ * r12 = green__thread_main, and rax carries the transfer value: the worker
+ * that switched to it.  rsp is 16-byte aligned here, as the call below
+ * needs.  The CFI ends every backtrace at this frame.
  */
     .globl  green__ctx_entry
     .hidden green__ctx_entry
