@@ -29,7 +29,10 @@
  * the outermost frame that may not be interrupted is hooked (the preemption
  * layer's rt->hooks->hijack, signals/hijack.c), or else at the next poll
  * (any libgreen call, green_safepoint, green_nopreempt_end); the slice gets
- * another budget meanwhile.  The walk costs ~0.1-1 us, once per budget.
+ * another budget meanwhile.  The walk costs ~0.1-1 us, once per budget --
+ * but ~35 us through a hooked frame, whose unwind rule is an expression
+ * libunwind's fast path does not take: so a hook in place answers for the
+ * walks that would only find it again (callers_allow_else_hook).
  *
  * The yield at a function entry keeps the thread on its worker, as a
  * preemption by signal does (green__sched_preempted): the interrupted
@@ -74,9 +77,9 @@ void green_reduce(unsigned n)
     green_yield();
 }
 
-/* Budgets a hook answers for before the callers are walked again (see
+/* Polls a hook answers for before the callers are walked again (see
  * callers_allow_else_hook). */
-#define GREEN_HOOK_TRUST 16u
+#define GREEN_HOOK_TRUST 256u
 
 /* May the calling green thread switch here, at a function entry?  If not,
  * the preemption layer hooks the way out where the walk found one. */
@@ -84,13 +87,20 @@ static bool callers_allow_else_hook(struct green__worker *w, struct green__threa
 {
     if (t->nopreempt)
         return false;
-    /* A hook placed by an earlier budget still answers: the frame it hooks
+    /* A hook placed by an earlier walk still answers: the frame it hooks
      * is the outermost that may not be interrupted for as long as it runs,
      * and the walk would only find it again (a budget of 50 in a long
-     * qsort: thousands of walks).  Unless its frame was left by longjmp, so
-     * walk again now and then, which forgets it then. */
-    if (green__patch_of(t)->slot && green__patch_of(t)->trusted > 0) {
-        green__patch_of(t)->trusted--;
+     * qsort, or the release of every lock SQLite takes inside one call:
+     * thousands of walks, each of them libunwind's slow path -- the hooked
+     * return's unwind rule is an expression, ~35 us a walk of 16 frames
+     * here).  Unless its frame was left by longjmp: certainly when the
+     * stack is now above the hooked slot, perhaps when it grew back below
+     * it, so walk again then and every GREEN_HOOK_TRUST polls, which
+     * forgets it.  (In signal mode the handler's walk, at the monitor's
+     * next retry, finds a forgotten hook too.) */
+    struct green__patch *p = green__patch_of(t);
+    if (p->slot && p->trusted > 0 && (uintptr_t)__builtin_frame_address(0) < (uintptr_t)p->slot) {
+        p->trusted--;
         return false;
     }
     const struct green__hooks *h = w->rt->hooks;
@@ -104,8 +114,8 @@ static bool callers_allow_else_hook(struct green__worker *w, struct green__threa
     green__sp_exit();
     h->hijack(t, v.walk, v.hook_live, v.slot);
     green__in_handler--;
-    if (green__patch_of(t)->slot)
-        green__patch_of(t)->trusted = GREEN_HOOK_TRUST;
+    if (p->slot)
+        p->trusted = GREEN_HOOK_TRUST;
     return v.walk == GREEN_WALK_SAFE;
 }
 
