@@ -13,8 +13,10 @@
 #                            (default 1000000, about 75 s here)
 #   ASAN_SAFEPOINT_SIGNALS=n the same in build-asan/ (default 200000)
 #   ASAN_TLS_RUNS=n          runs per configuration of tests/tls.sh in
-#                            build-asan/ (default 8; build/ runs TLS_RUNS, 20)
-#   ASAN_SQLITE_RUNS=n       the same for tests/sqlite.sh (default 8)
+#                            build-asan/ (default 5; build/ runs TLS_RUNS, 20)
+#   ASAN_SQLITE_RUNS=n       the same for tests/sqlite.sh (default 5)
+#   EXECS=n                  execs in test_exec's storm in build/ (default 5000)
+#   ASAN_EXECS=n             the same in build-asan/ (default 1000)
 #   RUN_DISTCHECK=0          skip make distcheck
 #   RUN_DEBIAN=0             skip building, installing and purging the .debs
 #                            (tests/debian.sh)
@@ -53,8 +55,8 @@ show_logs() {
     fi
 }
 
-build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
-    dir=$1; secs=$2; signals=$3; shift 3
+build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS EXECS CONFIGURE-ARGS...
+    dir=$1; secs=$2; signals=$3; execs=$4; shift 4
     stage "$dir: configure $*"
     mkdir -p "$dir"
     (cd "$dir" && ../configure "$@") || { echo "run.sh: configure failed in $dir (see $dir/config.log)" >&2; exit 1; }
@@ -64,7 +66,7 @@ build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
     # Build the test programs in parallel, then run the tests one at a time
     # (CHECK_JOBS): timing tests and the stress run must not share the CPUs.
     (cd "$dir" && make -j"$jobs" check TESTS=) || { echo "run.sh: building the tests failed in $dir" >&2; exit 1; }
-    if ! (cd "$dir" && STRESS_SECONDS=$secs GREEN_TEST_SIGNALS=$signals \
+    if ! (cd "$dir" && STRESS_SECONDS=$secs GREEN_TEST_SIGNALS=$signals GREEN_TEST_EXECS=$execs \
             make -j"$check_jobs" check); then
         show_logs "$dir"
         echo "run.sh: make check failed in $dir" >&2
@@ -85,7 +87,7 @@ build() {   # build DIR STRESS_SECONDS SAFEPOINT_SIGNALS CONFIGURE-ARGS...
 install_missing run.sh $packages
 bootstrap
 
-build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}"
+build build "${STRESS_SECONDS:-20}" "${SAFEPOINT_SIGNALS:-1000000}" "${EXECS:-5000}"
 
 # The tarball: it builds from a read-only copy of itself, passes its tests,
 # installs and uninstalls cleanly (make distcheck).  The full suite has just
@@ -108,10 +110,12 @@ if test "${RUN_DISTCHECK:-1}" = 1; then
 fi
 # The shim's end-to-end scripts are the longest tests, and slower still
 # under ASan; build/ ran them 20 times per configuration for the rare
-# races, build-asan/ looks for memory errors in fewer runs.
-TLS_RUNS=${ASAN_TLS_RUNS:-8} SQLITE_RUNS=${ASAN_SQLITE_RUNS:-8}
+# races, build-asan/ looks for memory errors in fewer runs.  So for the
+# exec storm: an ASan image takes ~35 ms to start, 5000 of them ~3 min.
+TLS_RUNS=${ASAN_TLS_RUNS:-5} SQLITE_RUNS=${ASAN_SQLITE_RUNS:-5}
 export TLS_RUNS SQLITE_RUNS
-build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" --enable-asan
+build build-asan "${ASAN_STRESS_SECONDS:-10}" "${ASAN_SAFEPOINT_SIGNALS:-200000}" \
+    "${ASAN_EXECS:-1000}" --enable-asan
 
 # The Debian packages, built from this tree, installed, used through
 # pkg-config and LD_PRELOAD, and purged again (tests/debian.sh).
