@@ -161,6 +161,34 @@ static inline uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* One tick of a ticker whose worker is kept busy by hogs while it sleeps:
+ * sleep ns; *late is how late it woke, *off how long of that the host kept
+ * the worker off its CPU -- the wall time minus the worker's CPU time over
+ * the sleep.  late - off is the runtime's part, which a noisy host does not
+ * move (a runtime that never ran the ticker would keep the worker on its
+ * CPU, and be late by all of it). */
+static inline void tick_beside_hogs(uint64_t ns, int64_t *late, int64_t *off)
+{
+    uint64_t c0 = thread_cpu_ns(), t0 = mono_ns();
+    green_sleep_ns(ns);
+    uint64_t t1 = mono_ns(), c1 = thread_cpu_ns();
+    *late = (int64_t)(t1 - t0) - (int64_t)ns;
+    int64_t o = (int64_t)(t1 - t0) - (int64_t)(c1 - c0);
+    *off = o > 0 ? o : 0;
+}
+
+/* The runtime's part of n ticks' lateness, into own; returns the longest
+ * time off the CPU among them. */
+static inline int64_t ticks_own(const int64_t *late, const int64_t *off, int n, int64_t *own)
+{
+    int64_t off_max = 0;
+    for (int i = 0; i < n; i++) {
+        own[i] = late[i] - off[i];
+        off_max = off[i] > off_max ? off[i] : off_max;
+    }
+    return off_max;
+}
+
 static inline void *hog_run(void *arg)
 {
     struct hog *h = arg;

@@ -36,6 +36,7 @@ struct fib_ticker {
     uint64_t fibs, bad_fibs;
     int ticks;
     int64_t late_ns[TICKS];
+    int64_t off_cpu_ns[TICKS];       /* how long the worker was off its CPU meanwhile */
     int handler_was_default;         /* SIGALRM's disposition during the run */
 };
 
@@ -57,9 +58,7 @@ static void *fib_ticks(void *arg)
     sigaction(SIGALRM, NULL, &sa);
     k->handler_was_default = sa.sa_handler == SIG_DFL;
     for (k->ticks = 0; k->ticks < TICKS && !tsc_passed(k->until); k->ticks++) {
-        uint64_t t0 = green_now_ns();
-        green_sleep_ns(1 * MS);
-        k->late_ns[k->ticks] = (int64_t)(green_now_ns() - t0) - (int64_t)MS;
+        tick_beside_hogs(MS, &k->late_ns[k->ticks], &k->off_cpu_ns[k->ticks]);
     }
     atomic_store(&k->stop, 1);
     return NULL;
@@ -90,12 +89,19 @@ Test(budget, an_instrumented_fib_beside_a_ticker_keeps_it_ticking_with_no_signal
     cr_expect_eq(s1.preemptions - s0.preemptions, 0);
     uint64_t yields = s1.budget_yields - s0.budget_yields;
     cr_expect_gt(yields, (uint64_t)TICKS, "only %llu budget yields", (unsigned long long)yields);
-    int64_t p99 = p99_of(k.late_ns, k.ticks > 1 ? k.ticks : 2);
-    cr_log_info("fib beside a ticker, budget 4000: %d ticks, p99 late %.1f us, "
-                "%llu fib(22), %llu budget yields, 0 signals",
-                k.ticks, (double)p99 / 1e3, (unsigned long long)k.fibs,
-                (unsigned long long)yields);
-    cr_expect_lt(p99, 5 * (int64_t)MS, "ticks p99 %lld ns late", (long long)p99);
+    /* The lateness is the runtime's part, as in test_preempt.c's ticker:
+     * the fib keeps the worker busy while the ticker sleeps. */
+    static int64_t own[TICKS];
+    int n = k.ticks > 1 ? k.ticks : 2;
+    int64_t off_max = ticks_own(k.late_ns, k.off_cpu_ns, n, own);
+    int64_t raw_p99 = p99_of(k.late_ns, n), p99 = p99_of(own, n);
+    cr_log_info("fib beside a ticker, budget 4000: %d ticks, p99 late %.1f us without the "
+                "worker's off-CPU time (raw %.1f us, off-CPU max %.1f us), %llu fib(22), "
+                "%llu budget yields, 0 signals",
+                k.ticks, (double)p99 / 1e3, (double)raw_p99 / 1e3, (double)off_max / 1e3,
+                (unsigned long long)k.fibs, (unsigned long long)yields);
+    cr_expect_lt(p99, 5 * (int64_t)MS, "ticks p99 %lld ns late without the worker's off-CPU "
+                 "time (raw %lld ns)", (long long)p99, (long long)raw_p99);
 }
 
 /* ---- both: signal for call-free loops, budget for call-heavy ones ------------- */

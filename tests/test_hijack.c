@@ -105,12 +105,7 @@ static void *ticked_main(void *arg)
     green_sleep_ns(20 * MS);         /* the hogs are in their stride */
     k->s0 = stats_now();
     for (int i = 0; i < TICKS; i++) {
-        uint64_t c0 = thread_cpu_ns(), t0 = mono_ns();
-        green_sleep_ns(MS);
-        uint64_t t1 = mono_ns(), c1 = thread_cpu_ns();
-        k->late[i] = (int64_t)(t1 - t0) - (int64_t)MS;
-        int64_t off = (int64_t)(t1 - t0) - (int64_t)(c1 - c0);
-        k->off_cpu[i] = off > 0 ? off : 0;
+        tick_beside_hogs(MS, &k->late[i], &k->off_cpu[i]);
     }
     k->s1 = stats_now();
     atomic_store(&k->stop, 1);
@@ -134,14 +129,9 @@ Test(hijack, libc_heavy_threads_leave_a_1ms_ticker_on_time, .timeout = 60)
     static int64_t own[TICKS];
     memset(&k, 0, sizeof k);
     cr_assert_eq(run_q(ticked_main, &k, 1, 1000), 0);
-    int64_t worst = 0, off_max = 0;
-    for (int i = 0; i < TICKS; i++) {
-        own[i] = k.late[i] - k.off_cpu[i];
-        worst = own[i] > worst ? own[i] : worst;
-        off_max = k.off_cpu[i] > off_max ? k.off_cpu[i] : off_max;
-    }
+    int64_t off_max = ticks_own(k.late, k.off_cpu, TICKS, own);
     int64_t raw_p99 = p99_of(k.late, TICKS);
-    int64_t p99 = p99_of(own, TICKS);
+    int64_t p99 = p99_of(own, TICKS), worst = own[TICKS - 1];
     uint64_t hooked = k.s1.hijacks - k.s0.hijacks;
     cr_log_info("1 ms ticker beside two libc-heavy threads, one worker, 1 ms quantum: "
                 "p99 %.3f ms, worst %.3f ms late without the worker's off-CPU time (raw p99 "

@@ -44,12 +44,7 @@ static void *tick_200(void *arg)
 {
     struct ticker *k = arg;
     for (k->n = 0; k->n < TICKS; k->n++) {
-        uint64_t c0 = thread_cpu_ns(), t0 = green_now_ns();
-        green_sleep_ns(1 * MS);
-        uint64_t t1 = green_now_ns(), c1 = thread_cpu_ns();
-        k->late_ns[k->n] = (int64_t)(t1 - t0) - (int64_t)MS;
-        int64_t off = (int64_t)(t1 - t0) - (int64_t)(c1 - c0);
-        k->off_cpu_ns[k->n] = off > 0 ? off : 0;
+        tick_beside_hogs(MS, &k->late_ns[k->n], &k->off_cpu_ns[k->n]);
     }
     atomic_store(&k->stop, 1);
     return NULL;
@@ -111,12 +106,8 @@ Test(preempt, a_call_free_hog_does_not_starve_a_ticker, .timeout = 30)
     cr_assert_eq(rc, 0);
     cr_assert_eq(k.n, TICKS);
     static int64_t own[TICKS];
-    for (int i = 0; i < TICKS; i++)
-        own[i] = k.late_ns[i] - k.off_cpu_ns[i];
+    int64_t off_max = ticks_own(k.late_ns, k.off_cpu_ns, TICKS, own);
     int64_t raw_p99 = p99_of(k.late_ns, TICKS), base_p99 = p99_of(b.late_ns, TICKS);
-    int64_t off_max = k.off_cpu_ns[0];
-    for (int i = 1; i < TICKS; i++)
-        off_max = k.off_cpu_ns[i] > off_max ? k.off_cpu_ns[i] : off_max;
     int64_t p99 = p99_of(own, TICKS), max = own[TICKS - 1];
     cr_log_info("ticker beside a hog: median %lld us, p99 %lld us, max %lld us without the "
                 "worker's off-CPU time (raw p99 %lld us, off-CPU max %lld us; nanosleep p99 "
