@@ -135,6 +135,13 @@ void green__sched_preempted(struct green__worker *w)
         if ((t = balance(w)) != NULL)
             green__new_slice(w);
     }
+    /* Fresh work that turned out to compute: its slice does not use up the
+     * hold of the pinned queue's first thread, once a hold (switch.c,
+     * turn_of_pinned). */
+    if (w->pinned_held_since && self != w->pinned_turn && !w->pinned_hold_renewed) {
+        w->pinned_held_since = 0;
+        w->pinned_hold_renewed = true;
+    }
     if (!t)
         t = green__pick(w);
     /* Nothing here: a preemption is a scheduling point, so look for work

@@ -158,6 +158,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     if (!w->pinned_head)
         w->pinned_tail = NULL;
     green__pinned_left(w, t);
+    w->pinned_turn = t;
     return t;
 }
 
@@ -193,6 +194,14 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
  * ones take turns waits for the quantum that is running, not for one
  * quantum per long request, and the preempted threads together still get
  * one quantum in GREEN_PINNED_WAIT_QUANTA + 1 when fresh work never stops.
+ * Fresh work that computes a whole quantum itself -- a long request just
+ * arrived -- is preempted in turn, and its slice restarts the hold, once
+ * a hold (green__sched_preempted): otherwise the short requests queued
+ * behind it would find the hold used up, and wait for the pinned thread's
+ * quantum after its own (seen: short requests waiting 8 ms behind five
+ * such quanta back to back).  With fresh work that computes arriving all
+ * the time, the preempted threads still get one quantum in
+ * 2 * GREEN_PINNED_WAIT_QUANTA + 2.
  * (The budget's slices are counted in reductions, not time: there the
  * preempted thread's turn comes when the ring has run.)  Nobody is held
  * back while a holder of foreign locks, which others may wait for, is in

@@ -64,6 +64,8 @@ struct green__worker {
                                       * pinned queue's first thread; 0: it has
                                       * not (turn_of_pinned) */
     uint32_t pinned_holders;         /* pinned threads that hold foreign locks */
+    struct green__thread *pinned_turn; /* the last thread whose turn came there */
+    bool pinned_hold_renewed;        /* the hold restarted once (loop.c) */
     /* A thread pinned here that holds a lock others wait for: a waiter
      * asks (handoff.c) that it run next; the owner takes it at its next
      * pick. */
@@ -225,6 +227,7 @@ static inline void green__pinned_left(struct green__worker *w, struct green__thr
     green__add_relaxed(&w->npinned, (uint32_t)-1);
     w->pinned_holders -= t->pin_holder;
     w->pinned_held_since = 0;
+    w->pinned_hold_renewed = false;
     __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
 }
 /* A scheduling decision: the monitor dates slices by it. */
