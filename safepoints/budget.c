@@ -81,29 +81,41 @@ void green_reduce(unsigned n)
  * callers_allow_else_hook). */
 #define GREEN_HOOK_TRUST 256u
 
+/* Does the hooked slot still hold the hook?  Only a "no" is certain: a
+ * frame left by longjmp may have left the word behind in what is now a
+ * live frame's memory -- maybe in its AddressSanitizer redzone, hence the
+ * unchecked read.  The caller runs below the slot, so it is mapped. */
+__attribute__((no_sanitize_address)) static bool slot_holds(const uint64_t *slot, uintptr_t hook)
+{
+    return *(const volatile uint64_t *)slot == hook;
+}
+
 /* May the calling green thread switch here, at a function entry?  If not,
  * the preemption layer hooks the way out where the walk found one. */
 static bool callers_allow_else_hook(struct green__worker *w, struct green__thread *t)
 {
     if (t->nopreempt)
         return false;
+    const struct green__hooks *h = w->rt->hooks;
     /* A hook placed by an earlier walk still answers: the frame it hooks
      * is the outermost that may not be interrupted for as long as it runs,
      * and the walk would only find it again (a budget of 50 in a long
      * qsort, or the release of every lock SQLite takes inside one call:
      * thousands of walks, each of them libunwind's slow path -- the hooked
      * return's unwind rule is an expression, ~35 us a walk of 16 frames
-     * here).  Unless its frame was left by longjmp: certainly when the
-     * stack is now above the hooked slot, perhaps when it grew back below
-     * it, so walk again then and every GREEN_HOOK_TRUST polls, which
-     * forgets it.  (In signal mode the handler's walk, at the monitor's
-     * next retry, finds a forgotten hook too.) */
+     * here).  Unless its frame was left by longjmp.  That is certain when
+     * the stack is now above the hooked slot, or when the slot holds
+     * another word (the calls made since the longjmp wrote their own return
+     * addresses there: libpng's way, setjmp beside the call); it is
+     * possible however it looks.  So walk again then, and every
+     * GREEN_HOOK_TRUST polls, which forgets a stale hook. */
     struct green__patch *p = green__patch_of(t);
-    if (p->slot && p->trusted > 0 && (uintptr_t)__builtin_frame_address(0) < (uintptr_t)p->slot) {
+    if (p->slot && p->trusted > 0 &&
+        (uintptr_t)__builtin_frame_address(0) < (uintptr_t)p->slot &&
+        slot_holds(p->slot, h->hook_ret)) {
         p->trusted--;
         return false;
     }
-    const struct green__hooks *h = w->rt->hooks;
     /* libunwind takes locks of its own: libc's, not a green thread's. */
     green__in_handler++;
     const struct green__sp_table *tab = green__sp_enter();

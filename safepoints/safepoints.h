@@ -136,12 +136,15 @@ struct green__thread;
  * be interrupted, hooked so that a refused preemption is taken the instant
  * that frame returns into preemptible code.  Written on the thread's own worker;
  * it lives in the thread's struct green__preempt_slot, which sched/ only
- * zeroes when the control block goes back to rest.  Whether a hook is still in place is never read from its slot --
- * after a longjmp the slot may be a live frame's memory -- but from a walk
- * of the stack, which meets the trampoline as a caller while it is. */
+ * zeroes when the control block goes back to rest.  Whether a hook is
+ * still in place is never read from its slot -- after a longjmp the slot
+ * may be a live frame's memory -- but from a walk of the stack, which
+ * meets the trampoline as a caller while it is.  (A slot that no longer
+ * holds the hook says for certain that it is gone: budget.c reads it for
+ * that, to walk again at once.) */
 struct green__patch {
     uint64_t *slot;                  /* the hooked slot; NULL: none */
-    uint32_t trusted;                /* budgets it answers for unwalked */
+    uint32_t trusted;                /* polls it answers for unwalked */
     void *exc;                       /* an exception landed in the trampoline */
 };
 /* t's hook (t: a struct green__thread *). */

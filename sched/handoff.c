@@ -55,7 +55,7 @@ struct green__thread *green__handoff_take(struct green__worker *w)
             w->pinned_head = t->next;
         if (w->pinned_tail == t)
             w->pinned_tail = prev;
-        green__pinned_left(w, t);
+        green__pinned_left(w, t, !prev);
         atomic_fetch_add_explicit(&green__lock_handoffs, 1, memory_order_relaxed);
         green__trace(w, GREEN_TR_HANDOFF, t->id, 0, 0);
         return t;

@@ -138,7 +138,7 @@ void green__sched_preempted(struct green__worker *w)
     /* Fresh work that turned out to compute: its slice does not use up the
      * hold of the pinned queue's first thread, once a hold (switch.c,
      * turn_of_pinned). */
-    if (w->pinned_held_since && self != w->pinned_turn && !w->pinned_hold_renewed) {
+    if (w->pinned_held_since && !w->pinned_hold_renewed) {
         w->pinned_held_since = 0;
         w->pinned_hold_renewed = true;
     }

@@ -157,8 +157,7 @@ static struct green__thread *pinned_pop(struct green__worker *w)
     w->pinned_head = t->next;
     if (!w->pinned_head)
         w->pinned_tail = NULL;
-    green__pinned_left(w, t);
-    w->pinned_turn = t;
+    green__pinned_left(w, t, true);
     return t;
 }
 
@@ -199,9 +198,11 @@ static __attribute__((noinline, cold)) struct green__thread *det_pick(struct gre
  * a hold (green__sched_preempted): otherwise the short requests queued
  * behind it would find the hold used up, and wait for the pinned thread's
  * quantum after its own (seen: short requests waiting 8 ms behind five
- * such quanta back to back).  With fresh work that computes arriving all
- * the time, the preempted threads still get one quantum in
- * 2 * GREEN_PINNED_WAIT_QUANTA + 2.
+ * such quanta back to back).  So the first thread of the pinned queue
+ * waits at most two holds, each GREEN_PINNED_WAIT_QUANTA quanta plus the
+ * slice that runs when it ends: with fresh work that computes arriving all
+ * the time and slices of a quantum, the preempted threads together still
+ * get one quantum in 2 * GREEN_PINNED_WAIT_QUANTA + 3.
  * (The budget's slices are counted in reductions, not time: there the
  * preempted thread's turn comes when the ring has run.)  Nobody is held
  * back while a holder of foreign locks, which others may wait for, is in

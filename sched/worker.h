@@ -64,7 +64,6 @@ struct green__worker {
                                       * pinned queue's first thread; 0: it has
                                       * not (turn_of_pinned) */
     uint32_t pinned_holders;         /* pinned threads that hold foreign locks */
-    struct green__thread *pinned_turn; /* the last thread whose turn came there */
     bool pinned_hold_renewed;        /* the hold restarted once (loop.c) */
     /* A thread pinned here that holds a lock others wait for: a waiter
      * asks (handoff.c) that it run next; the owner takes it at its next
@@ -220,14 +219,18 @@ static inline void green__add_relaxed(_Atomic uint32_t *c, uint32_t d)
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
                           memory_order_relaxed);
 }
-/* t has left w's pinned queue, by its turn or a handoff: the next thread
- * there starts a new hold (switch.c, turn_of_pinned). */
-static inline void green__pinned_left(struct green__worker *w, struct green__thread *t)
+/* t has left w's pinned queue, by its turn or a handoff.  If it was the
+ * first (head), the next thread there starts a new hold (switch.c,
+ * turn_of_pinned); a handoff from further back leaves the first one's
+ * hold as it is, or a stream of handoffs would hold it back for ever. */
+static inline void green__pinned_left(struct green__worker *w, struct green__thread *t, bool head)
 {
     green__add_relaxed(&w->npinned, (uint32_t)-1);
     w->pinned_holders -= t->pin_holder;
-    w->pinned_held_since = 0;
-    w->pinned_hold_renewed = false;
+    if (head) {
+        w->pinned_held_since = 0;
+        w->pinned_hold_renewed = false;
+    }
     __atomic_store_n(&t->pinned, false, __ATOMIC_RELAXED);
 }
 /* A scheduling decision: the monitor dates slices by it. */
