@@ -11,7 +11,13 @@
  * So on a worker of a run that preempts by signal, every exec call:
  *   1. blocks the signal on this OS thread;
  *   2. closes the worker to new requests and disarms its slice timer
- *      (green__sig_quiet), then waits for a request already decided;
+ *      (green__sig_quiet), then waits for a request already decided to be
+ *      sent -- however long that takes: the monitor says when it has
+ *      (its `sending` flag).  A wait of at most 100 ms, before, let an
+ *      exec go on when the host kept the monitor off its CPU that long
+ *      between setting the request and sending it; the signal then landed
+ *      in the exec and killed the new image (the exec storm of
+ *      tests/test_exec.c under ASan, once in ~7000 execs);
  *   3. takes every pending instance of the signal (sigtimedwait): libgreen's
  *      are dropped, the program's own are queued again, as they were, for
  *      the process -- the new image gets what it would without libgreen;
@@ -37,7 +43,6 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-#define REQUEST_WAIT_NS 100000000u   /* a request the monitor decided on */
 
 static struct {
     int (*execve)(const char *, char *const[], char *const[]);
@@ -77,32 +82,34 @@ struct exec_guard {
     sigset_t mask;                   /* the thread's mask at the call */
 };
 
+/* The monitor decided on a request for w before the exec closed it: wait
+ * until it is sent (queued on this thread, where the signal is blocked),
+ * however long the monitor takes to get there. */
+static void wait_sent(struct green__worker *w)
+{
+    struct green__sig_worker *s = green__sig_worker(w);
+    struct timespec pause = { 0, 50000 };
+    while (s && atomic_load(&s->sending))
+        nanosleep(&pause, NULL);
+}
+
 /* Take the pending instances of sig: libgreen's dropped, the program's
  * queued again for the process after the loop (sigqueue keeps the value;
  * the sender's identity is the kernel's to give and is lost). */
-static void drain(struct green__worker *w, int sig, bool wait_for_request)
+static void drain(struct green__worker *w, int sig)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, sig);
     siginfo_t theirs[8];
     unsigned ntheirs = 0;
-    uint64_t until = wait_for_request ? green__clock_ns() + REQUEST_WAIT_NS : 0;
     for (;;) {
         siginfo_t si;
-        struct timespec zero = { 0, 0 }, tick = { 0, 100000 };
-        bool waiting = until && green__clock_ns() < until;
-        if (sigtimedwait(&set, &si, waiting ? &tick : &zero) != sig) {
-            if (waiting)
-                continue;
+        struct timespec zero = { 0, 0 };
+        if (sigtimedwait(&set, &si, &zero) != sig)
             break;
-        }
-        if (green__sig_ours(w, &si)) {
-            if (si.si_code == SI_QUEUE)
-                until = 0;           /* the request in flight: here */
-        } else if (ntheirs < sizeof theirs / sizeof theirs[0]) {
+        if (!green__sig_ours(w, &si) && ntheirs < sizeof theirs / sizeof theirs[0])
             theirs[ntheirs++] = si;
-        }
     }
     for (unsigned i = 0; i < ntheirs; i++)
         sigqueue(getpid(), sig, theirs[i].si_value);
@@ -123,7 +130,9 @@ static void exec_enter(struct exec_guard *g)
     sigaddset(&block, sig);
     if (pthread_sigmask(SIG_BLOCK, &block, &g->mask) != 0)
         goto plain;
-    drain(g->w, sig, green__sig_quiet(g->w));
+    if (green__sig_quiet(g->w))
+        wait_sent(g->w);
+    drain(g->w, sig);
     /* The signal as the thread had it before the run: blocked only if the
      * program blocked it. */
     sigset_t mask = g->mask;

@@ -116,7 +116,11 @@ static bool blocked_in(pid_t tid, int sig)
 bool green__sig_quiet(struct green__worker *w)
 {
     struct green__sig_worker *s = green__sig_worker(w);
-    bool in_flight = atomic_exchange_explicit(&s->preempt_req, 2, memory_order_acq_rel) == 1;
+    /* Sequentially consistent, as the monitor's store of `sending` and its
+     * CAS: either the monitor sees the 2 and sends nothing, or the caller
+     * sees `sending` set until the signal is queued -- a resend of a
+     * request set long before included (wait_sent in exec.c). */
+    bool in_flight = atomic_exchange(&s->preempt_req, 2) == 1;
     green__slice_timer_disarm(w);
     return in_flight;
 }
@@ -154,6 +158,10 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
         m->retry_at = now + GREEN_RETRY_MAX_NS;   /* look again later */
         return m->retry_at;
     }
+    /* An exec that closes the worker (exec.c) waits while `sending` is
+     * set: both stores are sequentially consistent, so one that found
+     * the request set finds `sending` set until the signal is queued. */
+    atomic_store(&s->sending, 1);
     if (atomic_compare_exchange_strong(&s->preempt_req, &req, 1)) {
         send_request(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo);
         green__count(&green__sig_stats.signals_sent);
@@ -188,6 +196,7 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
                     w->index, rt->cfg.signo);
         }
     }
+    atomic_store(&s->sending, 0);
     m->asked = true;
     m->asked_at = now;
     m->asked_cpu = cpu;
