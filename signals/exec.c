@@ -39,6 +39,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -90,7 +92,7 @@ static void wait_sent(struct green__worker *w)
     struct green__sig_worker *s = green__sig_worker(w);
     struct timespec pause = { 0, 50000 };
     while (s && atomic_load(&s->sending))
-        nanosleep(&pause, NULL);
+        syscall(SYS_nanosleep, &pause, NULL);   /* not the shim's, which parks */
 }
 
 /* Take the pending instances of sig: libgreen's dropped, the program's
@@ -119,7 +121,12 @@ static void exec_enter(struct exec_guard *g)
 {
     resolve();
     g->w = green__worker_self();
-    if (!g->w || green__in_handler_now())
+    /* A vfork child (AddressSanitizer's vfork, which libgreen does not
+     * turn into fork: sched/fork.c) shares the parent's memory, worker
+     * included, but is another task: closing the worker there would close
+     * the parent's for good. */
+    if (!g->w || green__in_handler_now() ||
+        gettid() != atomic_load_explicit(&g->w->tid, memory_order_relaxed))
         goto plain;
     struct green__rt *rt = g->w->rt;
     if (rt->cfg.preempt != GREEN_PREEMPT_SIGNAL && rt->cfg.preempt != GREEN_PREEMPT_BOTH)

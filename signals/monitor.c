@@ -146,6 +146,22 @@ static void send_request(pid_t tid, int sig)
     syscall(SYS_rt_tgsigqueueinfo, green__sig_pid, tid, sig, &si);
 }
 
+/* Send w's request again -- unless an exec closed w meanwhile: the same
+ * handshake as the first send, `sending` set around a fresh look at the
+ * request (a store and a load against the exec's exchange and load, all
+ * sequentially consistent: one of the two sees the other).  Nothing else
+ * is done under `sending`, which an exec waits out: blocked_in's fopen or
+ * a line on stderr could wait for a lock the exec'ing thread holds. */
+static bool resend(struct green__sig_worker *s, pid_t tid, int sig)
+{
+    atomic_store(&s->sending, 1);
+    bool still = atomic_load(&s->preempt_req) == 1;
+    if (still)
+        send_request(tid, sig);
+    atomic_store(&s->sending, 0);
+    return still;
+}
+
 /* Ask w to switch: merge with a pending request, back off before the next;
  * returns when to look at w again. */
 static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w,
@@ -158,12 +174,17 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
         m->retry_at = now + GREEN_RETRY_MAX_NS;   /* look again later */
         return m->retry_at;
     }
-    /* An exec that closes the worker (exec.c) waits while `sending` is
-     * set: both stores are sequentially consistent, so one that found
-     * the request set finds `sending` set until the signal is queued. */
+    /* An exec that closes the worker waits while `sending` is set (exec.c,
+     * wait_sent), which it is around the send alone.  The store, this CAS
+     * and the exec's exchange are sequentially consistent: either the CAS
+     * sees the exec's 2 and nothing is sent, or the exec sees `sending`
+     * set until the signal is queued. */
     atomic_store(&s->sending, 1);
-    if (atomic_compare_exchange_strong(&s->preempt_req, &req, 1)) {
+    bool asked_now = atomic_compare_exchange_strong(&s->preempt_req, &req, 1);
+    if (asked_now)
         send_request(atomic_load_explicit(&w->tid, memory_order_relaxed), rt->cfg.signo);
+    atomic_store(&s->sending, 0);
+    if (asked_now) {
         green__count(&green__sig_stats.signals_sent);
         m->req_at = now;
         m->blocked_at = 0;
@@ -179,8 +200,8 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
              * doing or a bug of ours): send it again.  A copy that finds
              * the request taken is dropped. */
             m->blocked_at = 0;
-            send_request(tid, rt->cfg.signo);
-            green__count(&green__sig_stats.signals_sent);
+            if (resend(s, tid, rt->cfg.signo))
+                green__count(&green__sig_stats.signals_sent);
             m->req_at = now;
         } else if (!m->blocked_at) {
             m->blocked_at = now;
@@ -196,7 +217,6 @@ static uint64_t request_preemption(struct green__rt *rt, struct green__worker *w
                     w->index, rt->cfg.signo);
         }
     }
-    atomic_store(&s->sending, 0);
     m->asked = true;
     m->asked_at = now;
     m->asked_cpu = cpu;
