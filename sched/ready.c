@@ -14,9 +14,9 @@
 /* A preempted thread waits behind the threads queued in the ring when it
  * was preempted (pin_mark), as it would at the tail of a FIFO, and then
  * behind fresh work for GREEN_PINNED_WAIT_QUANTA quanta, a hold that fresh
- * work which is itself preempted restarts once (switch.c, turn_of_pinned).  now: a holder of
- * foreign locks made runnable -- others may wait for what it holds, so it
- * need not wait for the ring. */
+ * work which is itself preempted restarts once (switch.c, turn_of_pinned).
+ * now: a holder of foreign locks made runnable -- others may wait for what
+ * it holds, so it need not wait for the ring. */
 void green__pinned_push(struct green__worker *w, struct green__thread *t, bool now)
 {
     t->next = NULL;

@@ -15,9 +15,10 @@
  *      sent -- however long that takes: the monitor says when it has
  *      (its `sending` flag).  A wait of at most 100 ms, before, let an
  *      exec go on when the host kept the monitor off its CPU that long
- *      between setting the request and sending it; the signal then landed
- *      in the exec and killed the new image (the exec storm of
- *      tests/test_exec.c under ASan, once in ~7000 execs);
+ *      between setting the request and sending it, and a signal landing
+ *      in the exec then kills the new image (the one way found for the
+ *      exec storm of tests/test_exec.c under ASan to have died of
+ *      SIGALRM, once in ~7000 execs; not proven the cause);
  *   3. takes every pending instance of the signal (sigtimedwait): libgreen's
  *      are dropped, the program's own are queued again, as they were, for
  *      the process -- the new image gets what it would without libgreen;
@@ -44,7 +45,6 @@
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
-
 
 static struct {
     int (*execve)(const char *, char *const[], char *const[]);

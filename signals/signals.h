@@ -46,9 +46,10 @@ struct green__sig_worker {
     /* The request: set by the monitor (CAS 0 -> 1), consumed by this
      * worker's handler; 2 while an exec closes it (exec.c). */
     _Atomic uint32_t preempt_req;
-    /* 1 while the monitor may be between setting the request and having
-     * sent its signal (request_preemption): an exec that found a request
-     * set waits for it to drop, then finds the signal pending. */
+    /* 1 around each send of the monitor's: set before it sets the request
+     * (or, to send it again, looks at it once more), cleared once the
+     * signal is queued (request_preemption, resend).  An exec that found a
+     * request set waits for it to drop, then finds the signal pending. */
     _Atomic uint32_t sending;
     /* The slice timer (slice_timer.c): a POSIX timer that signals this
      * worker alone, armed at each preemption for the next slice.
