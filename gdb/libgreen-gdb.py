@@ -121,9 +121,26 @@ def _threads(rt):
                 yield t
 
 
+def _cold(t):
+    """t's cold part, at its stack's top (struct green__thread_cold), or
+    None: a thread that has not run yet, or has ended, has none."""
+    hi = int(t["stack_hi"])
+    if not hi or int(t["on_cpu"]) == 2:      # GREEN_ON_CPU_LAUNCH
+        return None
+    ctype = _type("struct green__thread_cold")
+    top = _type("struct green__stack_top")
+    return gdb.Value(hi - top.sizeof - ctype.sizeof).cast(ctype.pointer())
+
+
+def _stack_lo(t):
+    stacks = t["rt"]["stacks"]
+    return int(t["stack_hi"]) - (int(stacks["slot"]) - int(stacks["guard"]))
+
+
 def _name(t):
+    cold = _cold(t)
     try:
-        name = t["name"].string(errors="replace")
+        name = cold["name"].string(errors="replace") if cold is not None else ""
     except gdb.error:
         name = ""
     name = "".join("?" if c < " " or c in "\"\x7f" else c for c in name)
@@ -199,15 +216,18 @@ class _Run:
             return "finished, not yet joined"
         if st != _PARKED:
             return "in state %d" % st
-        what = t["wait_what"]
+        cold = _cold(t)
+        if cold is None:
+            return "parked"
+        what = cold["wait_what"]
         what = what.string() if int(what) else "an unknown call"
-        obj = t["wait_obj"]
+        obj = cold["wait_obj"]
         s = "parked in " + what
         if int(obj) and what == "green_join":
             other = obj.cast(t.type)
             s += " on green thread %d" % int(other["id"])
         elif int(obj) and what in ("green_fd_wait", "green_poll"):
-            s += " on " + _fds(obj, int(t["wait_n"]))
+            s += " on " + _fds(obj, int(cold["wait_n"]))
         elif int(obj):
             s += " on " + str(obj.cast(gdb.lookup_type("void").pointer()))
         holder = None
@@ -272,7 +292,7 @@ gdb.unwinder.register_unwinder(None, _unwinder, replace=True)
 def _saved_regs(t):
     """The registers green__ctx_switch saved on t's stack, or a reason."""
     sp = int(t["sp"])
-    lo, hi = int(t["stack_lo"]), int(t["stack_hi"])
+    lo, hi = _stack_lo(t), int(t["stack_hi"])
     if not sp and int(t["on_cpu"]) == 2:     # GREEN_ON_CPU_LAUNCH
         raise GreenError("%s: has not run yet: no frames" % _name(t))
     if not sp or sp < lo or sp + 64 > hi:

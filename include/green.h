@@ -79,7 +79,8 @@ typedef struct green_config {
     unsigned quantum_us;   /* time slice before preemption, microseconds GREEN_QUANTUM_US */
     int      preempt;      /* enum green_preempt, default signal         GREEN_PREEMPT */
     int      signo;        /* preemption signal, default SIGALRM         GREEN_SIGNAL */
-    size_t   stack_size;   /* usable stack bytes per green thread        GREEN_STACK_SIZE */
+    size_t   stack_size;   /* stack bytes per green thread (the top 240
+                            * hold its own records)                      GREEN_STACK_SIZE */
     unsigned budget;       /* reductions per slice                       GREEN_BUDGET */
     uint64_t seed;         /* seed for every random choice               GREEN_SEED */
     const char *unsafe_objects; /* objects of the program never to preempt

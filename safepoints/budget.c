@@ -121,7 +121,7 @@ static bool callers_allow_else_hook(struct green__worker *w, struct green__threa
     const struct green__sp_table *tab = green__sp_enter();
     struct green__sp_verdict v = { .walk = GREEN_WALK_FAILED };
     if (tab)
-        v = green__sp_walk_here(tab, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
+        v = green__sp_walk_here(tab, (uintptr_t)green__stack_lo(t), (uintptr_t)green__stack_top(t),
                                 h->hook_ret);
     green__sp_exit();
     h->hijack(t, v.walk, v.hook_live, v.slot);

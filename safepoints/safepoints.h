@@ -148,7 +148,7 @@ struct green__patch {
     void *exc;                       /* an exception landed in the trampoline */
 };
 /* t's hook (t: a struct green__thread *). */
-#define green__patch_of(t) ((struct green__patch *)(void *)&(t)->preempt)
+#define green__patch_of(t) ((struct green__patch *)(void *)&green__cold(t)->preempt)
 
 bool green__switch_allowed_here(struct green__worker *w, struct green__thread *t);
 

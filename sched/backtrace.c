@@ -32,7 +32,7 @@ static void unwind_pcs(struct green__bt *sn, unw_cursor_t *c)
 void green__bt_saved(struct green__bt *sn, const struct green__thread *t)
 {
     const uint64_t *sp = t->sp;
-    if (!sp || (const char *)sp < t->stack_lo || (const char *)(sp + 8) > t->stack_hi)
+    if (!sp || (const char *)sp < green__stack_lo(t) || (const char *)(sp + 8) > t->stack_hi)
         return;
     unw_context_t uc;
     memset(&uc, 0, sizeof uc);

@@ -59,9 +59,9 @@ int green_cond_wait_until(green_cond_t *cp, green_mutex_t *m, uint64_t deadline)
     /* Taking the mutex back cannot fail: a lock cycle it closes is
      * reported, never answered with EDEADLK (cycle.c). */
     self = w->cur;
-    self->lockwait_retake = true;
+    green__cold(self)->lockwait_retake = true;
     green__assert(green_mutex_lock(m) == 0);
-    self->lockwait_retake = false;
+    green__cold(self)->lockwait_retake = false;
     return err;
 }
 

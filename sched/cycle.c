@@ -103,11 +103,7 @@ static const char *kind_name(uintptr_t lw)
 static void print_thread(struct green__out *o, const struct green__thread *t)
 {
     char name[GREEN_NAME_MAX];
-    memcpy(name, t->name, sizeof name);
-    name[GREEN_NAME_MAX - 1] = '\0';
-    for (char *c = name; *c; c++)
-        if (*c < ' ' || *c == '"' || *c == 0x7f)
-            *c = '?';
+    green__name_racy(t, name);
     green__outf(o, "green thread %llu", (unsigned long long)t->id);
     if (name[0])
         green__outf(o, " \"%s\"", name);
@@ -160,10 +156,12 @@ static void report(struct green__rt *rt, struct cycle *cy, const char *what, boo
             green__bt_own(&mb->bt);
         else if (off_cpu(rt, mb->t))
             green__bt_saved(&mb->bt, mb->t);
+        const struct green__thread_cold *c = k == 0 ? NULL : green__cold_racy(mb->t);
+        const char *in = k == 0 ? what : c && c->wait_what ? c->wait_what : "?";
         green__outf(o, "  ");
         print_thread(o, mb->t);
         green__outf(o, " holds %s %p and waits in %s for %s %p, held by ", kind_name(prev->waits),
-                    lw_lock(prev->waits), k == 0 ? what : mb->t->wait_what ? mb->t->wait_what : "?",
+                    lw_lock(prev->waits), in,
                     kind_name(mb->waits), lw_lock(mb->waits));
         print_thread(o, next->t);
         green__outf(o, "\n");
@@ -190,9 +188,10 @@ int green__lockwait_begin(struct green__worker *w, struct green__thread *self, c
                           unsigned kind, const char *what)
 {
     struct green__rt *rt = w->rt;
-    self->lockwait_gen++;
+    struct green__thread_cold *own = green__cold(self);
+    own->lockwait_gen++;
     if (rt->cfg.lock_warn_ms)
-        self->lockwait_since = green__clock_ns();
+        own->lockwait_since = green__clock_ns();
     atomic_store(&self->lockwait, (uintptr_t)lock | kind);   /* seq_cst: see the top */
     if (rt->cfg.handoff == GREEN_HANDOFF_ON)
         green__handoff_ask(self, green__lock_holder(rt, self, (uintptr_t)lock | kind, true));
@@ -207,15 +206,20 @@ int green__lockwait_begin(struct green__worker *w, struct green__thread *self, c
      * marks every member's wait; another closing it at the same moment
      * finds its own wait marked, and waits on (the first one's EDEADLK
      * lets it through).  A condition wait's retake may not fail. */
-    bool error = rt->cfg.deadlock == GREEN_DEADLOCK_ERROR && !self->lockwait_retake;
+    bool error = rt->cfg.deadlock == GREEN_DEADLOCK_ERROR && !own->lockwait_retake;
     green__spin_lock(&report_lock);
-    bool mine = __atomic_load_n(&self->cycle_seen, __ATOMIC_RELAXED) != self->lockwait_gen &&
+    bool mine = __atomic_load_n(&own->cycle_seen, __ATOMIC_RELAXED) != own->lockwait_gen &&
                 still(rt, self, &cy);
     if (mine)
-        for (unsigned k = 0; k < cy.n; k++)
-            __atomic_store_n(&cy.m[k].t->cycle_seen,
-                             __atomic_load_n(&cy.m[k].t->lockwait_gen, __ATOMIC_RELAXED),
-                             __ATOMIC_RELAXED);
+        for (unsigned k = 0; k < cy.n; k++) {
+            /* Each member is parked in its lock wait (still() saw it so):
+             * its cold part is there. */
+            struct green__thread_cold *c = green__cold_racy(cy.m[k].t);
+            if (c)
+                __atomic_store_n(&c->cycle_seen,
+                                 __atomic_load_n(&c->lockwait_gen, __ATOMIC_RELAXED),
+                                 __ATOMIC_RELAXED);
+        }
     green__spin_unlock(&report_lock);
     if (!mine)
         return 0;

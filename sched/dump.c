@@ -119,17 +119,22 @@ static void snap_one(void *obj, void *arg)
     sn->state = st;
     sn->is_main = t->is_main;
     sn->self = t == ss->self;
-    sn->what = t->wait_what;
-    sn->obj = t->wait_obj;
+    /* The cold part: none before its first run or after its end. */
+    const struct green__thread_cold *c = green__cold_racy(t);
+    sn->what = c ? c->wait_what : NULL;
+    sn->obj = c ? c->wait_obj : NULL;
     /* An fd wait's pollfds are on the parked thread's stack: read while
      * nothing runs. */
-    if (ss->stopped && st == GREEN_T_PARKED && sn->obj && is_fd_wait(t->wait_what)) {
-        sn->nfds = t->wait_n;
+    if (ss->stopped && st == GREEN_T_PARKED && sn->obj && is_fd_wait(sn->what)) {
+        sn->nfds = c->wait_n;
         memcpy(sn->fds, sn->obj, (sn->nfds < SNAP_FDS ? sn->nfds : SNAP_FDS) * sizeof *sn->fds);
     }
-    sn->spawn_pc = t->spawn_pc;
+    sn->spawn_pc = c ? c->spawn_pc : st != GREEN_T_DEAD ? t->spawn_pc : NULL;
     sn->parked_tsc = t->parked_tsc;
-    memcpy(sn->name, t->name, sizeof sn->name);
+    if (c)
+        memcpy(sn->name, c->name, sizeof sn->name);
+    else
+        sn->name[0] = '\0';
     sn->name[GREEN_NAME_MAX - 1] = '\0';
     sn->worker = -1;
     for (unsigned i = 0; i < rt->nworkers; i++) {

@@ -73,7 +73,7 @@ static bool held_grow(struct green__thread *t)
     const void **old = t->held;
     __atomic_store_n(&t->held, a, __ATOMIC_SEQ_CST);
     __atomic_store_n(&t->heldcap, cap * 2, __ATOMIC_RELEASE);
-    if (old != t->held_inline)
+    if (old != green__cold(t)->held_inline)
         held_unmap(old, cap);
     return true;
 }
@@ -156,11 +156,11 @@ void green__held_forget(struct green__worker *w, struct green__thread *t)
     }
     if (t->hold_linked)
         green__holders_unlink(w, t);
-    if (t->held != t->held_inline) {
+    if (t->held != green__cold(t)->held_inline) {
         const void **old = t->held;
         uint32_t cap = t->heldcap;
         __atomic_store_n(&t->heldcap, GREEN_HELD_INLINE, __ATOMIC_SEQ_CST);
-        __atomic_store_n(&t->held, t->held_inline, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&t->held, green__cold(t)->held_inline, __ATOMIC_SEQ_CST);
         held_unmap(old, cap);
     }
 }
@@ -236,7 +236,7 @@ void green__fpark_cancel(struct green__worker **wp, struct green__fparked *p)
     struct green__thread *self = p->wt.t;
     fpark_unlink(p);
     if (green__claim(self))
-        self->wait_what = NULL;
+        green__cold(self)->wait_what = NULL;
     else
         green__park(wp, GREEN_FOREVER);  /* a waker has it: let it come back */
 }
@@ -296,7 +296,7 @@ int green__fwait(struct green__worker **wp, const void *addr, int (*try)(void *)
         if (r != EBUSY) {
             fw_unlink(b, &p.wt);
             green__claim(self);      /* unclaimed: wakers need b's lock */
-            self->wait_what = NULL;
+            green__cold(self)->wait_what = NULL;
             green__spin_unlock(&b->lock);
             return r;
         }
@@ -340,7 +340,7 @@ unsigned green__fwake_slow(const void *addr, bool all)
             struct green__thread *t = wt->t;
             bool claimed = green__claim(t);
             if (claimed)
-                t->wake_from = wt;
+                green__cold(t)->wake_from = wt;
             fw_unlink(b, wt);
             if (claimed) {
                 *tail = t;

@@ -20,7 +20,8 @@ static inline struct green__thread *green__foreign_self(struct green__worker **w
         return NULL;
     return w->cur;
 }
-#define GREEN_HELD_INLINE ((uint32_t)(sizeof ((struct green__thread *)0)->held_inline / sizeof(void *)))
+#define GREEN_HELD_INLINE \
+    ((uint32_t)(sizeof ((struct green__thread_cold *)0)->held_inline / sizeof(void *)))
 void green__held_push_slow(struct green__worker *w, struct green__thread *self, const void *lock);
 bool green__held_drop_slow(struct green__worker **wp, struct green__thread *self,
                            const void *lock, bool poll);

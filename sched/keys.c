@@ -153,7 +153,7 @@ EXPORT void *pthread_getspecific(pthread_key_t k)
     uintptr_t s;
     if (!t || !(s = key_green_seq(k)))
         return libc_getspecific(k);
-    const struct keypage *pg = t->keys[k / PAGE_KEYS];
+    const struct keypage *pg = green__cold(t)->keys[k / PAGE_KEYS];
     if (!pg)
         return NULL;
     const struct keyval *e = &pg->v[k % PAGE_KEYS];
@@ -177,7 +177,7 @@ EXPORT int pthread_setspecific(pthread_key_t k, const void *val)
         atomic_fetch_or_explicit(&keys[k].flags, KEY_OS, memory_order_relaxed);
         return libc_setspecific(k, val);
     }
-    struct keypage *pg = t->keys[k / PAGE_KEYS];
+    struct keypage *pg = green__cold(t)->keys[k / PAGE_KEYS];
     if (!pg) {
         if (!val)
             return 0;                /* nothing stored: NULL already */
@@ -186,7 +186,7 @@ EXPORT int pthread_setspecific(pthread_key_t k, const void *val)
         if (!(pg = green__pool_get(&w->rt->keypages, &w->key_cache, &err)))
             return err;
         memset(pg, 0, sizeof *pg);
-        t->keys[k / PAGE_KEYS] = pg;
+        green__cold(t)->keys[k / PAGE_KEYS] = pg;
     }
     pg->v[k % PAGE_KEYS] = (struct keyval){ s, (void *)val };
     return 0;
@@ -202,8 +202,9 @@ EXPORT int pthread_setspecific(pthread_key_t k, const void *val)
 static bool destructor_round(struct green__thread *t)
 {
     bool called = false;
+    void **pages = green__cold(t)->keys;
     for (unsigned p = 0; p < GREEN_KEY_PAGES; p++) {
-        struct keypage *pg = t->keys[p];
+        struct keypage *pg = pages[p];
         for (unsigned i = 0; pg && i < PAGE_KEYS; i++) {
             struct keyval *e = &pg->v[i];
             void *val = e->val;
@@ -224,8 +225,9 @@ static bool destructor_round(struct green__thread *t)
 struct green__worker *green__keys_exit(struct green__worker *w, struct green__thread *t)
 {
     bool any = false;
+    void **pages = green__cold(t)->keys;
     for (unsigned p = 0; p < GREEN_KEY_PAGES; p++)
-        any |= t->keys[p] != NULL;
+        any |= pages[p] != NULL;
     if (!any)
         return w;
     /* As libc does at a thread's exit: rounds while destructors store
@@ -234,9 +236,9 @@ struct green__worker *green__keys_exit(struct green__worker *w, struct green__th
         ;
     w = green__worker_self();        /* a destructor may have parked */
     for (unsigned p = 0; p < GREEN_KEY_PAGES; p++) {
-        if (t->keys[p]) {
-            green__pool_put(&w->rt->keypages, &w->key_cache, t->keys[p]);
-            t->keys[p] = NULL;
+        if (pages[p]) {
+            green__pool_put(&w->rt->keypages, &w->key_cache, pages[p]);
+            pages[p] = NULL;
         }
     }
     return w;

@@ -22,11 +22,7 @@ struct warn_scan {
 static void quoted(char *out, size_t n, const struct green__thread *t)
 {
     char name[GREEN_NAME_MAX];
-    memcpy(name, t->name, sizeof name);
-    name[GREEN_NAME_MAX - 1] = '\0';
-    for (char *c = name; *c; c++)
-        if (*c < ' ' || *c == '"' || *c == 0x7f)
-            *c = '?';
+    green__name_racy(t, name);
     if (name[0])
         snprintf(out, n, "green thread %llu \"%s\"", (unsigned long long)t->id, name);
     else
@@ -40,19 +36,21 @@ static void warn_one(void *obj, void *arg)
     uintptr_t lw = atomic_load_explicit(&t->lockwait, memory_order_acquire);
     if (!lw || green__state(t) != GREEN_T_PARKED)
         return;
-    uint64_t since = __atomic_load_n(&t->lockwait_since, __ATOMIC_RELAXED);
+    const struct green__thread_cold *tc = green__cold_racy(t);
+    uint64_t since = tc ? __atomic_load_n(&tc->lockwait_since, __ATOMIC_RELAXED) : 0;
     if (!since || since >= ws->now || ws->now - since < ws->after)
         return;                      /* (a wait begun after the look began) */
     struct green__thread *h = green__lock_holder(ws->rt, NULL, lw, false);
     if (!h || h == t || green__state(h) != GREEN_T_PARKED ||
         atomic_load_explicit(&h->lockwait, memory_order_relaxed))
         return;
+    struct green__thread_cold *hc = green__cold_racy(h);
     uint64_t park = __atomic_load_n(&h->parked_tsc, __ATOMIC_RELAXED);
-    if (h->lock_warned == park)
+    if (!hc || hc->lock_warned == park)
         return;
-    h->lock_warned = park;
-    const char *what = __atomic_load_n(&h->wait_what, __ATOMIC_RELAXED);
-    const void *on = __atomic_load_n(&h->wait_obj, __ATOMIC_RELAXED);
+    hc->lock_warned = park;
+    const char *what = __atomic_load_n(&hc->wait_what, __ATOMIC_RELAXED);
+    const void *on = __atomic_load_n(&hc->wait_obj, __ATOMIC_RELAXED);
     char hn[64], tn[64], line[384];
     quoted(hn, sizeof hn, h);
     quoted(tn, sizeof tn, t);

@@ -185,7 +185,7 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
     }
     /* The fds are on this thread's stack while it waits: dumps read them. */
     green__park_prepare(self, what, fds, false);
-    self->wait_n = (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX);
+    green__cold(self)->wait_n = (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX);
     size_t linked = 0;
     bool ready = false, queued = false;
     for (; linked < n && !ready && !err; linked++) {
@@ -230,7 +230,7 @@ static int wait_fds(struct green__worker *w, struct green__thread *self,
         atomic_fetch_add(&np->waiters, 1);
     if ((ready || err) && green__claim(self)) {
         /* Nobody claimed us: we need not park. */
-        self->wait_what = NULL;
+        green__cold(self)->wait_what = NULL;
     } else {
         /* Parked -- or claimed by an edge meanwhile, so we must leave the
          * CPU once all the same (green__park). */

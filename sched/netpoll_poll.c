@@ -37,7 +37,7 @@ void green__pfd_claim_all(struct green__wq *q, int err, struct green__thread **l
     struct green__waiter *wt;
     while ((wt = green__wq_claim(q)) != NULL) {
         wt->err = err;
-        wt->t->wake_err = err;
+        green__cold(wt->t)->wake_err = err;
         wt->t->next = *list;
         *list = wt->t;
     }

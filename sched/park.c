@@ -41,12 +41,13 @@ int green__park(struct green__worker **wp, uint64_t deadline)
 {
     struct green__worker *w = *wp;
     struct green__thread *self = w->cur;
+    struct green__thread_cold *c = green__cold(self);
 
     if (deadline != GREEN_FOREVER) {
         int err = deadline <= green__now(w->rt) ? ETIMEDOUT
                                                 : green__timer_add(w, self, deadline);
         if (err != 0 && green__claim(self)) {
-            self->wait_what = NULL;
+            c->wait_what = NULL;
             return err;
         }
         /* Otherwise a waker claimed us already: it will make us runnable,
@@ -55,7 +56,7 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     self->parked_tsc = __rdtsc();    /* for dumps: a cycle, not a clock read */
     if (GREEN_UNLIKELY(w->trace)) {
         green__trace_put(&w->trace->ev, self->parked_tsc, GREEN_TR_PARK, self->id,
-                         (uint64_t)(uintptr_t)self->wait_what, (uint64_t)(uintptr_t)self->wait_obj);
+                         (uint64_t)(uintptr_t)c->wait_what, (uint64_t)(uintptr_t)c->wait_obj);
         self->trace_parking = true;  /* its switch away reuses the read */
     }
     green__set_state(self, GREEN_T_PARKED);
@@ -63,8 +64,8 @@ int green__park(struct green__worker **wp, uint64_t deadline)
     *wp = w;
     green__trace_resumed(w, self);
     green__timer_cancel(self);
-    self->wait_what = NULL;
-    return self->wake_err;
+    c->wait_what = NULL;
+    return c->wake_err;
 }
 
 void green__wq_push_front(struct green__wq *q, struct green__waiter *wt)

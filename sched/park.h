@@ -27,8 +27,9 @@ static inline void green__wq_linked(struct green__wq *q, struct green__waiter *w
 {
     wt->linked = true;
     wt->q = q;
-    wt->tnext = wt->t->waiters;
-    wt->t->waiters = wt;
+    struct green__thread_cold *c = green__cold(wt->t);
+    wt->tnext = c->waiters;
+    c->waiters = wt;
 }
 
 static inline void green__wq_push(struct green__wq *q, struct green__waiter *wt)
@@ -102,12 +103,13 @@ static inline bool green__claim(struct green__thread *t)
 static inline void green__park_prepare(struct green__thread *self, const char *what,
                                        const void *obj, bool solo)
 {
+    struct green__thread_cold *c = green__cold(self);
     self->wake_solo = solo;
-    self->waiters = NULL;
-    self->wait_what = what;
-    self->wait_obj = obj;
-    self->wake_err = 0;
-    self->wake_from = NULL;
+    c->waiters = NULL;
+    c->wait_what = what;
+    c->wait_obj = obj;
+    c->wake_err = 0;
+    c->wake_from = NULL;
     /* Published to wakers by the release of the object's lock. */
     atomic_store_explicit(&self->wake, 1, memory_order_relaxed);
 }

@@ -60,9 +60,9 @@ static int cond_wait_green(struct green__worker *w, struct green__thread *t, pth
     t = w->cur;
     /* As libc's, the retake ends holding the mutex: a lock cycle it closes
      * is reported, never answered with EDEADLK (cycle.c). */
-    t->lockwait_retake = true;
+    green__cold(t)->lockwait_retake = true;
     r = green__pt_mutex_acquire(w, t, m, CLOCK_REALTIME, NULL, "pthread_mutex_lock");
-    t->lockwait_retake = false;
+    green__cold(t)->lockwait_retake = false;
     if (r != 0)
         return r;                    /* EOWNERDEAD: it holds the mutex, as libc */
     return err == ETIMEDOUT && green__expired(here()->rt, deadline) ? ETIMEDOUT : 0;

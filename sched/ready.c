@@ -156,7 +156,7 @@ struct green__waiter *green__wq_claim(struct green__wq *q)
     while ((wt = q->head) != NULL) {
         green__wq_remove(q, wt);
         if (green__claim(wt->t)) {
-            wt->t->wake_from = wt;
+            green__cold(wt->t)->wake_from = wt;
             return wt;
         }
     }

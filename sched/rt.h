@@ -242,6 +242,17 @@ enum green__fork_phase { GREEN_FORK_PREPARE, GREEN_FORK_PARENT, GREEN_FORK_CHILD
 void green__netpoll_atfork(enum green__fork_phase phase);
 void green__foreign_atfork_child(void);
 
+/* A green thread's stack (stack.c): its usable bytes, the top's records
+ * (thread.h) included, and its lowest one, just above its guard.  AS-safe. */
+static inline size_t green__stack_size(const struct green__thread *t)
+{
+    return t->rt->stacks.slot - t->rt->stacks.guard;
+}
+static inline char *green__stack_lo(const struct green__thread *t)
+{
+    return t->stack_hi ? t->stack_hi - green__stack_size(t) : NULL;   /* g0: none */
+}
+
 /* config.c */
 /* EINVAL for a field out of range; say: one line on stderr naming it. */
 int green__config_check(const green_config_t *cfg, bool say);

@@ -226,25 +226,26 @@ static void report_thread(void *obj, void *arg)
     struct report *r = arg;
     if (green__state(t) != GREEN_T_PARKED)
         return;
+    struct green__thread_cold *c = green__cold(t);   /* parked: it has run */
     if (r->listed++ < GREEN_REPORT_MAX) {
-        const char *what = t->wait_what ? t->wait_what : "an unknown call";
+        const char *what = c->wait_what ? c->wait_what : "an unknown call";
         fprintf(stderr, "  green thread %llu%s: blocked in %s",
                 (unsigned long long)t->id, t->is_main ? " (main)" : "", what);
-        if (t->wait_obj && strcmp(what, "green_join") == 0)
+        if (c->wait_obj && strcmp(what, "green_join") == 0)
             fprintf(stderr, " on green thread %llu",
-                    (unsigned long long)((const struct green__thread *)t->wait_obj)->id);
-        else if (t->wait_obj)
-            fprintf(stderr, " on %p", t->wait_obj);
-        if (t->wait_obj && strncmp(what, "pthread_rwlock_", 15) == 0) {
+                    (unsigned long long)((const struct green__thread *)c->wait_obj)->id);
+        else if (c->wait_obj)
+            fprintf(stderr, " on %p", c->wait_obj);
+        if (c->wait_obj && strncmp(what, "pthread_rwlock_", 15) == 0) {
             /* The lock's words, for whoever reads the report: readers
              * count << 3 | flags, and the writer's OS thread id. */
-            const pthread_rwlock_t *rw = t->wait_obj;
+            const pthread_rwlock_t *rw = c->wait_obj;
             fprintf(stderr, " (readers word %#x, writer tid %d)",
                     __atomic_load_n(&rw->__data.__readers, __ATOMIC_RELAXED),
                     __atomic_load_n(&rw->__data.__cur_writer, __ATOMIC_RELAXED));
         }
-        if (t->wait_obj && t->rt) {
-            struct holder_of h = { t->wait_obj, NULL };
+        if (c->wait_obj && t->rt) {
+            struct holder_of h = { c->wait_obj, NULL };
             green__pool_foreach(&t->rt->threads, find_holder, &h);
             if (h.holder)
                 fprintf(stderr, ", held by green thread %llu%s", (unsigned long long)h.holder->id,
@@ -253,7 +254,7 @@ static void report_thread(void *obj, void *arg)
         fputc('\n', stderr);
     }
     /* Nobody will unlink these now: do it, so the objects can be destroyed. */
-    for (struct green__waiter *wt = t->waiters; wt; wt = wt->tnext)
+    for (struct green__waiter *wt = c->waiters; wt; wt = wt->tnext)
         if (wt->linked)
             green__wq_remove(wt->q, wt);
 }

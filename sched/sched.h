@@ -34,9 +34,10 @@
  * on g0 only, never while a thread of its own is still on its CPU: two
  * workers could each wait for the other's (green__switch goes by way of g0).
  * A thread that has never run has on_cpu GREEN_ON_CPU_LAUNCH and no saved
- * context yet: the worker that first switches to it builds its first frame,
- * on the thread's stack (launch, in switch.c), so that a fresh stack page
- * is first touched by the worker that runs the thread, not by its spawner.
+ * context yet: the worker that first switches to it zeroes the control
+ * block's cold part and builds its first frame, both at the top of the
+ * thread's stack (launch, in switch.c), so that a fresh stack page is
+ * first touched by the worker that runs the thread, not by its spawner.
  * A first touch costs microseconds on a VM, and the runner is often
  * another worker: a spawning loop's pages then fault in on both CPUs.
  *

@@ -11,7 +11,7 @@
  *      for the same thread, so the first waker to claim the thread wins and
  *      the others skip it -- unlock, and park.
  *   4. On wake-up, lock every channel again and unlink the waiters that were
- *      not chosen.  The chosen one is t->wake_from (set by the claim).
+ *      not chosen.  The chosen one is its cold part's wake_from (set by the claim).
  *
  * Step 4 leaves out the channel of the waiter that fired when no other case
  * names it: that waiter was unlinked by the partner who claimed us, and the
@@ -144,7 +144,7 @@ static int run_select(struct green__worker *w, struct green__thread *self,
     unlock_all(s);
 
     int err = green__park(&w, deadline);
-    struct green__waiter *fired = err ? NULL : self->wake_from;
+    struct green__waiter *fired = err ? NULL : green__cold(self)->wake_from;
     green__assert(err || (fired != NULL && fired >= s->waiters && fired < s->waiters + n));
     green_chan_t *gone = fired ? only_chan_of(cases, n, fired->index) : NULL;
 

@@ -25,7 +25,7 @@ bool green__handler_left_at(uintptr_t sp)
      * the one it interrupted has left it and gone on. */
     bool left = w->cur != m->t;
     if (!left) {
-        uintptr_t lo = (uintptr_t)m->t->stack_lo, hi = (uintptr_t)m->t->stack_hi;
+        uintptr_t lo = (uintptr_t)green__stack_lo(m->t), hi = (uintptr_t)m->t->stack_hi;
         bool frame_on_t = m->frame >= lo && m->frame < hi;
         left = sp >= lo && sp < hi && (!frame_on_t || sp > m->frame);
     }

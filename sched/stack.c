@@ -9,11 +9,16 @@
  * The guard (16 KiB of address space, no memory) sits below the stack; the
  * pool installs it once per slot, a batch of fresh slots at a time, and
  * populates their top pages with it (pool.c): a cold spawn then costs no
- * page fault of its own.  The thread's control block lives in a
- * pool of its own: a thread that has finished gives its stack back at once,
- * even while it waits to be joined, so "spawn a million, then join them"
- * recycles warm stacks instead of touching a million new pages.  A parked
- * thread that has not gone deep costs one page of stack.
+ * page fault of its own.  The stack's top holds two records (thread.h):
+ *
+ *     [ ... frames | struct green__thread_cold | struct green__stack_top ]
+ *                                                                  high
+ *
+ * The control block proper lives in a pool of its own: a thread that has
+ * finished gives its stack back at once, even while it waits to be
+ * joined, so "spawn a million, then join them" recycles warm stacks
+ * instead of touching a million new pages.  A parked thread that has not
+ * gone deep costs one page of stack and its 192-byte control block.
  *
  * Overflow: a thread that runs off the bottom of its stack hits the guard;
  * SIGSEGV arrives on the worker's sigaltstack, and the handler reports
@@ -21,8 +26,9 @@
  * not ours go to the handler that was installed before.
  *
  * Rejected: one mmap per stack (a syscall per spawn, and one VMA each);
- * control blocks on the stack's top page (one allocation fewer, but a
- * finished, unjoined thread then pins a whole stack).
+ * the whole control block on the stack's top page (one allocation fewer,
+ * but a finished, unjoined thread then pins a whole stack, and the spawner,
+ * which writes the control block, takes the page's first touch).
  */
 #include "sched.h"
 
@@ -58,16 +64,17 @@ int green__stack_get(struct green__worker *w, struct green__thread *t)
     if (!hi)
         return err ? err : EAGAIN;
     t->stack_hi = hi;
-    t->stack_size = p->slot - p->guard;
-    t->stack_lo = hi - t->stack_size;
+#if defined GREEN_ASAN || defined GREEN_VALGRIND
+    size_t size = p->slot - p->guard;   /* green__stack_size: t->rt is not set yet */
+#endif
 #ifdef GREEN_ASAN
     /* The last thread on this stack never returned from its frames: their
      * redzones are still poisoned in AddressSanitizer's shadow. */
-    __asan_unpoison_memory_region(t->stack_lo, t->stack_size);
+    __asan_unpoison_memory_region(hi - size, size);
 #endif
 #ifdef GREEN_VALGRIND
     /* Else memcheck takes each switch for a huge stack-pointer move. */
-    t->vg_stack_id = VALGRIND_STACK_REGISTER(t->stack_lo, t->stack_hi);
+    t->vg_stack_id = VALGRIND_STACK_REGISTER(hi - size, hi);
 #endif
 #ifdef GREEN_TSAN
     /* A fiber per stack: ThreadSanitizer keeps each green thread's history
@@ -99,7 +106,7 @@ static struct sigaction old_segv;
 static bool is_overflow(const struct green__thread *t, const char *addr,
                         const char *rsp)
 {
-    const char *lo = t->stack_lo;
+    const char *lo = green__stack_lo(t);
     size_t guard = t->rt->stacks.guard;
     if (addr < lo && addr >= lo - guard)
         return true;
@@ -212,8 +219,9 @@ void green__thread_free(struct green__worker *w, struct green__thread *t)
     t->is_main = false;
     t->nopreempt = 0;
     t->preempt_pending = false;
-    memset(&t->preempt, 0, sizeof t->preempt);
+#ifdef GREEN_ASAN
     t->asan_fake = NULL;
+#endif
     atomic_store_explicit(&t->joiner, NULL, memory_order_relaxed);
     atomic_store_explicit(&t->wake, 0, memory_order_relaxed);
     atomic_store_explicit(&t->jword, 0, memory_order_release);

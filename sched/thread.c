@@ -92,9 +92,10 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     t->seq = atomic_load_explicit(&w->spawned, memory_order_relaxed);
     t->fn = fn;
     t->arg = arg;
-    t->held = t->held_inline;        /* foreign.c: no lock held */
+    /* foreign.c: no lock held.  Only an address: the cold part is not
+     * touched before the thread first runs. */
+    t->held = green__cold(t)->held_inline;
     t->heldcap = GREEN_HELD_INLINE;
-    t->name[0] = '\0';
     t->spawn_pc = NULL;
 
     /* Its stack is not touched here: its first switch-in builds its
@@ -110,13 +111,21 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     return t;
 }
 
+/* What a parked thread costs is a page of stack and this (README, "A cold
+ * million"): keep it to three cache lines. */
+#if !defined GREEN_ASAN && !defined GREEN_VALGRIND && !defined GREEN_TSAN
+_Static_assert(sizeof(struct green__thread) <= 3 * GREEN_CACHELINE,
+               "struct green__thread grew past three cache lines: move what only the "
+               "thread itself uses to struct green__thread_cold");
+#endif
+_Static_assert(sizeof(struct green__thread_cold) + sizeof(struct green__stack_top) == 240,
+               "the records at a stack's top changed size: green.h and green_run(3) say 240");
+
 int green__threads_init(struct green__rt *rt)
 {
     rt->thread_main = green__thread_main;
-    /* A power of two: checking a handle is then a mask, not a division. */
-    size_t size = GREEN_CACHELINE;
-    while (size < sizeof(struct green__thread))
-        size *= 2;
+    size_t size = (sizeof(struct green__thread) + GREEN_CACHELINE - 1) / GREEN_CACHELINE *
+                  GREEN_CACHELINE;
     /* A free block keeps its cache link in `sp` (offset 0), never in jword:
      * a stale handle must keep reading "no such thread" there. */
     return green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false, size);
@@ -127,7 +136,6 @@ void green__thread_main(struct green__worker *w, struct green__thread *t)
 {
     green__switch_finish(w);
     *w->errno_loc = 0;
-    t->trace_woken = 0;              /* its spawn was no wake (trace.h) */
     void *ret = green__call_entry(t->fn, t->arg);
     struct green__worker *w_end = green__worker_self();
     if (GREEN_UNLIKELY(!w_end))
@@ -160,7 +168,7 @@ void green__thread_exit(struct green__worker *w, void *ret)
         while (!(joiner = atomic_load_explicit(&self->joiner, memory_order_acquire)))
             green__cpu_relax();
         if (green__claim(joiner)) {
-            joiner->wake_err = 0;
+            green__cold(joiner)->wake_err = 0;
             green__trace_woken(w, joiner);
             heir = joiner;
         }
@@ -327,7 +335,7 @@ int green_set_name(const char *name)
      * and the new name, never a missing terminator. */
     char buf[GREEN_NAME_MAX] = { 0 };
     memcpy(buf, name, n);
-    memcpy(w->cur->name, buf, sizeof buf);
+    memcpy(green__cold(w->cur)->name, buf, sizeof buf);
     green__trace_name(w, w->cur);
     return 0;
 }

@@ -110,7 +110,6 @@ int green__timer_add(struct green__worker *w, struct green__thread *t, uint64_t 
         w->heapcap = cap;
     }
     t->timer_w = w;
-    t->deadline = deadline;
     w->heap[w->ntimers] = (struct green__timer){ deadline, t };
     sift_up(w, w->ntimers++);
     bool first = w->heap[0].t == t;
@@ -145,8 +144,9 @@ unsigned green__timers_run(struct green__worker *w, struct green__worker *heap_o
         struct green__thread *t = h->heap[0].t;
         remove_at(h, 0);
         if (green__claim(t)) {
-            t->wake_err = ETIMEDOUT;
-            t->wake_from = NULL;
+            struct green__thread_cold *c = green__cold(t);   /* parked: it has run */
+            c->wake_err = ETIMEDOUT;
+            c->wake_from = NULL;
             t->next = fired;
             fired = t;
             n++;

@@ -197,11 +197,12 @@ void green__trace_name(struct green__worker *w, struct green__thread *t)
     if (GREEN_LIKELY(!w->trace))
         return;
     uint64_t now = __rdtsc();
+    const char *name = green__cold(t)->name;   /* t: the caller */
     for (uint64_t off = 0; off < GREEN_NAME_MAX; off += 8) {
         uint64_t chunk;
-        memcpy(&chunk, t->name + off, 8);
+        memcpy(&chunk, name + off, 8);
         green__trace_put(&w->trace->ev, now, GREEN_TR_NAME, t->id, chunk, off);
-        if (memchr(t->name + off, 0, 8))
+        if (memchr(name + off, 0, 8))
             break;
     }
 }

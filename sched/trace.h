@@ -128,11 +128,16 @@ static inline void green__trace_woken(struct green__worker *w, struct green__thr
 {
     if (GREEN_LIKELY(!t->rt->trace))
         return;
-    t->trace_woken = __rdtsc();
+    /* A spawn is no wake, and a thread that has not run has no cold part
+     * to write yet (thread.h). */
+    if (atomic_load_explicit(&t->on_cpu, memory_order_relaxed) == GREEN_ON_CPU_LAUNCH)
+        return;
+    struct green__thread_cold *c = green__cold(t);
+    c->trace_woken = __rdtsc();
     if (!w || w->rt != t->rt || !w->trace)
-        t->trace_waker = GREEN_TR_BY_OUTSIDE;
+        c->trace_waker = GREEN_TR_BY_OUTSIDE;
     else
-        t->trace_waker = w->trace->waker ? w->trace->waker : w->cur->id;
+        c->trace_waker = w->trace->waker ? w->trace->waker : w->cur->id;
 }
 
 /* The running thread of w is back from a park that began at parked_tsc. */
@@ -140,11 +145,12 @@ static inline void green__trace_resumed(struct green__worker *w, struct green__t
 {
     if (GREEN_LIKELY(!w->trace))
         return;
-    uint64_t at = self->trace_woken > self->parked_tsc ? self->trace_woken : self->parked_tsc;
+    struct green__thread_cold *c = green__cold(self);
+    uint64_t at = c->trace_woken > self->parked_tsc ? c->trace_woken : self->parked_tsc;
     green__trace_put(&w->trace->ev, at, GREEN_TR_WAKE, self->id,
-                     self->trace_woken ? self->trace_waker : GREEN_TR_BY_OUTSIDE,
-                     (uint64_t)self->wake_err);
-    self->trace_woken = 0;
+                     c->trace_woken ? c->trace_waker : GREEN_TR_BY_OUTSIDE,
+                     (uint64_t)c->wake_err);
+    c->trace_woken = 0;
     self->trace_parking = false;     /* woken before it got away: no switch */
 }
 

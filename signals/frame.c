@@ -36,6 +36,6 @@ int green__xsave_setup(void)
 /* AS-safe */
 bool green__preempt_room(const struct green__thread *t, uintptr_t sp)
 {
-    return sp >= (uintptr_t)t->stack_lo + 136 + 64 + green__xsave_size + GREEN_HEADROOM &&
+    return sp >= (uintptr_t)green__stack_lo(t) + 136 + 64 + green__xsave_size + GREEN_HEADROOM &&
            sp <= (uintptr_t)t->stack_hi;
 }

@@ -146,7 +146,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
     enum green_code kind = green__sp_lookup(tbl, pc);
     GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_DECIDED);
     _Atomic uint64_t *why;
-    if (kind == GREEN_CODE_RUNTIME || green__patch_of(t)->exc || sp < (uintptr_t)t->stack_lo ||
+    if (kind == GREEN_CODE_RUNTIME || green__patch_of(t)->exc || sp < (uintptr_t)green__stack_lo(t) ||
         sp >= (uintptr_t)t->stack_hi || green__in_handler > 1) {
         /* In libgreen -- in its code, or in what it called: a walk of t's
          * stack (safepoints/budget.c) that meets libc or libunwind, whose
@@ -170,7 +170,7 @@ static bool preempt_or_defer(struct green__worker *w, struct green__thread *t,
         }
     } else {
         struct green__sp_verdict v =
-            green__sp_walk(tbl, uc, (uintptr_t)t->stack_lo, (uintptr_t)green__stack_top(t),
+            green__sp_walk(tbl, uc, (uintptr_t)green__stack_lo(t), (uintptr_t)green__stack_top(t),
                            (uintptr_t)green__deferred_trampoline);
         GREEN_TEST_TRACE_STAMP(w, GREEN_STAMP_WALKED);
         green__hijack_after_walk(t, v.walk, v.hook_live, v.slot);
