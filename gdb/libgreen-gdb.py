@@ -217,11 +217,12 @@ class _Run:
         if st != _PARKED:
             return "in state %d" % st
         cold = _cold(t)
-        if cold is None:
+        try:
+            what = cold["wait_what"] if cold is not None else None
+            what = what.string() if what is not None and int(what) else "an unknown call"
+            obj = cold["wait_obj"] if cold is not None else gdb.Value(0)
+        except gdb.error:                    # its stack's top is not in the core
             return "parked"
-        what = cold["wait_what"]
-        what = what.string() if int(what) else "an unknown call"
-        obj = cold["wait_obj"]
         s = "parked in " + what
         if int(obj) and what == "green_join":
             other = obj.cast(t.type)
@@ -292,6 +293,8 @@ gdb.unwinder.register_unwinder(None, _unwinder, replace=True)
 def _saved_regs(t):
     """The registers green__ctx_switch saved on t's stack, or a reason."""
     sp = int(t["sp"])
+    if not int(t["stack_hi"]):
+        raise GreenError("%s: has no stack (finished): no frames" % _name(t))
     lo, hi = _stack_lo(t), int(t["stack_hi"])
     if not sp and int(t["on_cpu"]) == 2:     # GREEN_ON_CPU_LAUNCH
         raise GreenError("%s: has not run yet: no frames" % _name(t))

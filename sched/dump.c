@@ -129,7 +129,15 @@ static void snap_one(void *obj, void *arg)
         sn->nfds = c->wait_n;
         memcpy(sn->fds, sn->obj, (sn->nfds < SNAP_FDS ? sn->nfds : SNAP_FDS) * sizeof *sn->fds);
     }
-    sn->spawn_pc = c ? c->spawn_pc : st != GREEN_T_DEAD ? t->spawn_pc : NULL;
+    if (c) {
+        sn->spawn_pc = c->spawn_pc;
+    } else {
+        /* The control block holds it until the first run; ret takes its
+         * place at the end, so it is only good while on_cpu says so. */
+        const void *pc = t->spawn_pc;
+        sn->spawn_pc = atomic_load_explicit(&t->on_cpu, memory_order_acquire) ==
+                               GREEN_ON_CPU_LAUNCH ? pc : NULL;
+    }
     sn->parked_tsc = t->parked_tsc;
     if (c)
         memcpy(sn->name, c->name, sizeof sn->name);

@@ -175,6 +175,18 @@ static bool madvise_ranges(struct iovec *iov, unsigned n, int advice)
     return r >= 0 && (size_t)r == total;
 }
 
+/* The whole pages over [a, a + n): madvise takes page-aligned ranges
+ * only, and slots smaller than a page (control blocks) straddle them.  A
+ * page shared with the previous batch is populated again, which costs
+ * nothing; the part past the batch's end is the region's, mapped in whole
+ * pages like every mapping. */
+static struct iovec page_span(char *a, size_t n)
+{
+    uintptr_t mask = green__page_size() - 1;
+    uintptr_t lo = (uintptr_t)a & ~mask, hi = ((uintptr_t)a + n + mask) & ~mask;
+    return (struct iovec){ (void *)lo, hi - lo };
+}
+
 /* Requires: p->lock held.  Prepare the next batch of r's fresh slots (at
  * least one): guards installed (0, or why not: that slot cannot be used),
  * tops populated (best effort). */
@@ -204,11 +216,11 @@ static int prepare(struct green__pool *p, struct green__region *r)
     if (p->touch && batched) {
         unsigned k = n;
         if (!p->guard && p->touch == p->slot) {   /* whole slots, back to back */
-            iov[0] = (struct iovec){ first, n * p->slot };
+            iov[0] = page_span(first, n * p->slot);
             k = 1;
         } else {
             for (unsigned i = 0; i < n; i++)
-                iov[i] = (struct iovec){ first + (i + 1) * p->slot - p->touch, p->touch };
+                iov[i] = page_span(first + (i + 1) * p->slot - p->touch, p->touch);
         }
         if (!madvise_ranges(iov, k, MADV_POPULATE_WRITE))
             p->no_batch = true;      /* the pages fault in as they are touched */

@@ -30,7 +30,8 @@
  * top record and its control block's cold part (thread.h), then the frame
  * green__ctx_switch restores (switch_x86_64.S), written by the worker about
  * to run it (switch_busy): the stack's top page is first touched here. */
-typedef long long green__v16 __attribute__((vector_size(16)));
+/* may_alias: the stores write a struct green__thread_cold. */
+typedef long long green__v16 __attribute__((vector_size(16), may_alias));
 
 static void launch(struct green__thread *t)
 {

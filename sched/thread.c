@@ -77,7 +77,11 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     struct green__thread *t = green__pool_get(&w->rt->threads, &w->thread_cache, err);
     if (!t)
         return NULL;
+    /* Before its stack: a racy reader (green__cold_racy) must not take
+     * the stack's last owner's cold part for this thread's. */
+    atomic_store_explicit(&t->on_cpu, GREEN_ON_CPU_LAUNCH, memory_order_relaxed);
     if ((*err = green__stack_get(w, t)) != 0) {
+        atomic_store_explicit(&t->on_cpu, 0, memory_order_relaxed);   /* rest state */
         green__pool_put(&w->rt->threads, &w->thread_cache, t);
         return NULL;
     }
@@ -101,7 +105,6 @@ struct green__thread *green__thread_new(struct green__worker *w, void *(*fn)(voi
     /* Its stack is not touched here: its first switch-in builds its
      * first frame (launch() in switch.c, "The on_cpu protocol"). */
     t->sp = NULL;
-    atomic_store_explicit(&t->on_cpu, GREEN_ON_CPU_LAUNCH, memory_order_relaxed);
 
     atomic_store_explicit(&t->jword, id << GREEN_JW_SHIFT | (detached ? GREEN_JW_DETACHED : 0),
                           memory_order_release);

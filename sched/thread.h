@@ -34,8 +34,8 @@ struct green__waiter;
 
 /* The preemption layer's own state of one thread: the hook on its way out
  * of code that may not be interrupted (struct green__patch, safepoints.h).
- * sched/ does not read it: it only keeps the room, and zeroes it when the
- * control block goes back to rest. */
+ * sched/ does not read it: it only keeps the room, in the cold part, which
+ * launch() zeroes. */
 struct green__preempt_slot {
     _Alignas(8) unsigned char bytes[24];
 };
