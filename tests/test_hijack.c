@@ -136,13 +136,19 @@ Test(hijack, libc_heavy_threads_leave_a_1ms_ticker_on_time, .timeout = 60)
     cr_log_info("1 ms ticker beside two libc-heavy threads, one worker, 1 ms quantum: "
                 "p99 %.3f ms, worst %.3f ms late without the worker's off-CPU time (raw p99 "
                 "%.3f ms, off-CPU max %.3f ms); %llu signals, %llu preemptions, %llu hooked "
-                "returns, %llu taken later; hog rounds %llu / %llu",
+                "returns, %llu taken later; refused: %llu runtime, %llu unsafe pc, %llu "
+                "unsafe frame, %llu unwind, %llu headroom; hog rounds %llu / %llu",
                 (double)p99 / 1e6, (double)worst / 1e6, (double)raw_p99 / 1e6,
                 (double)off_max / 1e6,
                 (unsigned long long)(k.s1.signals_sent - k.s0.signals_sent),
                 (unsigned long long)(k.s1.preemptions - k.s0.preemptions),
                 (unsigned long long)hooked,
                 (unsigned long long)(k.s1.deferred_taken - k.s0.deferred_taken),
+                (unsigned long long)(k.s1.refused_runtime - k.s0.refused_runtime),
+                (unsigned long long)(k.s1.refused_unsafe_pc - k.s0.refused_unsafe_pc),
+                (unsigned long long)(k.s1.refused_unsafe_frame - k.s0.refused_unsafe_frame),
+                (unsigned long long)(k.s1.refused_unwind - k.s0.refused_unwind),
+                (unsigned long long)(k.s1.refused_headroom - k.s0.refused_headroom),
                 (unsigned long long)k.hog[0].rounds, (unsigned long long)k.hog[1].rounds);
     cr_expect_leq(p99, 2 * (int64_t)MS,
                   "p99 lateness %.3f ms without the worker's off-CPU time (raw %.3f ms)",
