@@ -216,10 +216,16 @@ static inline struct green__stack_top *green__stack_top(const struct green__thre
     return (struct green__stack_top *)(void *)t->stack_hi - 1;
 }
 
+/* The cold part of the stack whose top is hi. */
+static inline struct green__thread_cold *green__cold_at(char *hi)
+{
+    return (struct green__thread_cold *)(void *)((struct green__stack_top *)(void *)hi - 1) - 1;
+}
+
 /* t's cold part: t's own, or its claimer's (see struct green__thread_cold). */
 static inline struct green__thread_cold *green__cold(const struct green__thread *t)
 {
-    return (struct green__thread_cold *)(void *)green__stack_top(t) - 1;
+    return green__cold_at(t->stack_hi);
 }
 
 /* t's cold part for a reader that may race with t's start or end: NULL
@@ -229,7 +235,7 @@ static inline struct green__thread_cold *green__cold_racy(const struct green__th
     char *hi = __atomic_load_n(&t->stack_hi, __ATOMIC_ACQUIRE);
     if (!hi || atomic_load_explicit(&t->on_cpu, memory_order_acquire) == GREEN_ON_CPU_LAUNCH)
         return NULL;
-    return (struct green__thread_cold *)(void *)((struct green__stack_top *)(void *)hi - 1) - 1;
+    return green__cold_at(hi);
 }
 
 /* t's name as reports print it, read racily: "" for a thread that has
