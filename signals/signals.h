@@ -59,6 +59,7 @@ struct green__sig_worker {
     _Atomic uint32_t slice_timed;
     uint32_t slice_tick;             /* w->tick of the slice it was armed for */
     bool slice_timer_ok;             /* created */
+    bool slice_rearmed;              /* armed by its own expiry, not a preemption */
     timer_t slice_timer;
     uint64_t slice_armed_ns;         /* when it was armed (the monitor reads it) */
     _Alignas(GREEN_CACHELINE) struct green__watch watch;

@@ -10,7 +10,8 @@
  * VM this was measured on cost ~25 us and ~15 us each, far more than the
  * timer (see the closing note of issue 3).  When the timer finds that the
  * slice it was armed for has ended (the thread blocked or yielded: one
- * signal for nothing, at the end of a CPU-bound run), or the preemption is
+ * signal for nothing, at the end of a CPU-bound run; two when a timer of
+ * the worker's is due, green__slice_timer_fired), or the preemption is
  * refused, the worker goes back to the monitor's watch, with its backoff --
  * and so it does when the monitor finds the timer silent for two quanta
  * and 10 ms: an expiry lost to a handler of the program's.
@@ -38,6 +39,23 @@ void green__slice_timer_release(struct green__worker *w)
     green__sysmon_poke(w->rt);
 }
 
+/* AS-safe.  Arm w's created timer for the slice counted `tick`, begun
+ * at `now`. */
+static void arm_for(struct green__worker *w, struct green__sig_worker *s, uint32_t tick,
+                    uint64_t now)
+{
+    uint64_t end = green__slice_end(now, green__quantum_ns(w->rt),
+                                    atomic_load_explicit(&w->timer_next, memory_order_relaxed));
+    s->slice_tick = tick;
+    __atomic_store_n(&s->slice_armed_ns, now, __ATOMIC_RELAXED);
+    atomic_store_explicit(&s->slice_timed, 1, memory_order_relaxed);
+    GREEN_TEST_TRACE_DEADLINE(w, end);
+    struct itimerspec it = { { 0, 0 },
+                             { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
+    if (timer_settime(s->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)
+        atomic_store_explicit(&s->slice_timed, 0, memory_order_relaxed);
+}
+
 /* Called by the trampoline's switch, on w, before it picks the next
  * thread: arm the timer for the slice that pick starts (tick + 1). */
 void green__slice_timer_arm(struct green__worker *w)
@@ -55,17 +73,9 @@ void green__slice_timer_arm(struct green__worker *w)
             return;                  /* the monitor keeps watching w */
         s->slice_timer_ok = true;
     }
-    uint64_t now = green__clock_ns();
-    uint64_t end = green__slice_end(now, green__quantum_ns(rt),
-                                    atomic_load_explicit(&w->timer_next, memory_order_relaxed));
-    s->slice_tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
-    __atomic_store_n(&s->slice_armed_ns, now, __ATOMIC_RELAXED);
-    atomic_store_explicit(&s->slice_timed, 1, memory_order_relaxed);
-    GREEN_TEST_TRACE_DEADLINE(w, end);
-    struct itimerspec it = { { 0, 0 },
-                             { (time_t)(end / 1000000000u), (long)(end % 1000000000u) } };
-    if (timer_settime(s->slice_timer, TIMER_ABSTIME, &it, NULL) != 0)
-        atomic_store_explicit(&s->slice_timed, 0, memory_order_relaxed);
+    s->slice_rearmed = false;
+    arm_for(w, s, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
+            green__clock_ns());
 }
 
 /* The monitor's look.  An expiry that never reached libgreen's handler --
@@ -90,20 +100,40 @@ bool green__slice_timer_watching(struct green__worker *w, uint64_t now)
 }
 
 /* AS-safe.  w's slice timer fired: true if its slice is still running and
- * should be asked to switch; otherwise w goes back to the monitor.  (A run
- * that does not preempt by signal has no slice timer: stale.) */
+ * should be asked to switch.  (A run that does not preempt by signal has
+ * no slice timer: stale.)
+ *
+ * If that slice ended by itself, w goes back to the monitor -- unless a
+ * timer of w's is due within a quantum and the timer was armed by a
+ * preemption: then it is armed once more, from now, for the slice now
+ * running.  That is the slice after a short one, typically a thread woken
+ * by its timer that ran a few microseconds and slept again while a CPU hog
+ * waited; the hog's slice must end at that thread's next deadline.  Left to
+ * the monitor, on the other CPU, it ended when the monitor woke: a halted
+ * vCPU that the host woke late made a 1 ms ticker 2-3 ms late, several
+ * times a second, in whole phases of a run
+ * (hijack::libc_heavy_threads_leave_a_1ms_ticker_on_time).  Armed once and
+ * not again, so a worker whose threads switch on their own draws at most
+ * two signals for nothing when a run of preemptions ends. */
 bool green__slice_timer_fired(struct green__worker *w)
 {
     struct green__sig_worker *s = green__sig_worker(w);
     green__count(&green__sig_stats.signals_sent);
     if (!s || !atomic_load_explicit(&s->slice_timed, memory_order_relaxed))
         return false;                /* released meanwhile: stale */
-    if (w->cur == &w->g0 ||
-        atomic_load_explicit(&w->tick, memory_order_relaxed) != s->slice_tick) {
-        green__slice_timer_release(w);   /* that slice ended by itself */
+    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
+    if (w->cur != &w->g0 && tick == s->slice_tick)
+        return true;
+    uint64_t now = green__clock_ns();
+    if (w->cur != &w->g0 && !s->slice_rearmed &&
+        atomic_load_explicit(&w->timer_next, memory_order_relaxed) <
+            now + green__quantum_ns(w->rt)) {
+        s->slice_rearmed = true;
+        arm_for(w, s, tick, now);
         return false;
     }
-    return true;
+    green__slice_timer_release(w);   /* that slice ended by itself */
+    return false;
 }
 
 /* Before an exec on w (exec.c, through green__sig_quiet): the timer will
