@@ -132,6 +132,8 @@ static int region_add(struct green__pool *p)
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED)
             continue;
+        if (p->huge_from && size > p->huge_from)     /* best effort */
+            madvise((char *)m + p->huge_from, size - p->huge_from, MADV_HUGEPAGE);
         p->regions[n].base = m;
         p->regions[n].size = size;
         atomic_store_explicit(&p->regions[n].used, 0, memory_order_relaxed);

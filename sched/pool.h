@@ -37,6 +37,8 @@ struct green__pool {
     bool use_mprotect;               /* kernel lacks MADV_GUARD_INSTALL */
     bool no_batch;                   /* process_madvise refused: a call a slot */
     size_t touch;                    /* bytes at each slot's top populated ahead */
+    size_t huge_from;                /* a region's bytes past this: huge pages
+                                      * (MADV_HUGEPAGE); 0: never */
     unsigned batch;                  /* slots the next preparation covers */
     struct iovec *prep_iov;          /* its ranges (under lock; not on a
                                       * green thread's small stack) */
