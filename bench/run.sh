@@ -235,7 +235,7 @@ case " $TABLES " in *" preempt "*)
 esac
 
 : >"$TMP/medians"
-for key in yield spawn spawnmany chan mutex park_rss park_rss_total park_pte_total \
+for key in yield spawn spawnmany chan mutex park_spawn park_rss park_rss_total park_pte_total \
            park_stack park_kstack; do
     for peer in $PEERS; do
         echo "$key $peer $(median "$TMP/$key.$peer")" >>"$TMP/medians"
@@ -327,6 +327,7 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
         row("spawn N, then join all (ns/thread)", "spawnmany", 1)
         row("unbuffered channel hop (ns)", "chan", 1)
         row("mutex, 4 threads (ns/lock+unlock)", "mutex", 1)
+        row("parked: spawn to all parked (ns/thread) *", "park_spawn", 0)
         row("parked: RSS growth (B/thread) *", "park_rss", 1)
         row("parked: total RSS (MiB) *", "park_rss_total", park_n == park_n_pt)
         row("parked: page tables, VmPTE (MiB) *", "park_pte_total", park_n == park_n_pt)
@@ -351,6 +352,13 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
         if (park_n == 1000000) target("1M parked <= 4.5 GiB RSS", "park_rss_total", 4608, "MiB")
         else printf "  %-30s not measured (BENCH_PARK_N=%d, not 1M)\n", "1M parked <= 4.5 GiB RSS", park_n
     }' "$TMP/medians"
+# What one fresh stack page costs this machine, whoever takes it: the floor
+# under "spawn to all parked" (bench/page_cost.c).
+if [ -x "$OUT/page_cost" ]; then
+    echo
+    echo "Under it, what a fresh stack page costs here (bench/page_cost, one run, us/page):"
+    timeout "$TIMEOUT" "$OUT/page_cost" 2>&1 | tee -a "$LOG" | sed 's/^/  /'
+fi
 esac
 
 case " $TABLES " in *" preempt "*)
