@@ -327,7 +327,7 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
         row("spawn N, then join all (ns/thread)", "spawnmany", 1)
         row("unbuffered channel hop (ns)", "chan", 1)
         row("mutex, 4 threads (ns/lock+unlock)", "mutex", 1)
-        row("parked: spawn to all parked (ns/thread) *", "park_spawn", 0)
+        row("parked: cold spawn (ns/thread) *", "park_spawn", 0)
         row("parked: RSS growth (B/thread) *", "park_rss", 1)
         row("parked: total RSS (MiB) *", "park_rss_total", park_n == park_n_pt)
         row("parked: page tables, VmPTE (MiB) *", "park_pte_total", park_n == park_n_pt)
