@@ -8,7 +8,7 @@
  * slice at each preemption, and the kernel signals that worker alone when it
  * fires -- no monitor wake and no cross-CPU signal per quantum, which on the
  * VM this was measured on cost ~25 us and ~15 us each, far more than the
- * timer (see the closing note of issue 3).  When the timer finds that the
+ * timer.  When the timer finds that the
  * slice it was armed for has ended (the thread blocked or yielded: one
  * signal for nothing, at the end of a CPU-bound run; two when a timer of
  * the worker's is due, green__slice_timer_fired), or the preemption is
