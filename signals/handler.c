@@ -38,7 +38,8 @@
  * whose threads switch on their own, every quantum, for nothing.  The
  * one-shot slice timer is armed only after a preemption, when the next
  * slice is likely CPU-bound too, and costs at most one signal for nothing
- * when that run of preemptions ends.
+ * when that run of preemptions ends (two when a timer of the worker's is
+ * due: slice_timer.c re-arms it once for the slice after a short one).
  *
  * This file is step 2: the handler, and what tells libgreen's signals from
  * the program's.  Step 1 is monitor.c (and slice_timer.c), step 3

@@ -17,6 +17,7 @@
 
 #include "sched.h"
 
+#include <signal.h>
 #include <time.h>
 
 /* ---- The layer's own state, per worker ---------------------------------- */
@@ -60,6 +61,10 @@ struct green__sig_worker {
     uint32_t slice_tick;             /* w->tick of the slice it was armed for */
     bool slice_timer_ok;             /* created */
     bool slice_rearmed;              /* armed by its own expiry, not a preemption */
+    /* Set while green__slice_timer_arm runs: an expiry of the timer armed
+     * before, landing then, leaves the timer to it (slice_tick and
+     * slice_rearmed are the owner's and its handler's, on one thread). */
+    volatile sig_atomic_t slice_arming;
     timer_t slice_timer;
     uint64_t slice_armed_ns;         /* when it was armed (the monitor reads it) */
     _Alignas(GREEN_CACHELINE) struct green__watch watch;
@@ -128,7 +133,9 @@ int green__hijack_personality(int version, int actions, uint64_t exception_class
 
 /* w's one-shot slice timer: arm it for the slice the next pick starts (on
  * w, in the switch of a preemption); is the slice it fired for still
- * running (AS-safe; false sends w back to the monitor)?  Leave it to the
+ * running (AS-safe; if not, it re-arms for the slice now running once,
+ * when a timer of w's is due within a quantum, else sends w back to the
+ * monitor)?  Leave it to the
  * monitor (AS-safe); disarm it (exec); delete it, on w's own thread as w
  * stops (rt->hooks->worker_exit). */
 void green__slice_timer_arm(struct green__worker *w);

@@ -73,9 +73,13 @@ void green__slice_timer_arm(struct green__worker *w)
             return;                  /* the monitor keeps watching w */
         s->slice_timer_ok = true;
     }
+    s->slice_arming = 1;
+    atomic_signal_fence(memory_order_seq_cst);
     s->slice_rearmed = false;
     arm_for(w, s, atomic_load_explicit(&w->tick, memory_order_relaxed) + 1,
             green__clock_ns());
+    atomic_signal_fence(memory_order_seq_cst);
+    s->slice_arming = 0;
 }
 
 /* The monitor's look.  An expiry that never reached libgreen's handler --
@@ -121,6 +125,8 @@ bool green__slice_timer_fired(struct green__worker *w)
     green__count(&green__sig_stats.signals_sent);
     if (!s || !atomic_load_explicit(&s->slice_timed, memory_order_relaxed))
         return false;                /* released meanwhile: stale */
+    if (s->slice_arming)
+        return false;                /* the switch arms it for the next slice */
     uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);
     if (w->cur != &w->g0 && tick == s->slice_tick)
         return true;
