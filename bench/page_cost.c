@@ -19,13 +19,17 @@
  *                    page fault does all of it), one thread, then two
  *   touch_huge       the first write to each 4 KiB page of a MADV_HUGEPAGE
  *                    mapping, back to back (what a page costs when a 2 MiB
- *                    page is mapped at once; 0 where the kernel gives none);
+ *                    page is mapped at once), and how much of it the kernel
+ *                    gave in huge pages (none: these were 4 KiB faults);
  *                    then touch_huge_again, the same once more, on the huge
  *                    pages the first freed (under a hypervisor, memory the
  *                    guest has not used for a while costs more at its first
  *                    touch, whatever maps it)
  *
- * Each line is "name <us> us/page".  On the VM libgreen was measured on, a
+ * The slots get 4 KiB pages (MADV_NOHUGEPAGE), as libgreen's stacks do.  A
+ * first line names the system's transparent_hugepage mode, the others are
+ * "name <us> us/page" (0 for a step the kernel cannot do: guards before
+ * Linux 6.13, huge pages without THP).  On the VM libgreen was measured on, a
  * 4 KiB page's first touch costs microseconds of hypervisor time however it
  * was populated, and two CPUs touching at once do not reach twice one's
  * rate: a thread needs its own stack page, so that bounds a cold spawn.
@@ -33,6 +37,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +62,11 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static char *fresh(size_t bytes)
+/* A fresh mapping.  Slots get 4 KiB pages, as libgreen's stacks do (their
+ * guards split any huge page): where transparent huge pages are "always",
+ * a first touch would otherwise map 2 MiB and make the whole of it
+ * resident. */
+static char *fresh(size_t bytes, bool small_pages)
 {
     char *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
@@ -65,7 +74,23 @@ static char *fresh(size_t bytes)
         fprintf(stderr, "page_cost: mmap of %zu bytes: %s\n", bytes, strerror(errno));
         exit(1);
     }
+    if (small_pages)
+        madvise(m, bytes, MADV_NOHUGEPAGE);  /* fails only without THP at all */
     return m;
+}
+
+/* This process's AnonHugePages, KiB (0 if unreadable). */
+static unsigned long huge_kib(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    unsigned long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %lu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
 }
 
 static void report(const char *name, double seconds, size_t pages)
@@ -114,7 +139,7 @@ static double touch_tops(char *m, int threads)
 
 static char *populated(void)
 {
-    char *m = fresh(n_slots * slot);
+    char *m = fresh(n_slots * slot, true);
     for (size_t i = 0; i < n_slots; i++)
         if (madvise(top(m, i), page, MADV_POPULATE_WRITE) != 0) {
             fprintf(stderr, "page_cost: MADV_POPULATE_WRITE: %s\n", strerror(errno));
@@ -123,14 +148,15 @@ static char *populated(void)
     return m;
 }
 
-static size_t arg(int argc, char **argv, int i, size_t def)
+static size_t arg(int argc, char **argv, int i, size_t def, bool zero_ok)
 {
     if (argc <= i)
         return def;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(argv[i], &end, 10);
-    if (errno || *end || v == 0) {
+    if (errno || *end || end == argv[i] || argv[i][0] == '-' || (v == 0 && !zero_ok) ||
+        v > ((size_t)1 << 40)) {
         fprintf(stderr, "usage: page_cost [N [SLOT_KIB [GUARD_KIB]]]: bad '%s'\n", argv[i]);
         exit(2);
     }
@@ -140,19 +166,29 @@ static size_t arg(int argc, char **argv, int i, size_t def)
 int main(int argc, char **argv)
 {
     page = (size_t)sysconf(_SC_PAGESIZE);
-    n_slots = arg(argc, argv, 1, 200000);
-    slot = arg(argc, argv, 2, 80) << 10;
-    guard = argc > 3 ? arg(argc, argv, 3, 16) << 10 : (size_t)16 << 10;
-    if (slot % page || guard % page || guard + page > slot || n_slots < 2) {
+    n_slots = arg(argc, argv, 1, 200000, false);
+    slot = arg(argc, argv, 2, 80, false) << 10;
+    guard = arg(argc, argv, 3, 16, true) << 10;
+    if (slot % page || guard % page || guard + page > slot || n_slots < 2 ||
+        n_slots > ((size_t)1 << 46) / slot) {
         fprintf(stderr, "page_cost: a slot must hold its guard and a page, in whole pages, "
-                        "and N be at least 2\n");
+                        "and N be at least 2, N slots at most 64 TiB\n");
         return 2;
     }
 
-    char *m = fresh(n_slots * slot);
+    char enabled[128] = "unknown";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (fgets(enabled, sizeof enabled, f))
+            enabled[strcspn(enabled, "\n")] = 0;
+        fclose(f);
+    }
+    printf("%-20s %s\n", "transparent_hugepage", enabled);
+
+    char *m = fresh(n_slots * slot, true);
     double t0 = now_s();
     size_t guards = 0;
-    for (size_t i = 0; i < n_slots; i++)
+    for (size_t i = 0; guard && i < n_slots; i++)
         if (madvise(m + i * slot, guard, MADV_GUARD_INSTALL) == 0)
             guards++;
     double t = now_s() - t0;
@@ -169,7 +205,7 @@ int main(int argc, char **argv)
     munmap(m, n_slots * slot);
 
     for (int threads = 1; threads <= 2; threads++) {
-        m = fresh(n_slots * slot);
+        m = fresh(n_slots * slot, true);
         report(threads == 1 ? "touch_fresh_1" : "touch_fresh_2", touch_tops(m, threads), n_slots);
         munmap(m, n_slots * slot);
     }
@@ -179,15 +215,19 @@ int main(int argc, char **argv)
     bytes = (bytes + huge - 1) / huge * huge;
     for (int again = 0; again < 2; again++) {
         const char *name = again ? "touch_huge_again" : "touch_huge";
-        m = fresh(bytes + huge);
+        m = fresh(bytes + huge, false);
         char *h = (char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
         if (madvise(h, bytes, MADV_HUGEPAGE) != 0) {
             report(name, 0, 1);
         } else {
+            unsigned long before = huge_kib();
             t0 = now_s();
             for (size_t off = 0; off < bytes; off += page)
                 *(volatile char *)(h + off) = 1;
-            report(name, now_s() - t0, bytes / page);
+            t = now_s() - t0;
+            unsigned long got = huge_kib() - before;
+            printf("%-20s %.2f us/page (%lu of %zu KiB in huge pages)\n", name,
+                   t / (double)(bytes / page) * 1e6, got, bytes >> 10);
         }
         munmap(m, bytes + huge);
     }

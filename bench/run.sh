@@ -353,7 +353,7 @@ awk -v park_n="$(n_for green park)" -v park_n_go="$(n_for go park)" \
         else printf "  %-30s not measured (BENCH_PARK_N=%d, not 1M)\n", "1M parked <= 4.5 GiB RSS", park_n
     }' "$TMP/medians"
 # What one fresh stack page costs this machine, whoever takes it: the floor
-# under "spawn to all parked" (bench/page_cost.c).
+# under "parked: cold spawn" (bench/page_cost.c).
 if [ -x "$OUT/page_cost" ]; then
     echo
     echo "Under it, what a fresh stack page costs here (bench/page_cost, one run, us/page):"
