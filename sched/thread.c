@@ -134,13 +134,17 @@ int green__threads_init(struct green__rt *rt)
      * a stale handle must keep reading "no such thread" there. */
     int err = green__pool_init(&rt->threads, size, 0, 0, 0, GREEN_THREAD_REGION, false, size);
     /* Control blocks lie back to back and are all touched: past the first
-     * GREEN_THREAD_HUGE_FROM bytes (~21 000 threads), in huge pages.  A
-     * fresh 4 KiB page costs ~5 us at its first touch on the VM this was
+     * GREEN_THREAD_HUGE_FROM bytes (~21 000 threads), in huge pages, where
+     * the system's THP mode is "madvise" ("always" gives them anyway).  A
+     * fresh 4 KiB page costs ~4-6 us at its first touch on the VM this was
      * measured on, whoever populated it (the hypervisor maps it then), and
      * holds 21 control blocks; a huge page is mapped at once.  A cold
-     * million: park_spawn 5.9 -> 5.1-5.3 us a thread (README, "A cold
-     * million").  Not for the first ones: a program of a few threads does
-     * not take 2 MiB of memory for them. */
+     * million: park_spawn 5.62 -> 5.17 us a thread, medians of 7 (README,
+     * "A cold million").  Not for the first ones: a program of a few
+     * threads does not take 2 MiB of memory for them.  The price: the
+     * populate that maps a huge page holds the pool's lock for all of it,
+     * ~3 ms on memory the host must back anew, once per ~11 000 new
+     * threads while the pool grows. */
     rt->threads.huge_from = GREEN_THREAD_HUGE_FROM;
     return err;
 }
