@@ -76,8 +76,9 @@ struct green__worker {
     green__spin_t inbox_lock;
     struct green__thread *inbox_head, *inbox_tail;
     _Atomic uint32_t ninbox;
-    uint32_t kept_for_idle;          /* preemptions deferred for an idle worker */
     int64_t slice_len;               /* reductions the running slice was given */
+    uint64_t kept_since;             /* first preemption deferred for an idle
+                                      * worker, ns; 0: none */
 
     /* Published by the worker's OS thread when it starts (release; 0
      * before: the monitor leaves it alone). */
